@@ -1,0 +1,55 @@
+"""Quality metrics for embeddings (scib-metrics where available)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+
+def _labels(adata: AnnData, label_key: str) -> np.ndarray:
+    if label_key not in adata.obs:
+        raise KeyError(f"label_key={label_key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)})")
+    return adata.obs[label_key].astype(str).to_numpy()
+
+
+def _representation(adata: AnnData, key: str) -> np.ndarray:
+    if key not in adata.obsm:
+        raise KeyError(f"{key!r} is not in adata.obsm (keys: {list(adata.obsm.keys())})")
+    return np.asarray(adata.obsm[key], dtype=np.float32)
+
+
+def label_silhouette(adata: AnnData, rep_key: str, label_key: str) -> float:
+    """scib's label silhouette (average silhouette width of labels, rescaled to [0, 1]; higher is better)."""
+    from scib_metrics import silhouette_label
+
+    return float(silhouette_label(_representation(adata, rep_key), _labels(adata, label_key)))
+
+
+def scib_table(adata: AnnData, rep_keys: list[str], *, batch_key: str, label_key: str, n_jobs: int = 1) -> pd.DataFrame:
+    """scib-metrics ``Benchmarker`` on several embeddings; returns its table (one row per embedding + metric type).
+
+    Uses the default bio-conservation and batch-correction metric sets of scib-metrics 0.5.
+    """
+    from scib_metrics.benchmark import Benchmarker
+
+    for key in rep_keys:
+        _representation(adata, key)
+    _labels(adata, label_key)
+    _labels(adata, batch_key)
+    work = AnnData(obs=adata.obs[[batch_key, label_key]].copy())
+    work.obs_names = adata.obs_names
+    for key in rep_keys:
+        work.obsm[key] = _representation(adata, key)
+    work.obsm["_unintegrated"] = work.obsm[rep_keys[0]]
+    benchmarker = Benchmarker(
+        work,
+        batch_key=batch_key,
+        label_key=label_key,
+        embedding_obsm_keys=rep_keys,
+        pre_integrated_embedding_obsm_key=rep_keys[0],
+        n_jobs=n_jobs,
+        progress_bar=False,
+    )
+    benchmarker.benchmark()
+    return benchmarker.get_results(min_max_scale=False)

@@ -1,0 +1,84 @@
+"""``scfm`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _embed(args: argparse.Namespace) -> int:
+    import anndata as ad
+
+    from scfm.tl import embed
+
+    adata = ad.read_h5ad(args.input, backed="r" if args.backed else None)
+    embed(
+        adata,
+        args.model,
+        layer=args.layer,
+        use_raw=args.use_raw,
+        gene_key=args.gene_key,
+        batch_size=args.batch_size,
+        key_added=args.key_added,
+        device=args.device,
+        max_len=args.max_len,
+        progress=not args.quiet,
+    )
+    if args.backed:
+        result = ad.AnnData(
+            obs=adata.obs.copy(), var=adata.var[[]].copy(), obsm={args.key_added: adata.obsm[args.key_added]}
+        )
+        result.uns["scfm"] = dict(adata.uns["scfm"])
+        result.write_h5ad(args.output)
+    else:
+        adata.write_h5ad(args.output)
+    print(f"wrote {args.output} (obsm[{args.key_added!r}])")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from scfm._demo import run_demo
+
+    run_demo(args.out, model=args.model, device=args.device)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scfm", description="Single-cell foundation models for scverse.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    embed = sub.add_parser("embed", help="embed the cells of an .h5ad file; writes obsm[KEY] to OUTPUT")
+    embed.add_argument("input", help="input .h5ad")
+    embed.add_argument("output", help="output .h5ad (with --backed: obs + the embedding only)")
+    embed.add_argument("--model", default=None, help="checkpoint directory or bundled name (default: bundled)")
+    embed.add_argument("--layer", default=None)
+    embed.add_argument("--use-raw", action="store_true", help="read adata.raw")
+    embed.add_argument("--gene-key", default=None, help="var column with gene symbols")
+    embed.add_argument("--batch-size", type=int, default=64)
+    embed.add_argument("--key-added", default="X_scfm")
+    embed.add_argument("--device", default="auto")
+    embed.add_argument("--max-len", type=int, default=None)
+    embed.add_argument("--backed", action="store_true", help="stream the input from disk")
+    embed.add_argument("--quiet", action="store_true", help="no progress bar")
+    embed.set_defaults(func=_embed)
+
+    demo = sub.add_parser("demo", help="embed pbmc68k_reduced, write a UMAP PNG and a report")
+    demo.add_argument("--out", default="scfm_demo_output")
+    demo.add_argument("--model", default=None)
+    demo.add_argument("--device", default="auto")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"scfm {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

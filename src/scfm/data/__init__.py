@@ -1,0 +1,19 @@
+"""AnnData -> batches: matrix access by row blocks, collation, length bucketing, training datasets."""
+
+from ._collate import length_bucketed_batches, pad_cells
+from ._matrix import ExpressionSource, expression_source, iter_row_blocks, read_rows
+from ._pretraining import BucketBatchSampler, CellDataModule, MaskedValueCollator, TokenizedCellDataset, TrainingCell
+
+__all__ = [
+    "BucketBatchSampler",
+    "CellDataModule",
+    "ExpressionSource",
+    "MaskedValueCollator",
+    "TokenizedCellDataset",
+    "TrainingCell",
+    "expression_source",
+    "iter_row_blocks",
+    "length_bucketed_batches",
+    "pad_cells",
+    "read_rows",
+]

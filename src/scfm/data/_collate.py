@@ -1,0 +1,44 @@
+"""Batches of tokenised cells: padding and length bucketing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from scfm.tokenize import CellTokens
+
+
+def pad_cells(cells: Sequence[CellTokens], *, pad_id: int, pad_value: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack cells into ``(batch, longest)`` id and value tensors, padding shorter cells."""
+    length = max(len(cell.gene_ids) for cell in cells)
+    gene_ids = np.full((len(cells), length), pad_id, dtype=np.int64)
+    values = np.full((len(cells), length), pad_value, dtype=np.float32)
+    for row, cell in enumerate(cells):
+        gene_ids[row, : len(cell.gene_ids)] = cell.gene_ids
+        values[row, : len(cell.values)] = cell.values
+    return torch.from_numpy(gene_ids), torch.from_numpy(values)
+
+
+def length_bucketed_batches(lengths: np.ndarray, batch_size: int, max_tokens: int | None = None) -> list[np.ndarray]:
+    """Group cell positions into batches of similar token length.
+
+    Cells are sorted by length (longest first, ties by position), then cut into batches of at most
+    ``batch_size`` cells and, when ``max_tokens`` is given, at most ``max_tokens`` padded tokens.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = np.lexsort((np.arange(len(lengths)), -np.asarray(lengths)))
+    batches: list[np.ndarray] = []
+    current: list[int] = []
+    for position in order:
+        longest = lengths[current[0]] if current else lengths[position]
+        too_many_tokens = max_tokens is not None and (len(current) + 1) * longest > max_tokens
+        if current and (len(current) == batch_size or too_many_tokens):
+            batches.append(np.asarray(current))
+            current = []
+        current.append(int(position))
+    if current:
+        batches.append(np.asarray(current))
+    return batches

@@ -1,0 +1,197 @@
+"""Checkpoint directories: ``config.json``, ``vocab.json``, ``model.safetensors``, ``model_card.md``.
+
+Nothing here unpickles: weights are safetensors, metadata is JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from scfm.genes import GeneVocab
+
+CONFIG_FILE = "config.json"
+VOCAB_FILE = "vocab.json"
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "model_card.md"
+REQUIRED_FILES = (CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, CARD_FILE)
+
+BUNDLED = {"default": "scgpt_default", "scgpt": "scgpt_default", "scgpt-default": "scgpt_default"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing files, corrupted, or inconsistent with its config."""
+
+
+@dataclass
+class Checkpoint:
+    """The parsed contents of a checkpoint directory."""
+
+    path: Path
+    config: dict[str, Any]
+    vocab: GeneVocab
+    state_dict: dict[str, torch.Tensor]
+    model_card: str
+    sha256: str
+
+    @property
+    def family(self) -> str:
+        return str(self.config.get("family", "unknown"))
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def bundled_checkpoint_names() -> list[str]:
+    """Names accepted by :func:`resolve_checkpoint_path` for the checkpoints shipped inside the package."""
+    return sorted(BUNDLED)
+
+
+def resolve_checkpoint_path(name_or_path: str | os.PathLike | None) -> Path:
+    """Map ``None``/a bundled name/a directory to the checkpoint directory (no network access, ever)."""
+    if name_or_path is None:
+        name_or_path = "default"
+    key = str(name_or_path)
+    if key.lower() in BUNDLED:
+        return Path(str(resources.files("scfm") / "checkpoints" / BUNDLED[key.lower()]))
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no checkpoint at {str(path)!r}; pass a checkpoint directory or one of the bundled names "
+            f"{bundled_checkpoint_names()} (scfm never downloads weights)"
+        )
+    if not path.is_dir():
+        raise CheckpointError(
+            f"{str(path)!r} is a file; a checkpoint is a directory with {', '.join(REQUIRED_FILES)}. "
+            "Official scGPT checkpoints must first be converted with `scfm convert scgpt`."
+        )
+    return path
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_checkpoint(name_or_path: str | os.PathLike | None) -> Checkpoint:
+    """Read and validate a checkpoint directory.
+
+    Raises
+    ------
+    CheckpointError
+        Missing files, unreadable JSON, or a corrupted weights file.
+    """
+    path = resolve_checkpoint_path(name_or_path)
+    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint directory {str(path)!r} is missing {', '.join(missing)}; a checkpoint needs "
+            f"{', '.join(REQUIRED_FILES)}"
+        )
+    try:
+        config = json.loads((path / CONFIG_FILE).read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path / CONFIG_FILE} is not valid JSON ({err})") from err
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path / CONFIG_FILE} must hold a JSON object")
+    try:
+        vocab = GeneVocab.load(path / VOCAB_FILE)
+    except (ValueError, OSError) as err:
+        raise CheckpointError(f"cannot read {path / VOCAB_FILE}: {err}") from err
+    try:
+        state_dict = load_file(path / WEIGHTS_FILE)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path / WEIGHTS_FILE} is not a readable safetensors file ({err})") from err
+    state_dict = {key: value.float() if value.is_floating_point() else value for key, value in state_dict.items()}
+    return Checkpoint(
+        path=path,
+        config=config,
+        vocab=vocab,
+        state_dict=state_dict,
+        model_card=(path / CARD_FILE).read_text(),
+        sha256=file_sha256(path / WEIGHTS_FILE),
+    )
+
+
+def load_weights_strict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict`` that names every missing, unexpected and mis-shaped tensor."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mismatched = [
+        f"{key} {tuple(state_dict[key].shape)} vs {tuple(expected[key].shape)}"
+        for key in sorted(set(expected) & set(state_dict))
+        if state_dict[key].shape != expected[key].shape
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing tensors {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+        if unexpected:
+            parts.append(f"unexpected tensors {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
+        if mismatched:
+            parts.append(f"shape mismatches (file vs config) {mismatched[:8]}")
+        raise CheckpointError(f"weights in {source} do not match its config.json: " + "; ".join(parts))
+    module.load_state_dict(state_dict, strict=True)
+
+
+def save_checkpoint(
+    directory: str | os.PathLike,
+    *,
+    config: dict[str, Any],
+    vocab: GeneVocab,
+    state_dict: dict[str, torch.Tensor],
+    model_card: str,
+    overwrite: bool = False,
+    half_precision: bool = False,
+) -> Path:
+    """Write a checkpoint directory atomically (a temporary sibling directory renamed into place).
+
+    Parameters
+    ----------
+    half_precision
+        Store floating-point tensors as float16 (halves the size; they are loaded back as float32).
+    """
+    target = Path(directory).expanduser()
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{str(target)!r} exists; pass overwrite=True to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        tensors = {}
+        for key, value in state_dict.items():
+            value = value.detach().cpu().contiguous()
+            if half_precision and value.is_floating_point():
+                value = value.half()
+            tensors[key] = value
+        save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt", "family": str(config.get("family"))})
+        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        vocab.save(staging / VOCAB_FILE)
+        (staging / CARD_FILE).write_text(model_card)
+        if target.exists():
+            backup = target.with_name(f".{target.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            target.rename(backup)
+            staging.rename(target)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target

@@ -1,0 +1,90 @@
+"""Hyper-parameters of an scGPT-family model, stored as ``config.json`` in a checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FAMILY = "scgpt"
+
+
+@dataclass
+class SCGPTConfig:
+    """Architecture and tokenisation settings of :class:`~scfm.models.SCGPT`.
+
+    Parameters
+    ----------
+    n_tokens
+        Vocabulary size including special tokens.
+    pad_id, cls_id
+        Ids of ``<pad>`` and ``<cls>`` in the vocabulary.
+    d_model, n_heads, n_layers, d_hidden
+        Transformer width, heads, depth and feed-forward width.
+    dropout
+        Dropout used in training.
+    n_bins
+        Number of value bins (bin 0 = zero expression, expressed genes use 1 .. n_bins-1).
+    max_len
+        Tokens per cell, ``<cls>`` included; cells expressing more genes are subsampled deterministically.
+    input_style
+        ``"continuous"`` (MLP on the bin number, as scGPT's released models) or ``"category"`` (one embedding per bin).
+    cell_embedding
+        ``"cls"`` (hidden state of ``<cls>``) or ``"mean"`` (mean over gene tokens).
+    predict_zero
+        Add zero-probability outputs to the GEP/GEPC heads.
+    n_batches
+        Number of batch categories when batch embeddings are concatenated to the transformer output (0 = none).
+    """
+
+    n_tokens: int
+    pad_id: int
+    cls_id: int
+    d_model: int = 128
+    n_heads: int = 4
+    n_layers: int = 4
+    d_hidden: int = 256
+    dropout: float = 0.1
+    n_bins: int = 51
+    max_len: int = 1200
+    pad_value: float = -2.0
+    mask_value: float = -1.0
+    input_style: Literal["continuous", "category"] = "continuous"
+    cell_embedding: Literal["cls", "mean"] = "cls"
+    norm_first: bool = False
+    activation: Literal["relu", "gelu"] = "relu"
+    predict_zero: bool = True
+    n_batches: int = 0
+    tokenizer_seed: int = 0
+    family: str = FAMILY
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.d_model % self.n_heads:
+            problems.append(f"d_model ({self.d_model}) is not divisible by n_heads ({self.n_heads})")
+        if self.n_bins < 3:
+            problems.append(f"n_bins must be >= 3, got {self.n_bins}")
+        if self.max_len < 2:
+            problems.append(f"max_len must be >= 2, got {self.max_len}")
+        if not 0 <= self.pad_id < self.n_tokens or not 0 <= self.cls_id < self.n_tokens:
+            problems.append(f"pad_id/cls_id ({self.pad_id}/{self.cls_id}) outside the vocabulary of {self.n_tokens}")
+        if self.input_style not in ("continuous", "category"):
+            problems.append(f"input_style must be 'continuous' or 'category', got {self.input_style!r}")
+        if self.cell_embedding not in ("cls", "mean"):
+            problems.append(f"cell_embedding must be 'cls' or 'mean', got {self.cell_embedding!r}")
+        if self.family != FAMILY:
+            problems.append(f"family is {self.family!r}, expected {FAMILY!r}")
+        if problems:
+            raise ValueError("invalid SCGPT config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SCGPTConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"config.json has unknown fields {unknown}; is this a checkpoint of another model family?")
+        return cls(**data)

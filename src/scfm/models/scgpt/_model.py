@@ -1,0 +1,445 @@
+"""``SCGPT``: the scGPT family as an scvi-tools model."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+from anndata import AnnData
+from lightning.fabric.utilities.seed import seed_everything
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import CategoricalObsField, LayerField
+from scvi.model.base import BaseModelClass
+from scvi.train import TrainRunner
+
+from scfm.data import CellDataModule, MaskedValueCollator, TokenizedCellDataset, expression_source
+from scfm.genes import GeneVocab, align_genes
+from scfm.tokenize import check_values
+from scfm.train import WarmupCosineTrainingPlan
+
+from .._checkpoint import CheckpointError, load_checkpoint, load_weights_strict, save_checkpoint
+from .._device import resolve_device
+from ._config import SCGPTConfig
+from ._embed import binning_config, embed_cells
+from ._module import SCGPTModule
+
+
+@dataclass
+class PretrainedSCGPT:
+    """A loaded scGPT-family checkpoint, independent of any AnnData."""
+
+    module: SCGPTModule
+    vocab: GeneVocab
+    name: str
+    path: str
+    sha256: str
+
+
+def load_pretrained_module(name_or_path: str | os.PathLike | None = None) -> PretrainedSCGPT:
+    """Load a checkpoint directory (or a bundled name) into an :class:`SCGPTModule` in eval mode."""
+    checkpoint = load_checkpoint(name_or_path)
+    try:
+        config = SCGPTConfig.from_dict(checkpoint.config)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{checkpoint.path / 'config.json'} is not a valid SCGPT config: {err}") from err
+    if config.n_tokens != len(checkpoint.vocab):
+        raise CheckpointError(
+            f"config.json says n_tokens={config.n_tokens} but vocab.json has {len(checkpoint.vocab)} tokens "
+            f"in {str(checkpoint.path)!r}"
+        )
+    if (config.pad_id, config.cls_id) != (checkpoint.vocab.pad_id, checkpoint.vocab.cls_id):
+        raise CheckpointError(f"pad/cls ids in config.json and vocab.json disagree in {str(checkpoint.path)!r}")
+    module = SCGPTModule(config)
+    load_weights_strict(module, checkpoint.state_dict, str(checkpoint.path / "model.safetensors"))
+    module.eval()
+    return PretrainedSCGPT(module, checkpoint.vocab, checkpoint.name, str(checkpoint.path), checkpoint.sha256)
+
+
+class SCGPT(BaseModelClass):
+    """scGPT (Cui et al. 2024): gene tokens with binned values, a ``<cls>`` cell token, a transformer encoder.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`.
+    vocab
+        Gene vocabulary. ``None`` builds one from the AnnData's genes (pretraining from scratch).
+    config
+        A complete :class:`SCGPTConfig` (used when loading checkpoints); otherwise built from ``config_kwargs``.
+    min_genes, on_duplicate
+        Passed to :func:`scfm.genes.align_genes`.
+    **config_kwargs
+        Architecture settings of :class:`SCGPTConfig` (``d_model``, ``n_layers``, ``max_len``, ...).
+        ``use_batch_embeddings=True`` concatenates a batch embedding (from ``batch_key``) to the transformer output.
+
+    Examples
+    --------
+    >>> scfm.models.SCGPT.setup_anndata(adata, layer="counts")
+    >>> model = scfm.models.SCGPT.from_pretrained("default", adata)
+    >>> adata.obsm["X_scgpt"] = model.get_latent_representation()
+    """
+
+    def __init__(
+        self,
+        adata: AnnData,
+        *,
+        vocab: GeneVocab | None = None,
+        config: SCGPTConfig | None = None,
+        min_genes: int = 50,
+        on_duplicate: Literal["error", "first"] = "error",
+        use_batch_embeddings: bool = False,
+        **config_kwargs,
+    ) -> None:
+        super().__init__(adata)
+        setup_args = self.adata_manager.registry["setup_args"]
+        source = expression_source(adata, layer=setup_args.get("layer"))
+        if vocab is None:
+            vocab = _vocab_from_var(source.var, setup_args.get("gene_key"))
+        self.vocab = vocab
+        self.alignment = align_genes(
+            source.var, vocab, gene_key=setup_args.get("gene_key"), min_genes=min_genes, on_duplicate=on_duplicate
+        )
+        if config is None:
+            n_batches = self.summary_stats.n_batch if use_batch_embeddings else 0
+            config = SCGPTConfig(
+                n_tokens=len(vocab), pad_id=vocab.pad_id, cls_id=vocab.cls_id, n_batches=n_batches, **config_kwargs
+            )
+        elif config.n_tokens != len(vocab):
+            raise ValueError(f"config.n_tokens={config.n_tokens} does not match the vocabulary size {len(vocab)}")
+        self.config = config
+        self.module = SCGPTModule(config)
+        self.checkpoint_name = "untrained"
+        self.checkpoint_sha256 = ""
+        self._min_genes, self._on_duplicate = min_genes, on_duplicate
+        self._model_summary_string = (
+            f"SCGPT: {config.n_layers} layers, d_model {config.d_model}, {config.n_heads} heads, "
+            f"{len(vocab)} tokens; {self.alignment.summary()}"
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    # -- data registration -----------------------------------------------------------------------
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        layer: str | None = None,
+        batch_key: str | None = None,
+        labels_key: str | None = None,
+        gene_key: str | None = None,
+        **kwargs,
+    ) -> None:
+        """Register the expression matrix, batch and label columns, and the gene-name source.
+
+        Parameters
+        ----------
+        adata
+            AnnData with raw counts or log-normalised values (not scaled: negative values are rejected).
+        layer
+            Layer holding the expression (``None`` = ``adata.X``).
+        batch_key, labels_key
+            Columns of ``adata.obs`` with batch and cell-type labels.
+        gene_key
+            Column of ``adata.var`` holding gene symbols (``None`` = ``var_names``, with auto-detection of
+            common symbol columns when var_names are Ensembl ids).
+        """
+        for key, name in ((batch_key, "batch_key"), (labels_key, "labels_key")):
+            if key is not None and key not in adata.obs:
+                raise KeyError(f"{name}={key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)})")
+        if gene_key is not None and gene_key not in adata.var:
+            raise KeyError(f"gene_key={gene_key!r} is not a column of adata.var (columns: {list(adata.var.columns)})")
+        source = expression_source(adata, layer=layer)
+        if source.is_backed:
+            raise ValueError("SCGPT.setup_anndata needs the matrix in memory; use scfm.tl.embed for backed AnnData")
+        check_values(source.matrix, where=source.label)
+        setup_method_args = cls._get_setup_method_args(**locals())
+        fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
+            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+            CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
+        ]
+        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    # -- training --------------------------------------------------------------------------------
+    def train(
+        self,
+        max_epochs: int = 10,
+        *,
+        batch_size: int = 32,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 200,
+        mode: Literal["masked", "generative"] = "masked",
+        mask_ratio: float = 0.4,
+        gep_weight: float = 1.0,
+        gepc_weight: float = 1.0,
+        ecs_weight: float = 0.0,
+        ecs_threshold: float = 0.6,
+        n_zero_queries: int = 128,
+        max_len: int | None = None,
+        measured_key: str | None = None,
+        validation_size: float = 0.0,
+        seed: int = 0,
+        accelerator: str = "auto",
+        devices: int | str = "auto",
+        num_workers: int = 0,
+        **trainer_kwargs,
+    ) -> None:
+        """Self-supervised training with GEP + GEPC (+ ECS), AdamW and a warm-up + cosine schedule.
+
+        Parameters
+        ----------
+        max_epochs, batch_size, lr, weight_decay, warmup_steps
+            Optimisation settings (``warmup_steps`` in optimiser steps).
+        mode
+            ``"masked"``: masked genes get the mask value as input. ``"generative"``: masked genes are
+            "unknown" under scGPT's generative attention mask (they attend only to known tokens and themselves).
+        mask_ratio
+            Fraction of each cell's gene tokens whose values are hidden and predicted (GEP).
+        gep_weight, gepc_weight, ecs_weight, ecs_threshold
+            Objective weights and the ECS similarity threshold.
+        n_zero_queries
+            Measured-but-unexpressed genes queried per cell by GEPC with target 0.
+        max_len
+            Tokens per cell in training (default: the model's ``max_len``); longer cells are subsampled.
+        measured_key
+            Column of ``adata.obs`` naming each cell's dataset; ``adata.var`` must then hold boolean columns
+            ``measured_in:<dataset>``. A gene a dataset did not measure is never used as a zero target.
+        validation_size
+            Fraction of cells held out to log ``validation_loss``.
+        seed
+            Seeds the split, the masks and the initial shuffle.
+        **trainer_kwargs
+            Passed to the Lightning trainer (through :class:`scvi.train.TrainRunner`).
+        """
+        seed_everything(seed, verbose=False)
+        matrix = self._training_matrix()
+        column_token_ids = self.alignment.column_token_ids()
+        groups, measured = self._measured_sets(measured_key, column_token_ids)
+        batch_codes = None
+        if self.config.n_batches > 0:
+            batch_codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY).ravel().astype(np.int64)
+        tokenizer = binning_config(self.config, max_len)
+        lengths = _expressed_counts(matrix, column_token_ids, tokenizer.max_len)
+
+        def make_dataset(rows: np.ndarray) -> TokenizedCellDataset:
+            return TokenizedCellDataset(
+                matrix,
+                column_token_ids,
+                cls_id=self.config.cls_id,
+                config=tokenizer,
+                rows=rows,
+                measured_groups=groups,
+                measured_token_ids=measured,
+                batch_indices=batch_codes,
+            )
+
+        collator = MaskedValueCollator(
+            pad_id=self.config.pad_id,
+            pad_value=self.config.pad_value,
+            mask_value=self.config.mask_value,
+            mask_ratio=mask_ratio,
+            mode=mode,
+            n_zero_queries=n_zero_queries,
+        )
+        data_module = CellDataModule(
+            make_dataset,
+            matrix.shape[0],
+            collator,
+            batch_size=batch_size,
+            validation_size=validation_size,
+            seed=seed,
+            num_workers=num_workers,
+            lengths=lengths,
+        )
+        plan = WarmupCosineTrainingPlan(
+            self.module,
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup_steps=warmup_steps,
+            gep_weight=gep_weight,
+            gepc_weight=gepc_weight,
+            ecs_weight=ecs_weight,
+            ecs_threshold=ecs_threshold,
+        )
+        trainer_kwargs.setdefault("check_val_every_n_epoch", 1 if validation_size > 0 else None)
+        runner = TrainRunner(
+            self,
+            training_plan=plan,
+            data_splitter=data_module,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            **trainer_kwargs,
+        )
+        runner()
+        self.checkpoint_name = "trained in session"
+
+    def _training_matrix(self) -> sp.csr_matrix:
+        matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        matrix = sp.csr_matrix(matrix, dtype=np.float32)
+        check_values(matrix, where="the registered matrix")
+        return matrix
+
+    def _measured_sets(self, measured_key: str | None, column_token_ids: np.ndarray):
+        if measured_key is None:
+            return None, None
+        obs, var = self.adata.obs, self.adata.var
+        if measured_key not in obs:
+            raise KeyError(f"measured_key={measured_key!r} is not a column of adata.obs")
+        datasets = obs[measured_key].astype("category")
+        missing = [f"measured_in:{name}" for name in datasets.cat.categories if f"measured_in:{name}" not in var]
+        if missing:
+            raise KeyError(
+                f"adata.var lacks the gene-mask columns {missing[:5]} needed by measured_key={measured_key!r}"
+            )
+        measured = []
+        for name in datasets.cat.categories:
+            mask = var[f"measured_in:{name}"].to_numpy(dtype=bool) & (column_token_ids >= 0)
+            measured.append(column_token_ids[mask])
+        return datasets.cat.codes.to_numpy(), measured
+
+    # -- inference -------------------------------------------------------------------------------
+    def get_latent_representation(
+        self,
+        adata: AnnData | None = None,
+        indices: np.ndarray | None = None,
+        *,
+        batch_size: int = 64,
+        normalize: bool = True,
+        max_len: int | None = None,
+        device: str = "auto",
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Cell embeddings (``<cls>`` state or mean over genes, per the config), L2-normalised by default.
+
+        The result is identical whatever ``batch_size`` and cell order: tokens depend on the cell only.
+        """
+        adata = self._validate_anndata(adata)
+        setup_args = self.adata_manager.registry["setup_args"]
+        source = expression_source(adata, layer=setup_args.get("layer"))
+        alignment = self.alignment
+        if adata is not self.adata:
+            alignment = align_genes(
+                source.var,
+                self.vocab,
+                gene_key=setup_args.get("gene_key"),
+                min_genes=self._min_genes,
+                on_duplicate=self._on_duplicate,
+            )
+        target = resolve_device(device)
+        self.module.to(target)
+        result = embed_cells(
+            self.module,
+            source,
+            alignment,
+            device=target,
+            batch_size=batch_size,
+            max_len=max_len,
+            normalize=normalize,
+            progress=progress,
+            rows=None if indices is None else np.asarray(indices),
+        )
+        return result.embeddings
+
+    # -- persistence -----------------------------------------------------------------------------
+    def save(
+        self,
+        dir_path: str | os.PathLike,
+        overwrite: bool = False,
+        *,
+        model_card: str | None = None,
+        half_precision: bool = False,
+        **kwargs,
+    ) -> Path:
+        """Write a checkpoint directory (``config.json``, ``vocab.json``, ``model.safetensors``, ``model_card.md``)."""
+        card = model_card or _default_card(self)
+        return save_checkpoint(
+            dir_path,
+            config=self.config.to_dict(),
+            vocab=self.vocab,
+            state_dict=self.module.state_dict(),
+            model_card=card,
+            overwrite=overwrite,
+            half_precision=half_precision,
+        )
+
+    @classmethod
+    def load(cls, dir_path: str | os.PathLike, adata: AnnData | None = None, **kwargs) -> SCGPT:
+        """Load a checkpoint directory for ``adata`` (same as :meth:`from_pretrained`)."""
+        return cls.from_pretrained(dir_path, adata, **kwargs)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike | None = "default",
+        adata: AnnData | None = None,
+        *,
+        layer: str | None = None,
+        gene_key: str | None = None,
+        batch_key: str | None = None,
+        labels_key: str | None = None,
+        min_genes: int = 50,
+        on_duplicate: Literal["error", "first"] = "error",
+    ) -> SCGPT:
+        """Load a checkpoint (a directory or a bundled name such as ``"default"``) and align ``adata`` to it.
+
+        ``adata`` is registered with :meth:`setup_anndata` (using ``layer``, ``gene_key``, ...) unless it
+        already is. Nothing is downloaded.
+        """
+        if adata is None:
+            raise ValueError(
+                "from_pretrained needs the AnnData to align to the checkpoint; for AnnData-free use call "
+                "scfm.models.scgpt.load_pretrained_module or scfm.tl.embed"
+            )
+        pretrained = load_pretrained_module(name_or_path)
+        if cls._get_most_recent_anndata_manager(adata, required=False) is None:
+            cls.setup_anndata(adata, layer=layer, batch_key=batch_key, labels_key=labels_key, gene_key=gene_key)
+        model = cls(
+            adata,
+            vocab=pretrained.vocab,
+            config=pretrained.module.config,
+            min_genes=min_genes,
+            on_duplicate=on_duplicate,
+        )
+        model.module.load_state_dict(pretrained.module.state_dict())
+        model.module.eval()
+        model.is_trained_ = True
+        model.checkpoint_name = pretrained.name
+        model.checkpoint_sha256 = pretrained.sha256
+        return model
+
+
+def _vocab_from_var(var, gene_key: str | None) -> GeneVocab:
+    names = var[gene_key] if gene_key is not None else var.index.to_series()
+    names = names.dropna().astype(str)
+    names = names[(names != "") & ~names.str.match(r"^<.*>$")]
+    return GeneVocab(list(dict.fromkeys(names)))
+
+
+def _expressed_counts(matrix: sp.csr_matrix, column_token_ids: np.ndarray, max_len: int) -> np.ndarray:
+    """Tokens per cell (``<cls>`` + expressed in-vocabulary genes, capped at ``max_len``)."""
+    keep = (column_token_ids[matrix.indices] >= 0) & (matrix.data > 0)
+    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    counts = np.bincount(rows[keep], minlength=matrix.shape[0])
+    return np.minimum(counts + 1, max_len)
+
+
+def _default_card(model: SCGPT) -> str:
+    config = model.config
+    n_params = sum(p.numel() for p in model.module.parameters())
+    return (
+        "# scfm SCGPT checkpoint\n\n"
+        f"- family: scgpt\n- parameters: {n_params:,}\n- vocabulary: {len(model.vocab)} tokens\n"
+        f"- layers {config.n_layers}, d_model {config.d_model}, heads {config.n_heads}, max_len {config.max_len}\n"
+        f"- origin: {model.checkpoint_name}\n"
+    )
+
+
+__all__ = ["SCGPT", "PretrainedSCGPT", "load_pretrained_module"]

@@ -1,0 +1,162 @@
+"""The scGPT-family torch module (an scvi-tools ``BaseModuleClass``)."""
+
+from __future__ import annotations
+
+import torch
+from scvi.module.base import BaseModuleClass, LossOutput
+
+from scfm.nn import (
+    CategoryValueEmbedding,
+    CellToGeneHead,
+    ConditionEmbedding,
+    ContinuousValueEmbedding,
+    ExpressionHead,
+    GeneEmbedding,
+    TransformerStack,
+    generative_attention_mask,
+    padding_attention_mask,
+)
+from scfm.train._objectives import elastic_cell_similarity, masked_mse, masked_zero_bce
+
+from ._config import SCGPTConfig
+
+GENE_IDS = "gene_ids"
+VALUES = "values"
+TARGET_VALUES = "target_values"
+MASKED = "masked"
+KNOWN = "known"
+QUERY_GENE_IDS = "query_gene_ids"
+QUERY_VALUES = "query_values"
+BATCH_INDEX = "batch_index"
+
+
+class SCGPTModule(BaseModuleClass):
+    """Gene tokens + binned values -> transformer -> cell embedding and expression heads.
+
+    A cell is ``<cls>`` followed by its expressed genes; each token is the sum of a gene embedding and a
+    value embedding. Batch embeddings (``config.n_batches > 0``) are concatenated to the transformer
+    output before the heads, never fed into attention.
+
+    Objectives (weights set in :meth:`loss`): GEP, masked-value regression on the masked gene tokens;
+    GEPC, values of the cell's genes (and of measured-but-zero genes) predicted from the cell embedding
+    through gene queries; ECS, elastic cosine similarity between cells of a batch.
+    """
+
+    def __init__(self, config: SCGPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.gene_embedding = GeneEmbedding(config.n_tokens, d, padding_idx=config.pad_id)
+        if config.input_style == "continuous":
+            self.value_embedding = ContinuousValueEmbedding(d, config.dropout)
+        else:
+            self.value_embedding = CategoryValueEmbedding(config.n_bins, d)
+        self.transformer = TransformerStack(
+            config.n_layers, d, config.n_heads, config.d_hidden, config.dropout, config.activation, config.norm_first
+        )
+        self.batch_embedding = ConditionEmbedding(config.n_batches, d) if config.n_batches > 0 else None
+        d_out = 2 * d if self.batch_embedding is not None else d
+        self.expression_head = ExpressionHead(d_out, predict_zero=config.predict_zero)
+        self.cell_to_gene_head = CellToGeneHead(d, d_out, predict_zero=config.predict_zero)
+
+    # -- encoder ---------------------------------------------------------------------------------
+    def encode(
+        self,
+        gene_ids: torch.Tensor,
+        values: torch.Tensor,
+        known: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Run the transformer.
+
+        Parameters
+        ----------
+        gene_ids, values
+            ``(batch, length)`` token ids (``<cls>`` first) and binned values (pad/mask values where relevant).
+        known
+            Optional ``(batch, length)`` boolean for generative attention: unknown tokens see only known ones.
+
+        Returns
+        -------
+        ``hidden`` ``(batch, length, d_model)``, ``padding`` and ``cell_embedding`` ``(batch, d_model)``.
+        """
+        padding = gene_ids == self.config.pad_id
+        x = self.gene_embedding(gene_ids) + self.value_embedding(values)
+        if known is None:
+            mask = padding_attention_mask(padding)
+        else:
+            mask = generative_attention_mask(known, padding)
+        hidden = self.transformer(x, mask)
+        return {"hidden": hidden, "padding": padding, "cell_embedding": self.pool(hidden, padding)}
+
+    def pool(self, hidden: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """Cell embedding from hidden states: the ``<cls>`` state, or the mean over gene tokens."""
+        if self.config.cell_embedding == "cls":
+            return hidden[:, 0]
+        weight = (~padding[:, 1:]).to(hidden.dtype).unsqueeze(-1)
+        return (hidden[:, 1:] * weight).sum(1) / weight.sum(1).clamp(min=1.0)
+
+    def _with_batch(self, x: torch.Tensor, batch_index: torch.Tensor | None) -> torch.Tensor:
+        if self.batch_embedding is None:
+            return x
+        if batch_index is None:
+            raise ValueError("this model was built with batch embeddings; batch_index is required")
+        batch = self.batch_embedding(batch_index.reshape(-1).long())
+        if x.dim() == 3:
+            batch = batch[:, None, :].expand(-1, x.shape[1], -1)
+        return torch.cat([x, batch], dim=-1)
+
+    # -- scvi-tools module protocol --------------------------------------------------------------
+    def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict[str, torch.Tensor | None]:
+        return {"gene_ids": tensors[GENE_IDS], "values": tensors[VALUES], "known": tensors.get(KNOWN)}
+
+    def inference(self, gene_ids, values, known=None) -> dict[str, torch.Tensor]:
+        return self.encode(gene_ids, values, known)
+
+    def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict[str, torch.Tensor | None]:
+        return {
+            "hidden": inference_outputs["hidden"],
+            "cell_embedding": inference_outputs["cell_embedding"],
+            "query_gene_ids": tensors.get(QUERY_GENE_IDS),
+            "batch_index": tensors.get(BATCH_INDEX),
+        }
+
+    def generative(self, hidden, cell_embedding, query_gene_ids=None, batch_index=None) -> dict[str, dict]:
+        out = {"gep": self.expression_head(self._with_batch(hidden, batch_index))}
+        if query_gene_ids is not None:
+            genes = self.gene_embedding(query_gene_ids)
+            out["gepc"] = self.cell_to_gene_head(self._with_batch(cell_embedding, batch_index), genes)
+        return out
+
+    def loss(
+        self,
+        tensors: dict[str, torch.Tensor],
+        inference_outputs: dict[str, torch.Tensor],
+        generative_outputs: dict[str, dict],
+        gep_weight: float = 1.0,
+        gepc_weight: float = 1.0,
+        ecs_weight: float = 0.0,
+        ecs_threshold: float = 0.6,
+    ) -> LossOutput:
+        masked = tensors[MASKED]
+        gep = generative_outputs["gep"]
+        terms = {"gep": masked_mse(gep["value"], tensors[TARGET_VALUES], masked)}
+        if "gepc" in generative_outputs:
+            gepc = generative_outputs["gepc"]
+            query_valid = tensors[QUERY_GENE_IDS] != self.config.pad_id
+            terms["gepc"] = masked_mse(gepc["value"], tensors[QUERY_VALUES], query_valid)
+            if "zero_logit" in gepc:
+                terms["gepc_zero"] = masked_zero_bce(gepc["zero_logit"], tensors[QUERY_VALUES], query_valid)
+        if ecs_weight > 0:
+            terms["ecs"] = elastic_cell_similarity(inference_outputs["cell_embedding"], ecs_threshold)
+        weights = {"gep": gep_weight, "gepc": gepc_weight, "gepc_zero": gepc_weight, "ecs": ecs_weight}
+        total = sum(weights[name] * value for name, value in terms.items())
+        return LossOutput(
+            loss=total,
+            reconstruction_loss={name: value.detach().expand(masked.shape[0]) for name, value in terms.items()},
+            n_obs_minibatch=masked.shape[0],
+        )
+
+    @torch.inference_mode()
+    def sample(self, *args, **kwargs):
+        """Generation from gene or cell prompts is not implemented yet for this family."""
+        raise NotImplementedError("SCGPT generation is not implemented yet; see the project issues")

@@ -1,0 +1,88 @@
+"""Transformer encoder layers shared by every family."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._attention import SelfAttention
+
+_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
+
+
+class TransformerLayer(nn.Module):
+    """Self-attention + feed-forward block with residuals.
+
+    Parameters
+    ----------
+    d_model, n_heads, d_hidden
+        Width, heads, and feed-forward width.
+    dropout
+        Residual and feed-forward dropout.
+    activation
+        ``"relu"`` or ``"gelu"``.
+    norm_first
+        Pre-norm (``True``) or post-norm (``False``, the layout of the original transformer and of scGPT).
+    attention_dropout
+        Dropout on attention probabilities. Off by default: on CPU it forces SDPA's slow math path,
+        which materialises a random mask of size ``batch x heads x length^2``.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        d_hidden: int,
+        dropout: float = 0.0,
+        activation: str = "relu",
+        norm_first: bool = False,
+        layer_norm_eps: float = 1e-5,
+        attention_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        self.self_attn = SelfAttention(d_model, n_heads, attention_dropout)
+        self.linear1 = nn.Linear(d_model, d_hidden)
+        self.linear2 = nn.Linear(d_hidden, d_model)
+        self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps)
+        self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps)
+        self.dropout = nn.Dropout(dropout)
+        self.activation = _ACTIVATIONS[activation]
+        self.norm_first = norm_first
+
+    def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        if self.norm_first:
+            x = x + self.dropout(self.self_attn(self.norm1(x), attn_mask, is_causal))
+            return x + self._feed_forward(self.norm2(x))
+        x = self.norm1(x + self.dropout(self.self_attn(x, attn_mask, is_causal)))
+        return self.norm2(x + self._feed_forward(x))
+
+
+class TransformerStack(nn.Module):
+    """``n_layers`` :class:`TransformerLayer` blocks (plus a final norm when pre-norm)."""
+
+    def __init__(
+        self,
+        n_layers: int,
+        d_model: int,
+        n_heads: int,
+        d_hidden: int,
+        dropout: float = 0.0,
+        activation: str = "relu",
+        norm_first: bool = False,
+    ) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            TransformerLayer(d_model, n_heads, d_hidden, dropout, activation, norm_first) for _ in range(n_layers)
+        )
+        self.final_norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, attn_mask, is_causal)
+        return self.final_norm(x)

@@ -1,0 +1,161 @@
+"""``scfm.tl.embed``: cell embeddings from a pretrained model."""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from anndata import AnnData
+
+from scfm.data import expression_source
+from scfm.genes import align_genes
+from scfm.models._device import resolve_device
+from scfm.models._resolve import ModelArg, resolve_model
+from scfm.models.scgpt import embed_cells
+
+from ._provenance import write_provenance
+
+
+def embed(
+    adata: AnnData,
+    model: ModelArg = None,
+    *,
+    layer: str | None = None,
+    use_raw: bool = False,
+    gene_key: str | None = None,
+    batch_size: int = 64,
+    key_added: str = "X_scfm",
+    device: str = "auto",
+    normalize: bool = True,
+    max_len: int | None = None,
+    min_genes: int = 50,
+    on_duplicate: Literal["error", "first"] = "error",
+    block_size: int = 4096,
+    progress: bool = True,
+    copy: bool = False,
+) -> AnnData | None:
+    """Embed cells with a pretrained single-cell foundation model.
+
+    Cells are tokenised as ``<cls>`` plus their expressed genes that the model knows, with per-cell
+    quantile-binned values; cells expressing more than ``max_len - 1`` such genes are subsampled with a
+    generator seeded from the cell itself, so a cell's embedding never depends on the batch, the chunk,
+    or the order of cells. The matrix is read ``block_size`` rows at a time (dense, CSR, CSC or backed
+    ``.h5ad``), never densified as a whole; batches group cells of similar length.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes, raw counts or log-normalised values (not scaled: negative values are rejected).
+        A file opened with ``sc.read_h5ad(path, backed="r")`` is streamed from disk.
+    model
+        ``None`` for the bundled default checkpoint, a bundled name (``"default"``), a checkpoint directory,
+        or an :class:`~scfm.models.SCGPT` instance. Nothing is downloaded.
+    layer
+        Layer to read instead of ``adata.X``.
+    use_raw
+        Read ``adata.raw`` (e.g. ``sc.datasets.pbmc68k_reduced()``, whose ``X`` is scaled).
+    gene_key
+        ``adata.var`` column with gene symbols (default: ``var_names``; Ensembl var_names fall back to a
+        symbol column such as ``gene_symbols`` when one exists).
+    batch_size
+        Cells per forward pass (memory only; results do not depend on it).
+    key_added
+        Results go to ``adata.obsm[key_added]`` and ``adata.uns["scfm"][key_added]``.
+    device
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``...; bf16 autocast on CUDA.
+    normalize
+        L2-normalise embeddings (as scGPT does for zero-shot use).
+    max_len
+        Tokens per cell including ``<cls>`` (default: the checkpoint's).
+    min_genes, on_duplicate
+        Gene-alignment rules, see :func:`scfm.genes.align_genes`.
+    block_size
+        Rows read from the matrix at a time (bounds memory for backed data).
+    progress
+        Show a progress bar.
+    copy
+        Return a modified copy instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None`` (or the copy when ``copy=True``). Sets
+
+    ``adata.obsm[key_added]``
+        ``n_obs x d_model`` float32 embeddings.
+    ``adata.uns["scfm"][key_added]``
+        Provenance: model, checkpoint sha256, vocabulary size, genes matched, input kind, parameters, version.
+
+    Notes
+    -----
+    A cell that expresses none of the model's genes is embedded from the ``<cls>`` token alone: all such
+    cells share one embedding (reported as ``n_empty_cells`` in the provenance).
+    On error nothing is written: the AnnData is left unchanged.
+
+    Examples
+    --------
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> scfm.tl.embed(adata, use_raw=True)
+    >>> sc.pp.neighbors(adata, use_rep="X_scfm")
+    """
+    if adata.n_obs == 0:
+        raise ValueError("the AnnData has no cells (n_obs == 0); nothing to embed")
+    if copy and adata.isbacked:
+        raise ValueError("copy=True is not supported for a backed AnnData; use copy=False (results go to obsm/uns)")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    source = expression_source(adata, layer=layer, use_raw=use_raw)
+    if source.var.shape[0] == 0:
+        raise ValueError("the AnnData has no genes (n_vars == 0)")
+    pretrained = resolve_model(model)
+    alignment = align_genes(
+        source.var, pretrained.vocab, gene_key=gene_key, min_genes=min_genes, on_duplicate=on_duplicate
+    )
+    target = resolve_device(device)
+    module = pretrained.module.to(target)
+    start = time.perf_counter()
+    result = embed_cells(
+        module,
+        source,
+        alignment,
+        device=target,
+        batch_size=batch_size,
+        block_size=block_size,
+        max_len=max_len,
+        normalize=normalize,
+        progress=progress,
+    )
+    seconds = time.perf_counter() - start
+    if copy:
+        adata = adata.copy()
+    adata.obsm[key_added] = result.embeddings
+    config = module.config
+    write_provenance(
+        adata,
+        key_added,
+        {
+            "model": pretrained.name,
+            "family": config.family,
+            "checkpoint": pretrained.path,
+            "checkpoint_sha256": pretrained.sha256,
+            "vocab_size": len(pretrained.vocab),
+            "vocab_fingerprint": pretrained.vocab.fingerprint(),
+            "genes_matched": alignment.n_matched,
+            "genes_total": alignment.n_vars,
+            "gene_source": alignment.source,
+            "gene_id_type": alignment.id_type,
+            "genes_casefold": alignment.n_casefold,
+            "matrix": source.label,
+            "input_kind": result.input_kind,
+            "n_empty_cells": result.n_empty_cells,
+            "n_subsampled_cells": result.n_subsampled_cells,
+            "mean_tokens_per_cell": result.n_tokens / adata.n_obs,
+            "max_len": max_len or config.max_len,
+            "n_bins": config.n_bins,
+            "cell_embedding": config.cell_embedding,
+            "normalize": normalize,
+            "tokenizer_seed": config.tokenizer_seed,
+            "device": str(target),
+            "seconds": seconds,
+        },
+    )
+    return adata if copy else None

@@ -1,0 +1,67 @@
+"""Training plans: scvi-tools ``TrainingPlan`` with AdamW and a linear warm-up + cosine schedule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from scvi.train import TrainingPlan
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.05) -> float:
+    """Learning-rate multiplier: linear warm-up to 1, then cosine decay to ``min_ratio``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(total_steps - warmup_steps, 1)
+    progress = min(max(step - warmup_steps, 0) / span, 1.0)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class WarmupCosineTrainingPlan(TrainingPlan):
+    """scvi-tools ``TrainingPlan`` whose optimiser is AdamW with a per-step warm-up + cosine schedule.
+
+    Parameters
+    ----------
+    module
+        The scvi-tools module to train.
+    lr, weight_decay
+        Peak learning rate and AdamW weight decay.
+    warmup_steps
+        Linear warm-up length in optimiser steps (clipped to a tenth of the run when the run is short).
+    loss_kwargs
+        Passed to ``module.loss`` (objective weights).
+    """
+
+    def __init__(self, module, *, lr: float = 1e-3, weight_decay: float = 0.01, warmup_steps: int = 200, **loss_kwargs):
+        super().__init__(module, lr=lr, weight_decay=weight_decay, optimizer="AdamW", **loss_kwargs)
+        self.warmup_steps = warmup_steps
+
+    def training_step(self, batch, batch_idx):
+        _, _, loss_output = self.forward(batch, loss_kwargs=self.loss_kwargs)
+        size = loss_output.n_obs_minibatch
+        self.log("train_loss", loss_output.loss, on_epoch=True, on_step=False, prog_bar=True, batch_size=size)
+        for name, value in loss_output.reconstruction_loss.items():
+            self.log(f"train_{name}", value.mean(), on_epoch=True, on_step=False, batch_size=size)
+        return loss_output.loss
+
+    def validation_step(self, batch, batch_idx):
+        _, _, loss_output = self.forward(batch, loss_kwargs=self.loss_kwargs)
+        size = loss_output.n_obs_minibatch
+        self.log("validation_loss", loss_output.loss, on_epoch=True, batch_size=size)
+        for name, value in loss_output.reconstruction_loss.items():
+            self.log(f"validation_{name}", value.mean(), on_epoch=True, batch_size=size)
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, parameter in self.module.named_parameters():
+            if not parameter.requires_grad:
+                continue
+            (no_decay if parameter.ndim < 2 or "embedding" in name else decay).append(parameter)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.lr,
+        )
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = min(self.warmup_steps, max(total // 10, 1))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
