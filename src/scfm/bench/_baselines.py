@@ -24,8 +24,9 @@ def hvg_pca(
 ) -> AnnData | None:
     """HVG + PCA baseline: log-normalise (if counts), select highly variable genes, scale, PCA.
 
-    The input is not modified apart from ``adata.obsm[key_added]``. Counts are normalised to 10,000
-    per cell and log1p-transformed; log-normalised input is used as is.
+    The input is not modified apart from ``adata.obsm[key_added]``. Counts (and other non-log values
+    such as expected counts or TPM) are normalised to 10,000 per cell and log1p-transformed;
+    log-normalised input (non-integer, max <= 30) is used as is.
 
     Parameters
     ----------
@@ -50,7 +51,7 @@ def hvg_pca(
         raise ValueError("hvg_pca needs the matrix in memory; load the AnnData without backed mode")
     check_values(matrix, where=source.label)
     work = AnnData(sp.csr_matrix(matrix, dtype=np.float32), var=source.var[[]].copy())
-    if detect_input_kind(work.X) == "counts":
+    if detect_input_kind(work.X) != "log1p":
         sc.pp.normalize_total(work, target_sum=1e4)
         sc.pp.log1p(work)
     if work.n_vars > n_top_genes:

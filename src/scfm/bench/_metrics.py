@@ -26,10 +26,24 @@ def label_silhouette(adata: AnnData, rep_key: str, label_key: str) -> float:
     return float(silhouette_label(_representation(adata, rep_key), _labels(adata, label_key)))
 
 
-def scib_table(adata: AnnData, rep_keys: list[str], *, batch_key: str, label_key: str, n_jobs: int = 1) -> pd.DataFrame:
-    """scib-metrics ``Benchmarker`` on several embeddings; returns its table (one row per embedding + metric type).
+def scib_table(
+    adata: AnnData,
+    rep_keys: list[str],
+    *,
+    batch_key: str,
+    label_key: str,
+    pre_integrated_key: str | None = None,
+    n_jobs: int = 1,
+) -> pd.DataFrame:
+    """scib-metrics ``Benchmarker`` on several embeddings; returns its unscaled results table.
 
-    Uses the default bio-conservation and batch-correction metric sets of scib-metrics 0.5.
+    Uses the default bio-conservation and batch-correction metric sets of scib-metrics 0.5. Rows are the
+    embeddings (plus a "Metric Type" row); columns are the metrics and the aggregate scores.
+
+    Parameters
+    ----------
+    pre_integrated_key
+        Unintegrated embedding used by the PCR-comparison metric (default: the first of ``rep_keys``).
     """
     from scib_metrics.benchmark import Benchmarker
 
@@ -41,13 +55,14 @@ def scib_table(adata: AnnData, rep_keys: list[str], *, batch_key: str, label_key
     work.obs_names = adata.obs_names
     for key in rep_keys:
         work.obsm[key] = _representation(adata, key)
-    work.obsm["_unintegrated"] = work.obsm[rep_keys[0]]
+    pre_integrated_key = pre_integrated_key or rep_keys[0]
+    work.obsm[pre_integrated_key] = _representation(adata, pre_integrated_key)
     benchmarker = Benchmarker(
         work,
         batch_key=batch_key,
         label_key=label_key,
         embedding_obsm_keys=rep_keys,
-        pre_integrated_embedding_obsm_key=rep_keys[0],
+        pre_integrated_embedding_obsm_key=pre_integrated_key,
         n_jobs=n_jobs,
         progress_bar=False,
     )

@@ -278,7 +278,9 @@ class SCGPT(BaseModelClass):
             devices=devices,
             **trainer_kwargs,
         )
+        self.module.train()
         runner()
+        self.module.eval()
         self.checkpoint_name = "trained in session"
 
     def _training_matrix(self) -> sp.csr_matrix:
@@ -399,7 +401,11 @@ class SCGPT(BaseModelClass):
                 "scfm.models.scgpt.load_pretrained_module or scfm.tl.embed"
             )
         pretrained = load_pretrained_module(name_or_path)
-        if cls._get_most_recent_anndata_manager(adata, required=False) is None:
+        try:
+            registered = cls._get_most_recent_anndata_manager(adata, required=False) is not None
+        except ValueError:  # a copy of a registered AnnData: register the copy itself
+            registered = False
+        if not registered:
             cls.setup_anndata(adata, layer=layer, batch_key=batch_key, labels_key=labels_key, gene_key=gene_key)
         model = cls(
             adata,

@@ -1,0 +1,97 @@
+"""Shared fixtures: synthetic count data and a tiny random-weight SCGPT checkpoint (no network, no bundled model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+import torch
+
+N_CELLS = 120
+N_GENES = 300
+N_TYPES = 3
+TINY = {"d_model": 32, "n_heads": 2, "n_layers": 2, "d_hidden": 64, "max_len": 64}
+
+
+@pytest.fixture(scope="session")
+def pbmc_raw_genes() -> list[str]:
+    """Real gene symbols (the 765 genes of ``pbmc68k_reduced().raw``)."""
+    return list(sc.datasets.pbmc68k_reduced().raw.var_names)
+
+
+def make_counts(genes: list[str], n_cells: int = N_CELLS, seed: int = 0) -> ad.AnnData:
+    """Cells x genes negative-binomial counts (CSR, float32) with three cell types and a wide spread of depths.
+
+    Each type over-expresses its own block of genes. Library sizes span ~1.5 orders of magnitude and the
+    last five cells are very deep, so they express far more genes than ``max_len`` of the tiny model.
+    """
+    rng = np.random.default_rng(seed)
+    n_genes = len(genes)
+    labels = np.arange(n_cells) % N_TYPES
+    base = rng.gamma(0.6, 1.0, size=n_genes)
+    programme = np.ones((N_TYPES, n_genes))
+    block = n_genes // N_TYPES
+    for t in range(N_TYPES):
+        programme[t, t * block : (t + 1) * block] *= 8.0
+    depth = np.exp(rng.uniform(np.log(0.05), np.log(1.5), size=n_cells))
+    depth[-5:] = 20.0
+    mean = depth[:, None] * base[None, :] * programme[labels]
+    counts = rng.negative_binomial(2, 2 / (2 + mean)).astype(np.float32)
+    adata = ad.AnnData(
+        sp.csr_matrix(counts),
+        obs=pd.DataFrame(
+            {"cell_type": pd.Categorical([f"type{t}" for t in labels])},
+            index=[f"cell{i}" for i in range(n_cells)],
+        ),
+        var=pd.DataFrame(index=list(genes)),
+    )
+    return adata
+
+
+@pytest.fixture(scope="session")
+def _counts_template(pbmc_raw_genes) -> ad.AnnData:
+    return make_counts(pbmc_raw_genes[:N_GENES])
+
+
+@pytest.fixture
+def counts_adata(_counts_template) -> ad.AnnData:
+    """A fresh copy of the synthetic counts AnnData (120 cells x 300 real gene symbols, CSR float32)."""
+    return _counts_template.copy()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, _counts_template) -> Path:
+    """Directory of a tiny random-weight SCGPT checkpoint whose vocabulary is the synthetic data's 300 genes."""
+    from scfm.models import SCGPT
+
+    torch.manual_seed(0)
+    adata = _counts_template.copy()
+    SCGPT.setup_anndata(adata)
+    model = SCGPT(adata, **TINY)
+    return model.save(tmp_path_factory.mktemp("ckpt") / "tiny_scgpt")
+
+
+@pytest.fixture
+def pbmc_small() -> ad.AnnData:
+    """``sc.datasets.pbmc68k_reduced()`` (700 cells; X scaled, raw log-normalised with 765 genes)."""
+    return sc.datasets.pbmc68k_reduced()
+
+
+def snapshot(adata: ad.AnnData) -> dict:
+    """What a failed call must leave untouched."""
+    x = adata.X
+    x = x.toarray() if sp.issparse(x) else np.array(x, copy=True)
+    return {"obsm": sorted(adata.obsm.keys()), "uns": sorted(adata.uns.keys()), "X": x, "shape": adata.shape}
+
+
+def assert_unchanged(adata: ad.AnnData, before: dict) -> None:
+    after = snapshot(adata)
+    assert after["obsm"] == before["obsm"]
+    assert after["uns"] == before["uns"]
+    assert after["shape"] == before["shape"]
+    np.testing.assert_array_equal(after["X"], before["X"])

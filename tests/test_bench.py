@@ -1,0 +1,71 @@
+"""scfm.bench: HVG + PCA baseline and label silhouette."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scfm.bench import hvg_pca, label_silhouette
+
+
+def test_hvg_pca_on_counts(counts_adata):
+    x_before = counts_adata.X.toarray()
+    var_before = counts_adata.var.copy()
+    hvg_pca(counts_adata, n_top_genes=100, n_comps=10, key_added="X_base")
+    emb = counts_adata.obsm["X_base"]
+    assert emb.shape == (counts_adata.n_obs, 10)
+    assert emb.dtype == np.float32
+    assert np.isfinite(emb).all()
+    np.testing.assert_array_equal(counts_adata.X.toarray(), x_before)
+    assert counts_adata.var.equals(var_before)
+    assert "log1p" not in counts_adata.uns
+    assert "highly_variable" not in counts_adata.var
+
+
+def test_hvg_pca_caps_components_and_copy(counts_adata):
+    out = hvg_pca(counts_adata, n_comps=500, copy=True)
+    assert out is not counts_adata
+    assert "X_hvg_pca" not in counts_adata.obsm
+    # capped by the rank: min(500, n_obs - 1, n_vars - 1) = min(500, 119, 299)
+    assert out.obsm["X_hvg_pca"].shape == (counts_adata.n_obs, 119)
+
+
+def test_hvg_pca_is_deterministic(counts_adata):
+    hvg_pca(counts_adata, n_comps=5, key_added="a")
+    hvg_pca(counts_adata, n_comps=5, key_added="b")
+    np.testing.assert_array_equal(counts_adata.obsm["a"], counts_adata.obsm["b"])
+
+
+def test_hvg_pca_rejects_scaled_data(pbmc_small):
+    with pytest.raises(ValueError, match="negative values"):
+        hvg_pca(pbmc_small)
+    hvg_pca(pbmc_small, use_raw=True, n_comps=20)
+    assert pbmc_small.obsm["X_hvg_pca"].shape == (700, 20)
+
+
+def test_label_silhouette_separated_vs_noise(counts_adata):
+    rng = np.random.default_rng(0)
+    codes = counts_adata.obs["cell_type"].cat.codes.to_numpy()
+    centres = np.eye(3, 8) * 10
+    counts_adata.obsm["separated"] = centres[codes] + rng.normal(size=(counts_adata.n_obs, 8))
+    counts_adata.obsm["noise"] = rng.normal(size=(counts_adata.n_obs, 8))
+    good = label_silhouette(counts_adata, "separated", "cell_type")
+    bad = label_silhouette(counts_adata, "noise", "cell_type")
+    assert isinstance(good, float)
+    assert 0.0 <= bad <= 1.0
+    assert 0.0 <= good <= 1.0
+    assert good > 0.8
+    assert good > bad + 0.3
+
+
+def test_hvg_pca_separates_synthetic_types(counts_adata):
+    hvg_pca(counts_adata, n_comps=10)
+    assert label_silhouette(counts_adata, "X_hvg_pca", "cell_type") > 0.55
+
+
+def test_label_silhouette_missing_keys(counts_adata):
+    counts_adata.obsm["rep"] = np.zeros((counts_adata.n_obs, 2))
+    with pytest.raises(KeyError, match=r"not in adata\.obsm"):
+        label_silhouette(counts_adata, "nope", "cell_type")
+    with pytest.raises(KeyError, match="label_key='nope'"):
+        label_silhouette(counts_adata, "rep", "nope")
