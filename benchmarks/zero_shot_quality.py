@@ -8,7 +8,8 @@ Usage::
    ``integration/pancreas_3batches_cepo_small.h5ad`` (528 cells, 3 studies, beta/ductal), for the scfm
    embedding and HVG+PCA (2,000 HVGs, 50 PCs). The default checkpoint was pretrained without these
    pancreas datasets.
-2. scib label silhouette of ``bulk_labels`` on ``sc.datasets.pbmc68k_reduced()`` (``adata.raw``) for both.
+2. scib label silhouette and 5-fold 15-NN accuracy of ``bulk_labels`` on ``sc.datasets.pbmc68k_reduced()``
+   (``adata.raw``, 765 genes) for both (chance accuracy: 0.34, the largest class).
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ def pbmc(model) -> pd.DataFrame:
     seconds = time.perf_counter() - start
     scfm.bench.hvg_pca(adata, use_raw=True, key_added="X_hvg_pca")
     rows = {
-        key: {"label_silhouette": scfm.bench.label_silhouette(adata, key, "bulk_labels")}
+        key: {
+            "label_silhouette": scfm.bench.label_silhouette(adata, key, "bulk_labels"),
+            "knn15_accuracy": scfm.bench.knn_accuracy(adata, key, "bulk_labels"),
+        }
         for key in ("X_scfm", "X_hvg_pca")
     }
     rows["X_scfm"]["embed_seconds"] = seconds
@@ -66,7 +70,7 @@ def main() -> None:
     else:
         print(f"skipping pancreas: {args.data} not found")
     table = pbmc(args.model)
-    print("\n## pbmc68k_reduced (label silhouette of bulk_labels; higher is better)\n")
+    print("\n## pbmc68k_reduced (bulk_labels: label silhouette and 15-NN accuracy; higher is better)\n")
     print(table.round(3).to_markdown())
     ratio = table.loc["X_scfm", "label_silhouette"] / table.loc["X_hvg_pca", "label_silhouette"]
     print(f"\nlabel silhouette ratio scfm / HVG+PCA: {ratio:.2f}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scfm.bench import hvg_pca, label_silhouette
+from scfm.bench import hvg_pca, knn_accuracy, label_silhouette
 
 
 def test_hvg_pca_on_counts(counts_adata):
@@ -69,3 +69,14 @@ def test_label_silhouette_missing_keys(counts_adata):
         label_silhouette(counts_adata, "nope", "cell_type")
     with pytest.raises(KeyError, match="label_key='nope'"):
         label_silhouette(counts_adata, "rep", "nope")
+
+
+def test_knn_accuracy_separated_vs_noise(counts_adata):
+    rng = np.random.default_rng(1)
+    codes = counts_adata.obs["cell_type"].cat.codes.to_numpy()
+    counts_adata.obsm["separated"] = np.eye(3, 8)[codes] * 10 + rng.normal(size=(counts_adata.n_obs, 8))
+    counts_adata.obsm["noise"] = rng.normal(size=(counts_adata.n_obs, 8))
+    assert knn_accuracy(counts_adata, "separated", "cell_type") == 1.0
+    assert knn_accuracy(counts_adata, "noise", "cell_type") < 0.6
+    with pytest.raises(KeyError, match="not a column"):
+        knn_accuracy(counts_adata, "noise", "missing")

@@ -26,6 +26,21 @@ def label_silhouette(adata: AnnData, rep_key: str, label_key: str) -> float:
     return float(silhouette_label(_representation(adata, rep_key), _labels(adata, label_key)))
 
 
+def knn_accuracy(adata: AnnData, rep_key: str, label_key: str, *, n_neighbors: int = 15, n_folds: int = 5) -> float:
+    """Cross-validated accuracy of a k-nearest-neighbour classifier of ``label_key`` on ``obsm[rep_key]``.
+
+    Stratified ``n_folds``-fold split with a fixed seed; a simple, interpretable measure of how much
+    label information an embedding carries (chance level = frequency of the largest class).
+    """
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    labels = _labels(adata, label_key)
+    folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=0)
+    classifier = KNeighborsClassifier(n_neighbors=n_neighbors)
+    return float(cross_val_score(classifier, _representation(adata, rep_key), labels, cv=folds).mean())
+
+
 def scib_table(
     adata: AnnData,
     rep_keys: list[str],
