@@ -300,7 +300,14 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     if mode in MODES:
-        scfm.tl.embed(adata, pretrained, batch_size=spec["batch_size"], device=spec["device"], progress=False)
+        scfm.tl.embed(
+            adata,
+            pretrained,
+            batch_size=spec["batch_size"],
+            device=spec["device"],
+            max_len=spec.get("max_len"),
+            progress=False,
+        )
         seconds = time.perf_counter() - start
         embeddings = adata.obsm["X_scfm"]
         tokens_per_cell = adata.uns["scfm"]["X_scfm"]["mean_tokens_per_cell"]
@@ -312,6 +319,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
             device=device,
             batch_size=spec["batch_size"],
             bucketing=mode == "bucketed",
+            max_len=spec.get("max_len"),
             progress=False,
         )
         seconds = time.perf_counter() - start
@@ -333,7 +341,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         "rss_before_embed_mib": rss_before,
         "embed_rss_mib": embed_peak - rss_before,
         "embed_rss_exact": exact,
-        "max_len": pretrained.module.config.max_len,
+        "max_len": spec.get("max_len") or pretrained.module.config.max_len,
         "batch_size": spec["batch_size"],
         "device": str(device),
         "threads": torch.get_num_threads(),
@@ -433,10 +441,11 @@ def summary(rows: list[dict[str, Any]], diffs: dict[str, float | None]) -> list[
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 100_000], help="numbers of cells")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 50_000, 100_000], help="numbers of cells")
     parser.add_argument("--padding-size", type=int, default=10_000, help="cells for the padded vs bucketed runs")
     parser.add_argument("--model", default=None, help="checkpoint directory or bundled name (default: bundled)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-len", type=int, default=None, help="tokens per cell (default: the checkpoint's)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads in the children (default: torch's)")
     parser.add_argument("--device", default="auto", help="as in scfm.tl.embed (default: auto)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the generated data here (default: temp dir)")
@@ -466,7 +475,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _benchmark(args: argparse.Namespace, workdir: Path) -> int:
-    common = {"model": args.model, "batch_size": args.batch_size, "threads": args.threads, "device": args.device}
+    common = {
+        "model": args.model,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "device": args.device,
+        "max_len": args.max_len,
+    }
     sizes = sorted(set(args.sizes))
     all_sizes = sizes + ([args.padding_size] if args.padding_size else [])
     print(f"generating synthetic data for {', '.join(f'{n:,}' for n in sorted(set(all_sizes)))} cells in {workdir}")

@@ -6,7 +6,8 @@ Usage::
 
 Reads both pretraining corpora, drops held-out datasets, builds the vocabulary from genes expressed in
 enough training cells, keeps each dataset's ``measured_in`` mask (an unmeasured gene is never a zero
-target), trains with GEP + GEPC + ECS and writes a checkpoint directory after every epoch.
+target), trains with GEP + GEPC + ECS and writes a checkpoint directory after every epoch; the final checkpoint
+gets the recipe's ``export`` settings (inference context, pooling) in its ``config.json``.
 """
 
 from __future__ import annotations
@@ -72,9 +73,11 @@ class EpochCheckpoint(Callback):
 
     def __init__(self, model: SCGPT, out: Path, card: callable) -> None:
         self.model, self.out, self.card = model, out, card
+        self.last_losses: dict[str, float] = {}
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         losses = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        self.last_losses = losses
         print(f"epoch {trainer.current_epoch}: {json.dumps(losses)}", flush=True)
         self.model.save(self.out, overwrite=True, model_card=self.card(trainer.current_epoch + 1, losses))
 
@@ -109,7 +112,7 @@ def main() -> None:
             "A small scGPT-architecture model trained from scratch by scfm on CPU; it is bundled so that\n"
             "`scfm.tl.embed(adata)` works offline. It is not the published scGPT whole-human model.\n\n"
             f"- parameters: {n_params:,}; vocabulary: {len(vocab)} tokens ({len(vocab) - 4} human gene symbols)\n"
-            f"- architecture: {recipe['model']}\n"
+            f"- architecture: {recipe['model']}; inference settings: {recipe.get('export', {})}\n"
             f"- training: {train}\n"
             f"- epochs completed: {epochs_done}; wall time so far: {(time.time() - start) / 60:.1f} min (2 CPU cores)\n"
             f"- final epoch losses: {json.dumps({k: round(v, 4) for k, v in losses.items()})}\n"
@@ -128,7 +131,10 @@ def main() -> None:
         enable_progress_bar=False,
         **train,
     )
-    print(f"done in {(time.time() - start) / 60:.1f} min -> {out}", flush=True)
+    for key, value in recipe.get("export", {}).items():
+        setattr(model.config, key, value)
+    model.save(out, overwrite=True, model_card=card(train["max_epochs"], callback.last_losses))
+    print(f"done in {(time.time() - start) / 60:.1f} min -> {out} (export settings {recipe.get('export', {})})")
 
 
 if __name__ == "__main__":
