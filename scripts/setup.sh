@@ -15,7 +15,7 @@ pip_install() { .venv/bin/python -m pip install --disable-pip-version-check -q "
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   pip_install "torch==${torch_version}" || pip_install torch
 fi
-installed=$(.venv/bin/python -c "import torch; print(torch.__version__)")
+installed=$(.venv/bin/python -c "import torch; print(torch.__version__)" 2>/dev/null)
 echo "torch==${installed}" > .venv/torch-constraint.txt
 
 if [ "${1:-}" = "dev" ]; then

@@ -1,0 +1,41 @@
+"""Tests on the real data in ../shared/data (skipped when it is absent, e.g. on a user's machine)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+
+import scfm
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+pytestmark = [
+    pytest.mark.shared_data,
+    pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} not present"),
+]
+
+
+def test_embed_pancreas_mixed_counts_and_expected_counts():
+    # three studies: integer UMI, integer read counts, and non-integer expected counts (Xin)
+    adata = ad.read_h5ad(DATA / "integration" / "pancreas_3batches_cepo_small.h5ad")
+    scfm.tl.embed(adata, progress=False, max_len=256)
+    record = adata.uns["scfm"]["X_scfm"]
+    assert adata.obsm["X_scfm"].shape == (528, 128)
+    assert record["genes_matched"] > 1350
+    assert record["n_empty_cells"] == 0
+    assert record["n_subsampled_cells"] > 400  # most of these cells express more than 255 known genes
+    assert scfm.bench.knn_accuracy(adata, "X_scfm", "cell_type") > 0.57  # above chance (share of beta cells)
+
+
+def test_backed_corpus_rows_match_in_memory(tmp_path):
+    path = DATA / "pretraining" / "human_extra_corpus.h5ad"
+    backed = ad.read_h5ad(path, backed="r")
+    subset = backed[:300].to_memory()
+    subset.write_h5ad(tmp_path / "subset.h5ad")
+    on_disk = ad.read_h5ad(tmp_path / "subset.h5ad", backed="r")
+    scfm.tl.embed(subset, progress=False, max_len=128, block_size=64)
+    scfm.tl.embed(on_disk, progress=False, max_len=128, batch_size=7)
+    np.testing.assert_allclose(subset.obsm["X_scfm"], on_disk.obsm["X_scfm"], atol=1e-6)
+    assert subset.uns["scfm"]["X_scfm"]["input_kind"] == "counts"
