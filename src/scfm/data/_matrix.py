@@ -70,13 +70,6 @@ def read_rows(matrix: object, start: int, stop: int) -> sp.csr_matrix:
     return block
 
 
-def read_row_subset(matrix: object, rows: np.ndarray) -> sp.csr_matrix:
-    """Arbitrary rows (any order) of an in-memory matrix as CSR."""
-    if isinstance(matrix, np.ndarray):
-        return sp.csr_matrix(matrix[rows])
-    return sp.csr_matrix(matrix[rows]).astype(np.float32)
-
-
 def iter_row_blocks(matrix: object, block_size: int) -> Iterator[tuple[int, int, sp.csr_matrix]]:
     """Yield ``(start, stop, csr_block)`` over the rows of ``matrix`` in order."""
     if block_size < 1:
