@@ -57,24 +57,38 @@ def expression_source(adata: AnnData, *, layer: str | None = None, use_raw: bool
     return ExpressionSource(adata.X, adata.var, "X")
 
 
-def read_rows(matrix: object, start: int, stop: int) -> sp.csr_matrix:
-    """Rows ``start:stop`` of any supported matrix as a CSR matrix (float32 values)."""
-    block = matrix[start:stop]
-    if isinstance(block, np.ndarray | np.matrix):
-        block = sp.csr_matrix(np.asarray(block))
-    elif not sp.issparse(block):
-        block = sp.csr_matrix(np.asarray(block))
-    block = sp.csr_matrix(block)
-    if block.dtype != np.float32:
-        block = block.astype(np.float32)
-    return block
+def read_rows(matrix: object, index: slice | np.ndarray) -> sp.csr_matrix:
+    """Rows of any supported matrix as CSR (float32), for a slice or an array of row positions (any order).
+
+    Backed datasets are read with ascending positions (what h5py needs); the rows come back in the
+    order of ``index``.
+    """
+    if isinstance(index, slice):
+        block = matrix[index]
+    else:
+        index = np.asarray(index, dtype=np.int64)
+        order = np.argsort(index, kind="stable")
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        block = sp.csr_matrix(_as_sparse(matrix[index[order]]))[inverse]
+    return sp.csr_matrix(_as_sparse(block), dtype=np.float32)
 
 
-def iter_row_blocks(matrix: object, block_size: int) -> Iterator[tuple[int, int, sp.csr_matrix]]:
-    """Yield ``(start, stop, csr_block)`` over the rows of ``matrix`` in order."""
+def _as_sparse(block: object) -> sp.spmatrix | sp.sparray:
+    return block if sp.issparse(block) else sp.csr_matrix(np.asarray(block))
+
+
+def iter_row_blocks(
+    matrix: object, block_size: int, rows: np.ndarray | None = None
+) -> Iterator[tuple[int, int, sp.csr_matrix]]:
+    """Yield ``(start, stop, csr_block)`` over the rows of ``matrix`` (or over ``rows`` of it), in order.
+
+    ``start:stop`` are positions in the sequence read: rows of the matrix, or entries of ``rows``.
+    """
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
-    n_obs = int(matrix.shape[0])
-    for start in range(0, n_obs, block_size):
-        stop = min(start + block_size, n_obs)
-        yield start, stop, read_rows(matrix, start, stop)
+    n_rows = int(matrix.shape[0]) if rows is None else len(rows)
+    for start in range(0, n_rows, block_size):
+        stop = min(start + block_size, n_rows)
+        index = slice(start, stop) if rows is None else np.asarray(rows[start:stop])
+        yield start, stop, read_rows(matrix, index)

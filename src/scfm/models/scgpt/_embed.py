@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from scfm.data import ExpressionSource, iter_row_blocks, length_bucketed_batches, pad_cells, read_rows
+from scfm.data import ExpressionSource, iter_row_blocks, length_bucketed_batches, pad_cells
 from scfm.genes import GeneAlignment
 from scfm.tokenize import BinningConfig, detect_input_kind, tokenize_csr
 
@@ -68,7 +68,7 @@ def embed_cells(
     n_empty = n_subsampled = n_tokens = 0
     module.eval()
     bar = tqdm(total=n_obs, desc="scfm embed", unit="cell", disable=not progress)
-    for start, stop, block in _blocks(source, block_size, rows):
+    for start, stop, block in iter_row_blocks(source.matrix, block_size, rows):
         if input_kind is None:
             input_kind = detect_input_kind(block)
         cells = tokenize_csr(block, column_token_ids, cls_id=config.cls_id, config=tokenizer)
@@ -95,30 +95,6 @@ def embed_cells(
         norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
         embeddings /= np.maximum(norms, 1e-12)
     return EmbeddingResult(embeddings, input_kind or "counts", n_empty, int(n_subsampled), n_tokens)
-
-
-def _blocks(source: ExpressionSource, block_size: int, rows: np.ndarray | None):
-    if rows is None:
-        yield from iter_row_blocks(source.matrix, block_size)
-        return
-    for start in range(0, len(rows), block_size):
-        chunk = np.asarray(rows[start : start + block_size])
-        order = np.argsort(chunk, kind="stable")
-        block = read_rows(_RowPicker(source.matrix, chunk[order]), 0, len(chunk))
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(len(order))
-        yield start, start + len(chunk), block[inverse]
-
-
-class _RowPicker:
-    """Adapter so that :func:`read_rows` can read an ascending fancy index of rows."""
-
-    def __init__(self, matrix, rows: np.ndarray) -> None:
-        self.matrix, self.rows = matrix, rows
-        self.shape = (len(rows), matrix.shape[1])
-
-    def __getitem__(self, item: slice):
-        return self.matrix[self.rows[item]]
 
 
 def _pad_to(gene_ids: torch.Tensor, values: torch.Tensor, length: int, config: SCGPTConfig):
