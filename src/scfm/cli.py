@@ -43,6 +43,14 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_scgpt(args: argparse.Namespace) -> int:
+    from scfm.models.scgpt import write_converted_checkpoint
+
+    path = write_converted_checkpoint(args.source, args.destination, drop=args.drop, overwrite=args.overwrite)
+    print(f"wrote scfm checkpoint {path} (model card: {path / 'model_card.md'})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scfm", description="Single-cell foundation models for scverse.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,6 +70,26 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--quiet", action="store_true", help="no progress bar")
     embed.set_defaults(func=_embed)
 
+    convert = sub.add_parser("convert", help="convert a checkpoint of another code base into an scfm checkpoint")
+    families = convert.add_subparsers(dest="family", required=True)
+    scgpt = families.add_parser(
+        "scgpt",
+        help="a reference scGPT checkpoint directory (best_model.pt, args.json, vocab.json)",
+        description="Convert a reference scGPT checkpoint directory into an scfm checkpoint directory. Every tensor "
+        "is mapped or named in an error; the model card records the source and the sha256 of best_model.pt.",
+    )
+    scgpt.add_argument("source", help="directory with best_model.pt, args.json and vocab.json")
+    scgpt.add_argument("destination", help="scfm checkpoint directory to write")
+    scgpt.add_argument(
+        "--drop",
+        action="append",
+        default=[],
+        choices=["cls_decoder", "grad_reverse_discriminator", "flag_encoder"],
+        help="leave out this reference module on purpose (repeatable); anything else unmapped is an error",
+    )
+    scgpt.add_argument("--overwrite", action="store_true", help="replace DESTINATION if it exists")
+    scgpt.set_defaults(func=_convert_scgpt)
+
     demo = sub.add_parser("demo", help="embed pbmc68k_reduced, write a UMAP PNG and a report")
     demo.add_argument("--out", default="scfm_demo_output")
     demo.add_argument("--model", default=None)
@@ -74,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, KeyError, FileNotFoundError) as err:
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"scfm {args.command}: error: {message}", file=sys.stderr)
         return 2

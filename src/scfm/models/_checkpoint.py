@@ -75,7 +75,8 @@ def resolve_checkpoint_path(name_or_path: str | os.PathLike | None) -> Path:
     if not path.is_dir():
         raise CheckpointError(
             f"{str(path)!r} is a file; a checkpoint is a directory with {', '.join(REQUIRED_FILES)}. "
-            "Official scGPT checkpoints must first be converted with `scfm convert scgpt`."
+            "For a checkpoint of the reference scGPT code pass its directory (best_model.pt, args.json, vocab.json), "
+            "or convert it once with `scfm convert scgpt SRC DEST`."
         )
     return path
 

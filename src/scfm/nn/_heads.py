@@ -9,18 +9,20 @@ from torch import nn
 class ExpressionHead(nn.Module):
     """GEP head: predicts each token's value from its hidden state, optionally with a zero-probability logit.
 
-    Returns a dict with ``"value"`` ``(batch, length)`` and, when ``predict_zero``, ``"zero_logit"``.
+    Each output is an MLP ``d_in -> d_hidden -> d_hidden -> 1`` with leaky ReLUs (``d_hidden`` defaults to
+    ``d_in``). Returns a dict with ``"value"`` ``(batch, length)`` and, when ``predict_zero``, ``"zero_logit"``.
     """
 
-    def __init__(self, d_in: int, predict_zero: bool = False) -> None:
+    def __init__(self, d_in: int, predict_zero: bool = False, d_hidden: int | None = None) -> None:
         super().__init__()
-        self.value = self._mlp(d_in)
-        self.zero = self._mlp(d_in) if predict_zero else None
+        d_hidden = d_hidden or d_in
+        self.value = self._mlp(d_in, d_hidden)
+        self.zero = self._mlp(d_in, d_hidden) if predict_zero else None
 
     @staticmethod
-    def _mlp(d_in: int) -> nn.Sequential:
+    def _mlp(d_in: int, d_hidden: int) -> nn.Sequential:
         return nn.Sequential(
-            nn.Linear(d_in, d_in), nn.LeakyReLU(), nn.Linear(d_in, d_in), nn.LeakyReLU(), nn.Linear(d_in, 1)
+            nn.Linear(d_in, d_hidden), nn.LeakyReLU(), nn.Linear(d_hidden, d_hidden), nn.LeakyReLU(), nn.Linear(d_hidden, 1)
         )
 
     def forward(self, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -33,14 +35,15 @@ class ExpressionHead(nn.Module):
 class CellToGeneHead(nn.Module):
     """GEPC head: a gene's value predicted from the cell embedding through a query made from the gene's embedding.
 
-    ``value[b, g] = <W q_g, c_b>`` with ``q_g = sigmoid(Q e_g)``; the zero-probability logit uses its own ``W``.
+    ``value[b, g] = <W q_g, c_b>`` with ``q_g = sigmoid(Q e_g)``; the zero-probability logit uses its own ``W``
+    (with a bias when ``zero_bias``, as in scGPT's released code).
     """
 
-    def __init__(self, d_gene: int, d_cell: int, predict_zero: bool = False) -> None:
+    def __init__(self, d_gene: int, d_cell: int, predict_zero: bool = False, zero_bias: bool = False) -> None:
         super().__init__()
         self.gene_to_query = nn.Linear(d_gene, d_gene)
         self.value_proj = nn.Linear(d_gene, d_cell, bias=False)
-        self.zero_proj = nn.Linear(d_gene, d_cell, bias=False) if predict_zero else None
+        self.zero_proj = nn.Linear(d_gene, d_cell, bias=zero_bias) if predict_zero else None
 
     def forward(self, cell: torch.Tensor, gene_embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
         """``cell``: ``(batch, d_cell)``; ``gene_embeddings``: ``(batch, n_genes, d_gene)``."""

@@ -35,6 +35,12 @@ class SCGPTConfig:
         Add zero-probability outputs to the GEP/GEPC heads.
     n_batches
         Number of batch categories when batch embeddings are concatenated to the transformer output (0 = none).
+    gepc_zero_bias
+        Give the GEPC zero-probability projection a bias (checkpoints converted from scGPT's code have one).
+    tokenizer_seed
+        Global seed mixed into the per-cell seeds of tie-breaking and gene subsampling.
+    extra
+        Free-form provenance (e.g. the source of a converted checkpoint).
     """
 
     n_tokens: int
@@ -55,6 +61,7 @@ class SCGPTConfig:
     activation: Literal["relu", "gelu"] = "relu"
     predict_zero: bool = True
     n_batches: int = 0
+    gepc_zero_bias: bool = False
     tokenizer_seed: int = 0
     family: str = FAMILY
     extra: dict[str, Any] = field(default_factory=dict)

@@ -25,6 +25,7 @@ from scfm.train import WarmupCosineTrainingPlan
 from .._checkpoint import CheckpointError, load_checkpoint, load_weights_strict, save_checkpoint
 from .._device import resolve_device
 from ._config import SCGPTConfig
+from ._convert import convert_scgpt_checkpoint, is_reference_checkpoint_dir
 from ._embed import binning_config, embed_cells
 from ._module import SCGPTModule
 
@@ -41,7 +42,18 @@ class PretrainedSCGPT:
 
 
 def load_pretrained_module(name_or_path: str | os.PathLike | None = None) -> PretrainedSCGPT:
-    """Load a checkpoint directory (or a bundled name) into an :class:`SCGPTModule` in eval mode."""
+    """Load a checkpoint directory (or a bundled name) into an :class:`SCGPTModule` in eval mode.
+
+    A directory of the reference scGPT code (``best_model.pt``, ``args.json``, ``vocab.json``) is converted in
+    memory (see :func:`~scfm.models.scgpt.convert_scgpt_checkpoint`); ``scfm convert scgpt`` saves the
+    conversion once instead.
+    """
+    if name_or_path is not None and is_reference_checkpoint_dir(name_or_path):
+        converted = convert_scgpt_checkpoint(name_or_path)
+        reference = converted.reference
+        return PretrainedSCGPT(
+            converted.module, converted.vocab, reference.path.name, str(reference.path), reference.weights_sha256
+        )
     checkpoint = load_checkpoint(name_or_path)
     try:
         config = SCGPTConfig.from_dict(checkpoint.config)
@@ -401,6 +413,63 @@ class SCGPT(BaseModelClass):
                 "scfm.models.scgpt.load_pretrained_module or scfm.tl.embed"
             )
         pretrained = load_pretrained_module(name_or_path)
+        return cls._from_loaded(
+            pretrained, adata, layer=layer, gene_key=gene_key, batch_key=batch_key, labels_key=labels_key,
+            min_genes=min_genes, on_duplicate=on_duplicate,
+        )
+
+    @classmethod
+    def from_scgpt_checkpoint(
+        cls,
+        source_dir: str | os.PathLike,
+        adata: AnnData,
+        *,
+        drop: tuple[str, ...] | list[str] = (),
+        layer: str | None = None,
+        gene_key: str | None = None,
+        batch_key: str | None = None,
+        labels_key: str | None = None,
+        min_genes: int = 50,
+        on_duplicate: Literal["error", "first"] = "error",
+    ) -> SCGPT:
+        """Load a checkpoint of the reference scGPT code (``best_model.pt``, ``args.json``, ``vocab.json``).
+
+        The weights are converted in memory (nothing is written); use ``scfm convert scgpt SRC DEST`` or
+        :func:`~scfm.models.scgpt.write_converted_checkpoint` to keep an scfm checkpoint directory.
+
+        Parameters
+        ----------
+        source_dir
+            The reference checkpoint directory (e.g. the published whole-human model).
+        adata
+            AnnData to align to the checkpoint's vocabulary (registered with :meth:`setup_anndata` if needed).
+        drop
+            Reference modules to leave out on purpose (``"cls_decoder"``, ``"grad_reverse_discriminator"``,
+            ``"flag_encoder"``); any other tensor without an scfm counterpart is an error.
+        """
+        converted = convert_scgpt_checkpoint(source_dir, drop)
+        reference = converted.reference
+        pretrained = PretrainedSCGPT(
+            converted.module, converted.vocab, reference.path.name, str(reference.path), reference.weights_sha256
+        )
+        return cls._from_loaded(
+            pretrained, adata, layer=layer, gene_key=gene_key, batch_key=batch_key, labels_key=labels_key,
+            min_genes=min_genes, on_duplicate=on_duplicate,
+        )
+
+    @classmethod
+    def _from_loaded(
+        cls,
+        pretrained: PretrainedSCGPT,
+        adata: AnnData,
+        *,
+        layer: str | None,
+        gene_key: str | None,
+        batch_key: str | None,
+        labels_key: str | None,
+        min_genes: int,
+        on_duplicate: Literal["error", "first"],
+    ) -> SCGPT:
         try:
             registered = cls._get_most_recent_anndata_manager(adata, required=False) is not None
         except ValueError:  # a copy of a registered AnnData: register the copy itself

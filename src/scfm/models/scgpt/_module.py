@@ -56,8 +56,10 @@ class SCGPTModule(BaseModuleClass):
         )
         self.batch_embedding = ConditionEmbedding(config.n_batches, d) if config.n_batches > 0 else None
         d_out = 2 * d if self.batch_embedding is not None else d
-        self.expression_head = ExpressionHead(d_out, predict_zero=config.predict_zero)
-        self.cell_to_gene_head = CellToGeneHead(d, d_out, predict_zero=config.predict_zero)
+        self.expression_head = ExpressionHead(d_out, predict_zero=config.predict_zero, d_hidden=d)
+        self.cell_to_gene_head = CellToGeneHead(
+            d, d_out, predict_zero=config.predict_zero, zero_bias=config.gepc_zero_bias
+        )
 
     # -- encoder ---------------------------------------------------------------------------------
     def encode(
