@@ -71,7 +71,7 @@ class ReferenceLayout(nn.Module):
 
 
 def _vocab_dict(specials_last: bool = True) -> dict[str, int]:
-    tokens = GENES + ["<pad>", "<cls>", "<eoc>"] if specials_last else ["<pad>", "<cls>", "<eoc>"] + GENES
+    tokens = [*GENES, "<pad>", "<cls>", "<eoc>"] if specials_last else ["<pad>", "<cls>", "<eoc>", *GENES]
     return {token: i for i, token in enumerate(tokens)}
 
 
@@ -81,9 +81,21 @@ def _write_reference(path, vocab: dict[str, int], model: ReferenceLayout, *, fla
     if flash:
         state = {k.replace("self_attn.in_proj_", "self_attn.Wqkv."): v for k, v in state.items()}
     torch.save(state, path / "best_model.pt")
-    config = {"embsize": D_MODEL, "nheads": N_HEADS, "d_hid": D_HID, "nlayers": N_LAYERS, "n_layers_cls": 3,
-              "dropout": 0.2, "pad_token": "<pad>", "pad_value": -2, "mask_value": -1, "n_bins": 51,
-              "max_seq_len": 1200, "input_emb_style": "continuous", "MVC": True}
+    config = {
+        "embsize": D_MODEL,
+        "nheads": N_HEADS,
+        "d_hid": D_HID,
+        "nlayers": N_LAYERS,
+        "n_layers_cls": 3,
+        "dropout": 0.2,
+        "pad_token": "<pad>",
+        "pad_value": -2,
+        "mask_value": -1,
+        "n_bins": 51,
+        "max_seq_len": 1200,
+        "input_emb_style": "continuous",
+        "MVC": True,
+    }
     config.update(args)
     (path / "args.json").write_text(json.dumps(config))
     (path / "vocab.json").write_text(json.dumps(vocab))
@@ -133,6 +145,8 @@ def test_converted_model_matches_reference_layout(reference, tmp_path, flash):
         ref_gepc_zero = torch.bmm(model.mvc_decoder.W_zero_logit(query), ref_hidden[:, 0].unsqueeze(2)).squeeze(2)
     real = ids != vocab["<pad>"]
     torch.testing.assert_close(out["cell_embedding"], ref_hidden[:, 0], atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(module.embed(ids, values), ref_hidden[:, 0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out["hidden"][real], ref_hidden[real], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gep["gep"]["value"][real], ref_gep[real], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gep["gep"]["zero_logit"][real], ref_zero[real], atol=1e-5, rtol=1e-5)
@@ -171,7 +185,7 @@ def test_batch_label_checkpoint_converts(tmp_path):
 
 def test_missing_specials_are_appended_like_the_reference(tmp_path):
     torch.manual_seed(2)
-    vocab = {token: i for i, token in enumerate(GENES + ["<pad>"])}
+    vocab = {token: i for i, token in enumerate([*GENES, "<pad>"])}
     model = ReferenceLayout(len(vocab) + 2, pad_id=vocab["<pad>"])  # the reference appends <cls>, <eoc>
     _write_reference(tmp_path / "ref", vocab, model)
     converted = convert_scgpt_checkpoint(tmp_path / "ref")
@@ -224,15 +238,15 @@ def test_from_scgpt_checkpoint_embeds_like_tl_embed(reference):
 
 
 def test_missing_file_is_named(reference, tmp_path):
-    path, vocab, model = reference
+    _, vocab, model = reference
     _write_reference(tmp_path / "ref", vocab, model)
     (tmp_path / "ref" / "args.json").unlink()
-    with pytest.raises(CheckpointError, match="missing args.json"):
+    with pytest.raises(CheckpointError, match=r"missing args\.json"):
         convert_scgpt_checkpoint(tmp_path / "ref")
 
 
 def test_extra_weights_file_is_an_error(reference, tmp_path):
-    path, vocab, model = reference
+    _, vocab, model = reference
     _write_reference(tmp_path / "ref", vocab, model)
     torch.save(model.state_dict(), tmp_path / "ref" / "model_e3.pt")
     with pytest.raises(CheckpointError, match=r"model_e3\.pt"):
@@ -251,10 +265,10 @@ def test_pickle_refused_by_weights_only(reference, tmp_path):
     _, vocab, model = reference
     _write_reference(tmp_path / "ref", vocab, model)
     torch.save({"model": model}, tmp_path / "ref" / "best_model.pt")  # a whole module, not a state dict
-    with pytest.raises(CheckpointError, match="weights_only=True"):
+    with pytest.raises(CheckpointError, match=r"weights_only=True"):
         convert_scgpt_checkpoint(tmp_path / "ref")
     (tmp_path / "ref" / "best_model.pt").write_bytes(pickle.dumps({"a": 1}) + b"garbage")
-    with pytest.raises(CheckpointError, match="best_model.pt"):
+    with pytest.raises(CheckpointError, match=r"best_model\.pt"):
         convert_scgpt_checkpoint(tmp_path / "ref")
 
 

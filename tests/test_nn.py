@@ -169,3 +169,18 @@ def test_cell_to_gene_head_shapes(predict_zero):
     assert ("zero_logit" in out) is predict_zero
     if predict_zero:
         assert out["zero_logit"].shape == (3, 10)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_last_layer_queries_match_the_full_output(norm_first):
+    torch.manual_seed(0)
+    stack = TransformerStack(3, 16, 4, 32, norm_first=norm_first).eval()
+    x = torch.randn(3, 9, 16)
+    padding = torch.zeros(3, 9, dtype=torch.bool)
+    padding[1, 6:] = True
+    mask = padding_attention_mask(padding)
+    with torch.no_grad():
+        full = stack(x, mask)
+        first_two = stack(x, mask, last_layer_queries=2)
+    assert first_two.shape == (3, 2, 16)
+    torch.testing.assert_close(first_two, full[:, :2], atol=1e-5, rtol=1e-5)

@@ -33,7 +33,13 @@ class SelfAttention(nn.Module):
         self.in_proj = nn.Linear(d_model, 3 * d_model)
         self.out_proj = nn.Linear(d_model, d_model)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        n_queries: int | None = None,
+    ) -> torch.Tensor:
         """Attend.
 
         Parameters
@@ -41,14 +47,28 @@ class SelfAttention(nn.Module):
         x
             ``(batch, length, d_model)``.
         attn_mask
-            Boolean, ``True`` where attention is allowed, broadcastable to ``(batch, heads, length, length)``.
+            Boolean, ``True`` where attention is allowed, broadcastable to ``(batch, heads, queries, length)``.
         is_causal
             Causal attention (decoder families); incompatible with ``attn_mask``.
+        n_queries
+            Compute the output of the first ``n_queries`` positions only (every position is still a key);
+            used when only ``<cls>`` is needed from the last layer.
+
+        Returns
+        -------
+        ``(batch, n_queries or length, d_model)``.
         """
         batch, length, d_model = x.shape
-        qkv = self.in_proj(x).view(batch, length, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
+        if n_queries is None:
+            qkv = self.in_proj(x).view(batch, length, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.unbind(0)
+        else:
+            weight, bias = self.in_proj.weight, self.in_proj.bias
+            q = F.linear(x[:, :n_queries], weight[:d_model], None if bias is None else bias[:d_model])
+            q = q.view(batch, n_queries, self.n_heads, self.head_dim).transpose(1, 2)
+            kv = F.linear(x, weight[d_model:], None if bias is None else bias[d_model:])
+            k, v = kv.view(batch, length, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
         )
-        return self.out_proj(out.transpose(1, 2).reshape(batch, length, d_model))
+        return self.out_proj(out.transpose(1, 2).reshape(batch, q.shape[2], d_model))

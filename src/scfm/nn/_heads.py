@@ -22,7 +22,11 @@ class ExpressionHead(nn.Module):
     @staticmethod
     def _mlp(d_in: int, d_hidden: int) -> nn.Sequential:
         return nn.Sequential(
-            nn.Linear(d_in, d_hidden), nn.LeakyReLU(), nn.Linear(d_hidden, d_hidden), nn.LeakyReLU(), nn.Linear(d_hidden, 1)
+            nn.Linear(d_in, d_hidden),
+            nn.LeakyReLU(),
+            nn.Linear(d_hidden, d_hidden),
+            nn.LeakyReLU(),
+            nn.Linear(d_hidden, 1),
         )
 
     def forward(self, hidden: torch.Tensor) -> dict[str, torch.Tensor]:

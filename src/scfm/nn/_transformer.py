@@ -55,11 +55,19 @@ class TransformerLayer(nn.Module):
     def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.linear2(self.dropout(self.activation(self.linear1(x)))))
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        n_queries: int | None = None,
+    ) -> torch.Tensor:
+        """``(batch, length, d_model)`` -> same shape, or ``(batch, n_queries, d_model)`` (first positions only)."""
+        residual = x if n_queries is None else x[:, :n_queries]
         if self.norm_first:
-            x = x + self.dropout(self.self_attn(self.norm1(x), attn_mask, is_causal))
+            x = residual + self.dropout(self.self_attn(self.norm1(x), attn_mask, is_causal, n_queries))
             return x + self._feed_forward(self.norm2(x))
-        x = self.norm1(x + self.dropout(self.self_attn(x, attn_mask, is_causal)))
+        x = self.norm1(residual + self.dropout(self.self_attn(x, attn_mask, is_causal, n_queries)))
         return self.norm2(x + self._feed_forward(x))
 
 
@@ -82,7 +90,15 @@ class TransformerStack(nn.Module):
         )
         self.final_norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x, attn_mask, is_causal)
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        last_layer_queries: int | None = None,
+    ) -> torch.Tensor:
+        """Run every layer; with ``last_layer_queries=n`` the last layer computes only the first ``n`` positions."""
+        for i, layer in enumerate(self.layers):
+            last = i == len(self.layers) - 1
+            x = layer(x, attn_mask, is_causal, last_layer_queries if last else None)
         return self.final_norm(x)

@@ -27,6 +27,9 @@ class _TokenTable:
             raise RuntimeError(f"token {token!r} already exists in the vocabulary")
         if not 0 <= index <= len(self.itos):
             raise RuntimeError(f"index {index} is outside 0..{len(self.itos)}")
+        if index == len(self.itos):
+            self.append(token)
+            return
         self.itos.insert(index, token)
         self.stoi = {tok: i for i, tok in enumerate(self.itos)}
 

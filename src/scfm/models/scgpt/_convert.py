@@ -192,7 +192,9 @@ def map_reference_state_dict(
         stripped = "module."
         state_dict = {key[len(stripped) :]: value for key, value in state_dict.items()}
 
-    unsupported = sorted({what for key in state_dict for prefix, what in _UNSUPPORTED.items() if key.startswith(prefix)})
+    unsupported = sorted(
+        {what for key in state_dict for prefix, what in _UNSUPPORTED.items() if key.startswith(prefix)}
+    )
     if unsupported:
         raise CheckpointError(f"the checkpoint uses {', '.join(unsupported)}, which scfm cannot import yet")
 
@@ -240,7 +242,9 @@ def config_from_reference(
 ) -> SCGPTConfig:
     """Build the :class:`SCGPTConfig` from ``args.json`` and the tensor shapes, checking that they agree."""
     if args.get("input_emb_style", "continuous") != "continuous":
-        raise CheckpointError(f"{source}: input_emb_style={args['input_emb_style']!r} is not supported (continuous only)")
+        raise CheckpointError(
+            f"{source}: input_emb_style={args['input_emb_style']!r} is not supported (continuous only)"
+        )
     if args.get("pre_norm", False):
         raise CheckpointError(f"{source}: pre_norm=true checkpoints use a norm layout scfm does not implement")
     if "gene_embedding.embedding.weight" not in mapped:
@@ -267,7 +271,9 @@ def config_from_reference(
     n_heads = int(args.get("nheads", 0))
     if n_heads <= 0 or d_model % n_heads:
         raise CheckpointError(f"{source}: args.json must give nheads dividing embsize ({d_model}); got {n_heads}")
-    n_batches = mapped["batch_embedding.embedding.weight"].shape[0] if "batch_embedding.embedding.weight" in mapped else 0
+    n_batches = (
+        mapped["batch_embedding.embedding.weight"].shape[0] if "batch_embedding.embedding.weight" in mapped else 0
+    )
     try:
         return SCGPTConfig(
             n_tokens=n_tokens,
@@ -340,7 +346,11 @@ def convert_scgpt_checkpoint(source: str | os.PathLike, drop: tuple[str, ...] | 
     missing = sorted(set(expected) - set(mapped))
     if missing:
         raise CheckpointError(f"{weights} lacks tensors an scfm model with this config needs: {missing[:12]}")
-    shape_errors = [f"{k}: {tuple(mapped[k].shape)} vs {tuple(expected[k].shape)}" for k in expected if mapped[k].shape != expected[k].shape]
+    shape_errors = [
+        f"{k}: {tuple(mapped[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in expected
+        if mapped[k].shape != expected[k].shape
+    ]
     if shape_errors:
         raise CheckpointError(f"{weights}: tensor shapes disagree with args.json: {shape_errors[:8]}")
     module.load_state_dict(mapped, strict=True)
@@ -385,7 +395,8 @@ def _model_card(converted: ConvertedSCGPT) -> str:
 - source weights: `{WEIGHTS_FILE}`, sha256 `{reference.weights_sha256}`
 - converted: {dt.date.today().isoformat()} with `scfm convert scgpt`
 - parameters: {n_params:,}; {config.n_layers} layers, d_model {config.d_model}, {config.n_heads} heads,
-  feed-forward {config.d_hidden}; vocabulary {config.n_tokens} tokens (specials appended as the reference does: {appended})
+  feed-forward {config.d_hidden}; vocabulary {config.n_tokens} tokens
+- special tokens appended to vocab.json as the reference does: {appended}
 - attention weights found in the {converted.report.attention_layout} layout
 - tensors mapped: {converted.report.n_mapped}; dropped on request: {dropped}
 - cell embedding: `<cls>` hidden state, L2-normalised by `scfm.tl.embed` (as scGPT's `embed_data`)

@@ -87,8 +87,8 @@ def embed_cells(
             if not bucketing:
                 gene_ids, values = _pad_to(gene_ids, values, tokenizer.max_len, config)
             with autocast_context(device):
-                out = module.encode(gene_ids.to(device), values.to(device))
-            embeddings[start + batch] = out["cell_embedding"].float().cpu().numpy()
+                cell_embeddings = module.embed(gene_ids.to(device), values.to(device))
+            embeddings[start + batch] = cell_embeddings.float().cpu().numpy()
         bar.update(stop - start)
     bar.close()
     if normalize:

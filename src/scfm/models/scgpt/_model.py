@@ -414,8 +414,14 @@ class SCGPT(BaseModelClass):
             )
         pretrained = load_pretrained_module(name_or_path)
         return cls._from_loaded(
-            pretrained, adata, layer=layer, gene_key=gene_key, batch_key=batch_key, labels_key=labels_key,
-            min_genes=min_genes, on_duplicate=on_duplicate,
+            pretrained,
+            adata,
+            layer=layer,
+            gene_key=gene_key,
+            batch_key=batch_key,
+            labels_key=labels_key,
+            min_genes=min_genes,
+            on_duplicate=on_duplicate,
         )
 
     @classmethod
@@ -453,8 +459,14 @@ class SCGPT(BaseModelClass):
             converted.module, converted.vocab, reference.path.name, str(reference.path), reference.weights_sha256
         )
         return cls._from_loaded(
-            pretrained, adata, layer=layer, gene_key=gene_key, batch_key=batch_key, labels_key=labels_key,
-            min_genes=min_genes, on_duplicate=on_duplicate,
+            pretrained,
+            adata,
+            layer=layer,
+            gene_key=gene_key,
+            batch_key=batch_key,
+            labels_key=labels_key,
+            min_genes=min_genes,
+            on_duplicate=on_duplicate,
         )
 
     @classmethod

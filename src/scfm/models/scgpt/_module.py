@@ -90,6 +90,18 @@ class SCGPTModule(BaseModuleClass):
         hidden = self.transformer(x, mask)
         return {"hidden": hidden, "padding": padding, "cell_embedding": self.pool(hidden, padding)}
 
+    def embed(self, gene_ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Cell embeddings only, ``(batch, d_model)``; same values as ``encode(...)["cell_embedding"]``.
+
+        With ``<cls>`` pooling the last layer is computed for the ``<cls>`` position alone.
+        """
+        if self.config.cell_embedding != "cls":
+            return self.encode(gene_ids, values)["cell_embedding"]
+        padding = gene_ids == self.config.pad_id
+        x = self.gene_embedding(gene_ids) + self.value_embedding(values)
+        hidden = self.transformer(x, padding_attention_mask(padding), last_layer_queries=1)
+        return hidden[:, 0]
+
     def pool(self, hidden: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
         """Cell embedding from hidden states: the ``<cls>`` state, or the mean over gene tokens."""
         if self.config.cell_embedding == "cls":
