@@ -48,8 +48,10 @@ def embed(
         Cells x genes, raw counts or log-normalised values (not scaled: negative values are rejected).
         A file opened with ``sc.read_h5ad(path, backed="r")`` is streamed from disk.
     model
-        ``None`` for the bundled default checkpoint, a bundled name (``"default"``), a checkpoint directory,
-        or an :class:`~scfm.models.SCGPT` instance. Nothing is downloaded.
+        ``None`` for the bundled default checkpoint, a bundled name (``"default"``), an scfm checkpoint
+        directory, a checkpoint directory of the reference scGPT code (``best_model.pt``, ``args.json``,
+        ``vocab.json``; converted in memory, see ``docs/scgpt_checkpoints.md``), or an
+        :class:`~scfm.models.SCGPT` instance. Nothing is downloaded.
     layer
         Layer to read instead of ``adata.X``.
     use_raw
