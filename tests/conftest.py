@@ -53,6 +53,43 @@ def make_counts(genes: list[str], n_cells: int = N_CELLS, seed: int = 0) -> ad.A
     return adata
 
 
+def make_batched_counts(genes: list[str], n_cells: int = 240, seed: int = 0) -> ad.AnnData:
+    """Counts with three planted cell types and two planted batches.
+
+    Each type over-expresses its own block of genes (x6). Batch ``b1`` has 2x the depth and a batch
+    programme: a further block of genes x5 and another block x0.2 in every cell type. ``obs`` holds
+    ``cell_type`` and ``batch``; the two are independent (balanced design).
+    """
+    rng = np.random.default_rng(seed)
+    n_genes = len(genes)
+    labels = np.arange(n_cells) % N_TYPES
+    batches = (np.arange(n_cells) // N_TYPES) % 2
+    base = rng.gamma(0.8, 1.0, size=n_genes)
+    block = n_genes // 6
+    effect = np.ones((N_TYPES + 2, n_genes))
+    for t in range(N_TYPES):
+        effect[t, t * block : (t + 1) * block] = 6.0
+    effect[N_TYPES + 1, 3 * block : 4 * block] = 5.0
+    effect[N_TYPES + 1, 4 * block : 5 * block] = 0.2
+    depth = rng.uniform(0.5, 1.5, size=n_cells) * np.where(batches == 1, 2.0, 1.0)
+    mean = depth[:, None] * base[None, :] * effect[labels] * effect[N_TYPES + batches]
+    counts = rng.negative_binomial(3, 3 / (3 + mean)).astype(np.float32)
+    obs = pd.DataFrame(
+        {
+            "cell_type": pd.Categorical([f"type{t}" for t in labels]),
+            "batch": pd.Categorical([f"b{b}" for b in batches]),
+        },
+        index=[f"cell{i}" for i in range(n_cells)],
+    )
+    return ad.AnnData(sp.csr_matrix(counts), obs=obs, var=pd.DataFrame(index=list(genes)))
+
+
+@pytest.fixture
+def batched_adata(pbmc_raw_genes) -> ad.AnnData:
+    """240 cells x 300 real gene symbols with planted cell types (``cell_type``) and batches (``batch``)."""
+    return make_batched_counts(pbmc_raw_genes[:N_GENES])
+
+
 @pytest.fixture(scope="session")
 def _counts_template(pbmc_raw_genes) -> ad.AnnData:
     return make_counts(pbmc_raw_genes[:N_GENES])
