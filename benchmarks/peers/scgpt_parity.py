@@ -33,7 +33,7 @@ from tabulate import tabulate
 
 from scfm.data import pad_cells
 from scfm.genes import align_genes
-from scfm.models.scgpt import convert_scgpt_checkpoint, load_pretrained_module, write_converted_checkpoint
+from scfm.models.scgpt import load_pretrained_module, write_converted_checkpoint
 from scfm.tl import embed
 from scfm.tokenize import BinningConfig, bin_expressed, tokenize_csr
 
@@ -147,11 +147,10 @@ def run_shape(shape: str, layout: str, adata: ad.AnnData, workdir: Path, python:
         ours = bin_expressed(raw_rows[i], config.n_bins, np.random.RandomState(i))
         bins_equal += int(np.array_equal(ours, ref["reference_bins"][offsets[i] : offsets[i + 1]].astype(np.int64)))
 
-    converted = convert_scgpt_checkpoint(ref_dir, drop)
     return {
         "model": name,
         "params": f"{sum(p.numel() for p in module.parameters()) / 1e6:.1f}M",
-        "attention layout": converted.report.attention_layout.split(" ")[0],
+        "attention layout": config.extra["attention_layout"].split(" ")[0],
         "cells": adata.n_obs,
         "tokens/cell": f"{real.sum(1).mean():.0f}",
         "min cos <cls> (normalised)": f"{cosine(normalized, ref['cls_normalized']).min():.7f}",

@@ -129,8 +129,13 @@ def load_checkpoint(name_or_path: str | os.PathLike | None) -> Checkpoint:
     )
 
 
-def load_weights_strict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict`` that names every missing, unexpected and mis-shaped tensor."""
+def load_weights_strict(
+    module: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str, config_file: str = CONFIG_FILE
+) -> None:
+    """``load_state_dict`` that names every missing, unexpected and mis-shaped tensor.
+
+    ``config_file`` names the file the module's architecture was read from, for the error message.
+    """
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -147,7 +152,7 @@ def load_weights_strict(module: torch.nn.Module, state_dict: dict[str, torch.Ten
             parts.append(f"unexpected tensors {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
         if mismatched:
             parts.append(f"shape mismatches (file vs config) {mismatched[:8]}")
-        raise CheckpointError(f"weights in {source} do not match its config.json: " + "; ".join(parts))
+        raise CheckpointError(f"weights in {source} do not match its {config_file}: " + "; ".join(parts))
     module.load_state_dict(state_dict, strict=True)
 
 

@@ -20,7 +20,7 @@ import torch
 
 from scfm.genes import GeneVocab
 
-from .._checkpoint import CheckpointError, file_sha256, save_checkpoint
+from .._checkpoint import CheckpointError, file_sha256, load_weights_strict, save_checkpoint
 from ._config import SCGPTConfig
 from ._module import SCGPTModule
 
@@ -342,18 +342,7 @@ def convert_scgpt_checkpoint(source: str | os.PathLike, drop: tuple[str, ...] | 
             "only checkpoints trained with MVC=true (all published pretrained models) can be imported"
         )
     module = SCGPTModule(config)
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(mapped))
-    if missing:
-        raise CheckpointError(f"{weights} lacks tensors an scfm model with this config needs: {missing[:12]}")
-    shape_errors = [
-        f"{k}: {tuple(mapped[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in expected
-        if mapped[k].shape != expected[k].shape
-    ]
-    if shape_errors:
-        raise CheckpointError(f"{weights}: tensor shapes disagree with args.json: {shape_errors[:8]}")
-    module.load_state_dict(mapped, strict=True)
+    load_weights_strict(module, mapped, weights, config_file=ARGS_FILE)
     module.eval()
     return ConvertedSCGPT(module, reference.vocab, reference, report)
 

@@ -49,11 +49,7 @@ def load_pretrained_module(name_or_path: str | os.PathLike | None = None) -> Pre
     conversion once instead.
     """
     if name_or_path is not None and is_reference_checkpoint_dir(name_or_path):
-        converted = convert_scgpt_checkpoint(name_or_path)
-        reference = converted.reference
-        return PretrainedSCGPT(
-            converted.module, converted.vocab, reference.path.name, str(reference.path), reference.weights_sha256
-        )
+        return _pretrained_from_reference(name_or_path)
     checkpoint = load_checkpoint(name_or_path)
     try:
         config = SCGPTConfig.from_dict(checkpoint.config)
@@ -70,6 +66,14 @@ def load_pretrained_module(name_or_path: str | os.PathLike | None = None) -> Pre
     load_weights_strict(module, checkpoint.state_dict, str(checkpoint.path / "model.safetensors"))
     module.eval()
     return PretrainedSCGPT(module, checkpoint.vocab, checkpoint.name, str(checkpoint.path), checkpoint.sha256)
+
+
+def _pretrained_from_reference(path: str | os.PathLike, drop: tuple[str, ...] | list[str] = ()) -> PretrainedSCGPT:
+    converted = convert_scgpt_checkpoint(path, drop)
+    reference = converted.reference
+    return PretrainedSCGPT(
+        converted.module, converted.vocab, reference.path.name, str(reference.path), reference.weights_sha256
+    )
 
 
 class SCGPT(BaseModelClass):
@@ -392,7 +396,7 @@ class SCGPT(BaseModelClass):
     @classmethod
     def from_pretrained(
         cls,
-        name_or_path: str | os.PathLike | None = "default",
+        name_or_path: str | os.PathLike | PretrainedSCGPT | None = "default",
         adata: AnnData | None = None,
         *,
         layer: str | None = None,
@@ -402,7 +406,8 @@ class SCGPT(BaseModelClass):
         min_genes: int = 50,
         on_duplicate: Literal["error", "first"] = "error",
     ) -> SCGPT:
-        """Load a checkpoint (a directory or a bundled name such as ``"default"``) and align ``adata`` to it.
+        """Load a checkpoint (a directory, a bundled name such as ``"default"``, or an already loaded one) and
+        align ``adata`` to it.
 
         ``adata`` is registered with :meth:`setup_anndata` (using ``layer``, ``gene_key``, ...) unless it
         already is. Nothing is downloaded.
@@ -412,17 +417,29 @@ class SCGPT(BaseModelClass):
                 "from_pretrained needs the AnnData to align to the checkpoint; for AnnData-free use call "
                 "scfm.models.scgpt.load_pretrained_module or scfm.tl.embed"
             )
-        pretrained = load_pretrained_module(name_or_path)
-        return cls._from_loaded(
-            pretrained,
+        if isinstance(name_or_path, PretrainedSCGPT):
+            pretrained = name_or_path
+        else:
+            pretrained = load_pretrained_module(name_or_path)
+        try:
+            registered = cls._get_most_recent_anndata_manager(adata, required=False) is not None
+        except ValueError:  # a copy of a registered AnnData: register the copy itself
+            registered = False
+        if not registered:
+            cls.setup_anndata(adata, layer=layer, batch_key=batch_key, labels_key=labels_key, gene_key=gene_key)
+        model = cls(
             adata,
-            layer=layer,
-            gene_key=gene_key,
-            batch_key=batch_key,
-            labels_key=labels_key,
+            vocab=pretrained.vocab,
+            config=pretrained.module.config,
             min_genes=min_genes,
             on_duplicate=on_duplicate,
         )
+        model.module.load_state_dict(pretrained.module.state_dict())
+        model.module.eval()
+        model.is_trained_ = True
+        model.checkpoint_name = pretrained.name
+        model.checkpoint_sha256 = pretrained.sha256
+        return model
 
     @classmethod
     def from_scgpt_checkpoint(
@@ -453,13 +470,8 @@ class SCGPT(BaseModelClass):
             Reference modules to leave out on purpose (``"cls_decoder"``, ``"grad_reverse_discriminator"``,
             ``"flag_encoder"``); any other tensor without an scfm counterpart is an error.
         """
-        converted = convert_scgpt_checkpoint(source_dir, drop)
-        reference = converted.reference
-        pretrained = PretrainedSCGPT(
-            converted.module, converted.vocab, reference.path.name, str(reference.path), reference.weights_sha256
-        )
-        return cls._from_loaded(
-            pretrained,
+        return cls.from_pretrained(
+            _pretrained_from_reference(source_dir, drop),
             adata,
             layer=layer,
             gene_key=gene_key,
@@ -468,39 +480,6 @@ class SCGPT(BaseModelClass):
             min_genes=min_genes,
             on_duplicate=on_duplicate,
         )
-
-    @classmethod
-    def _from_loaded(
-        cls,
-        pretrained: PretrainedSCGPT,
-        adata: AnnData,
-        *,
-        layer: str | None,
-        gene_key: str | None,
-        batch_key: str | None,
-        labels_key: str | None,
-        min_genes: int,
-        on_duplicate: Literal["error", "first"],
-    ) -> SCGPT:
-        try:
-            registered = cls._get_most_recent_anndata_manager(adata, required=False) is not None
-        except ValueError:  # a copy of a registered AnnData: register the copy itself
-            registered = False
-        if not registered:
-            cls.setup_anndata(adata, layer=layer, batch_key=batch_key, labels_key=labels_key, gene_key=gene_key)
-        model = cls(
-            adata,
-            vocab=pretrained.vocab,
-            config=pretrained.module.config,
-            min_genes=min_genes,
-            on_duplicate=on_duplicate,
-        )
-        model.module.load_state_dict(pretrained.module.state_dict())
-        model.module.eval()
-        model.is_trained_ = True
-        model.checkpoint_name = pretrained.name
-        model.checkpoint_sha256 = pretrained.sha256
-        return model
 
 
 def _vocab_from_var(var, gene_key: str | None) -> GeneVocab:
