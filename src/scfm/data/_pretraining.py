@@ -23,6 +23,7 @@ class TrainingCell:
     tokens: CellTokens
     zero_gene_ids: np.ndarray
     batch_index: int
+    label: int = -1
 
 
 class TokenizedCellDataset(Dataset):
@@ -43,7 +44,9 @@ class TokenizedCellDataset(Dataset):
         dataset. A gene outside that set is unobserved, never a zero target. ``None``: every matched gene is
         measured for every cell.
     batch_indices
-        Optional integer batch per row (for batch embeddings).
+        Optional integer batch per row (for batch embeddings, the batch discriminator, batch norm).
+    labels
+        Optional integer label per row for a classification objective (``-1``: unlabelled).
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class TokenizedCellDataset(Dataset):
         measured_groups: np.ndarray | None = None,
         measured_token_ids: Sequence[np.ndarray] | None = None,
         batch_indices: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
     ) -> None:
         self.matrix = matrix
         self.column_token_ids = column_token_ids
@@ -71,6 +75,7 @@ class TokenizedCellDataset(Dataset):
             self.measured_groups = np.asarray(measured_groups, dtype=np.int64)
             self.measured_token_ids = [np.unique(ids) for ids in measured_token_ids]
         self.batch_indices = batch_indices
+        self.labels = labels
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -81,14 +86,15 @@ class TokenizedCellDataset(Dataset):
         measured = self.measured_token_ids[self.measured_groups[row]]
         zero_ids = np.setdiff1d(measured, tokens.gene_ids[1:], assume_unique=False)
         batch = int(self.batch_indices[row]) if self.batch_indices is not None else 0
-        return TrainingCell(tokens, zero_ids, batch)
+        label = int(self.labels[row]) if self.labels is not None else -1
+        return TrainingCell(tokens, zero_ids, batch, label)
 
 
 class MaskedValueCollator:
     """Pads cells and draws the training masks (torch's global RNG, so ``seed_everything`` fixes them).
 
     ``mode="masked"``: a fraction ``mask_ratio`` of each cell's gene tokens get ``mask_value`` as input and
-    their bins as GEP targets. ``mode="generative"``: the same tokens become "unknown" under scGPT's
+    their bins as GEP targets (``mask_ratio=0``: nothing is masked, for classification-only fine-tuning). ``mode="generative"``: the same tokens become "unknown" under scGPT's
     generative attention mask. GEPC queries are the cell's gene tokens plus up to ``n_zero_queries``
     measured-but-unexpressed genes (target 0).
     """
@@ -103,8 +109,8 @@ class MaskedValueCollator:
         mode: str = "masked",
         n_zero_queries: int = 128,
     ) -> None:
-        if not 0.0 < mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
+        if not 0.0 <= mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
         if mode not in ("masked", "generative"):
             raise ValueError(f"mode must be 'masked' or 'generative', got {mode!r}")
         self.pad_id = pad_id
@@ -147,6 +153,7 @@ class MaskedValueCollator:
             "query_gene_ids": query_ids,
             "query_values": query_values,
             "batch_index": torch.tensor([cell.batch_index for cell in cells], dtype=torch.long),
+            "labels": torch.tensor([cell.label for cell in cells], dtype=torch.long),
         }
         if self.mode == "generative":
             batch["known"] = ~masked

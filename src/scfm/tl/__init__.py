@@ -1,5 +1,7 @@
 """Tools: scanpy-style functions that resolve a model and call it."""
 
+from ._annotate import annotate
 from ._embed import embed
+from ._integrate import integrate
 
-__all__ = ["embed"]
+__all__ = ["annotate", "embed", "integrate"]

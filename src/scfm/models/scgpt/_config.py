@@ -35,6 +35,17 @@ class SCGPTConfig:
         Add zero-probability outputs to the GEP/GEPC heads.
     n_batches
         Number of batch categories when batch embeddings are concatenated to the transformer output (0 = none).
+    batch_embedding
+        With ``n_batches > 0``, concatenate a batch embedding to the transformer output before the GEP/GEPC
+        heads (scGPT's batch tokens; never fed into attention).
+    batch_categories
+        Names of the ``n_batches`` batches, in index order (checked when new data are embedded).
+    batch_discriminator
+        Add a batch classifier behind a gradient-reversal layer (scGPT's DAR objective); needs ``n_batches``.
+    domain_batchnorm
+        Normalise token embeddings with batch-specific batch norm (scGPT's DSBN); needs ``n_batches``.
+    label_categories
+        Cell-type names of a classification head on the cell embedding (empty: no head).
     gepc_zero_bias
         Give the GEPC zero-probability projection a bias (checkpoints converted from scGPT's code have one).
     tokenizer_seed
@@ -61,6 +72,11 @@ class SCGPTConfig:
     activation: Literal["relu", "gelu"] = "relu"
     predict_zero: bool = True
     n_batches: int = 0
+    batch_embedding: bool = True
+    batch_categories: list[str] = field(default_factory=list)
+    batch_discriminator: bool = False
+    domain_batchnorm: bool = False
+    label_categories: list[str] = field(default_factory=list)
     gepc_zero_bias: bool = False
     tokenizer_seed: int = 0
     family: str = FAMILY
@@ -80,6 +96,12 @@ class SCGPTConfig:
             problems.append(f"input_style must be 'continuous' or 'category', got {self.input_style!r}")
         if self.cell_embedding not in ("cls", "mean"):
             problems.append(f"cell_embedding must be 'cls' or 'mean', got {self.cell_embedding!r}")
+        if (self.batch_discriminator or self.domain_batchnorm) and self.n_batches < 2:
+            problems.append("batch_discriminator and domain_batchnorm need n_batches >= 2")
+        if self.batch_categories and len(self.batch_categories) != self.n_batches:
+            problems.append(f"{len(self.batch_categories)} batch_categories for n_batches={self.n_batches}")
+        if len(set(self.label_categories)) != len(self.label_categories) or len(self.label_categories) == 1:
+            problems.append("label_categories must be empty or at least two distinct names")
         if self.family != FAMILY:
             problems.append(f"family is {self.family!r}, expected {FAMILY!r}")
         if problems:

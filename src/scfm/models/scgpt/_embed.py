@@ -52,18 +52,29 @@ def embed_cells(
     bucketing: bool = True,
     progress: bool = True,
     rows: np.ndarray | None = None,
+    batch_codes: np.ndarray | None = None,
+    output: str = "embedding",
+    column_token_ids: np.ndarray | None = None,
 ) -> EmbeddingResult:
     """Embed every cell of ``source`` (or ``rows`` of it), streaming ``block_size`` rows at a time.
 
     Within a block, cells are sorted by token count and batched so that padding stays small; with
     ``bucketing=False`` every cell is padded to ``max_len`` (the naive scheme, kept for benchmarks).
     The result does not depend on ``batch_size``, ``block_size`` or cell order.
+
+    ``batch_codes`` (one per row of ``source``, or per entry of ``rows``) are passed to models that normalise
+    per batch. ``output="logits"`` returns the classification head's logits instead of embeddings (not
+    normalised). ``column_token_ids`` overrides the alignment's (e.g. to hide genes another dataset lacks).
     """
+    if output not in ("embedding", "logits"):
+        raise ValueError(f"output must be 'embedding' or 'logits', got {output!r}")
     config = module.config
     tokenizer = binning_config(config, max_len)
-    column_token_ids = alignment.column_token_ids()
+    if column_token_ids is None:
+        column_token_ids = alignment.column_token_ids()
     n_obs = source.n_obs if rows is None else len(rows)
-    embeddings = np.zeros((n_obs, config.d_model), dtype=np.float32)
+    width = config.d_model if output == "embedding" else len(config.label_categories)
+    embeddings = np.zeros((n_obs, width), dtype=np.float32)
     input_kind = None
     n_empty = n_subsampled = n_tokens = 0
     module.eval()
@@ -86,12 +97,16 @@ def embed_cells(
             gene_ids, values = pad_cells(chosen, pad_id=config.pad_id, pad_value=config.pad_value)
             if not bucketing:
                 gene_ids, values = _pad_to(gene_ids, values, tokenizer.max_len, config)
+            codes = None if batch_codes is None else torch.as_tensor(batch_codes[start + batch], device=device)
             with autocast_context(device):
-                cell_embeddings = module.embed(gene_ids.to(device), values.to(device))
-            embeddings[start + batch] = cell_embeddings.float().cpu().numpy()
+                if output == "embedding":
+                    result = module.embed(gene_ids.to(device), values.to(device), codes)
+                else:
+                    result = module.classify(gene_ids.to(device), values.to(device), codes)
+            embeddings[start + batch] = result.float().cpu().numpy()
         bar.update(stop - start)
     bar.close()
-    if normalize:
+    if normalize and output == "embedding":
         norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
         embeddings /= np.maximum(norms, 1e-12)
     return EmbeddingResult(embeddings, input_kind or "counts", n_empty, int(n_subsampled), n_tokens)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
+import torch
 from anndata import AnnData
 from lightning.fabric.utilities.seed import seed_everything
 from scvi import REGISTRY_KEYS
@@ -91,7 +94,8 @@ class SCGPT(BaseModelClass):
         Passed to :func:`scfm.genes.align_genes`.
     **config_kwargs
         Architecture settings of :class:`SCGPTConfig` (``d_model``, ``n_layers``, ``max_len``, ...).
-        ``use_batch_embeddings=True`` concatenates a batch embedding (from ``batch_key``) to the transformer output.
+        ``use_batch_embeddings=True`` concatenates a batch embedding (from ``batch_key``) to the transformer output;
+        ``batch_discriminator=True`` and ``domain_batchnorm=True`` also take their batches from ``batch_key``.
 
     Examples
     --------
@@ -121,9 +125,20 @@ class SCGPT(BaseModelClass):
             source.var, vocab, gene_key=setup_args.get("gene_key"), min_genes=min_genes, on_duplicate=on_duplicate
         )
         if config is None:
-            n_batches = self.summary_stats.n_batch if use_batch_embeddings else 0
+            uses_batches = use_batch_embeddings or any(
+                config_kwargs.get(k) for k in ("batch_discriminator", "domain_batchnorm")
+            )
+            if uses_batches and setup_args.get("batch_key") is None:
+                raise ValueError("batch embeddings, the batch discriminator and batch norm need setup_anndata(batch_key=...)")
+            categories = self._registered_batches() if uses_batches else []
             config = SCGPTConfig(
-                n_tokens=len(vocab), pad_id=vocab.pad_id, cls_id=vocab.cls_id, n_batches=n_batches, **config_kwargs
+                n_tokens=len(vocab),
+                pad_id=vocab.pad_id,
+                cls_id=vocab.cls_id,
+                n_batches=len(categories),
+                batch_categories=categories,
+                batch_embedding=use_batch_embeddings,
+                **config_kwargs,
             )
         elif config.n_tokens != len(vocab):
             raise ValueError(f"config.n_tokens={config.n_tokens} does not match the vocabulary size {len(vocab)}")
@@ -137,6 +152,43 @@ class SCGPT(BaseModelClass):
             f"{len(vocab)} tokens; {self.alignment.summary()}"
         )
         self.init_params_ = self._get_init_params(locals())
+
+    def _registered_batches(self) -> list[str]:
+        mapping = self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping
+        return [str(name) for name in mapping]
+
+    def batch_codes(self, adata: AnnData | None = None) -> np.ndarray:
+        """The batch index of every cell of ``adata`` in this model's batch categories.
+
+        Raises
+        ------
+        ValueError
+            The model has no batches, ``batch_key`` was not registered, or ``adata`` holds batches the model
+            was not trained on (they have no embedding or normalisation statistics).
+        """
+        adata = self.adata if adata is None else adata
+        batch_key = self.adata_manager.registry["setup_args"].get("batch_key")
+        if self.config.n_batches == 0:
+            raise ValueError("this model has no batch-specific parts")
+        if batch_key is None or batch_key not in adata.obs:
+            raise KeyError(f"the model needs adata.obs[{batch_key!r}] (the batch_key it was set up with)")
+        if not self.config.batch_categories:  # models saved before batch names were recorded
+            if adata is not self.adata:
+                raise ValueError("this model did not record its batch names; it can only encode its training data")
+            return self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY).ravel().astype(np.int64)
+        return _codes(adata.obs[batch_key], self.config.batch_categories, f"adata.obs[{batch_key!r}]", "batches")
+
+    def label_codes(self, adata: AnnData | None = None) -> np.ndarray:
+        """Index of every cell's label in ``config.label_categories`` (``-1``: missing or unknown label)."""
+        adata = self.adata if adata is None else adata
+        labels_key = self.adata_manager.registry["setup_args"].get("labels_key")
+        if not self.config.label_categories:
+            raise ValueError("this model has no classification head (config.label_categories is empty)")
+        if labels_key is None or labels_key not in adata.obs:
+            raise KeyError(f"training the classifier needs adata.obs[{labels_key!r}] (setup_anndata(labels_key=...))")
+        values = adata.obs[labels_key]
+        strings = values.astype(str).where(values.notna(), None)
+        return pd.Categorical(strings, categories=self.config.label_categories).codes.astype(np.int64)
 
     # -- data registration -----------------------------------------------------------------------
     @classmethod
@@ -197,6 +249,8 @@ class SCGPT(BaseModelClass):
         gepc_weight: float = 1.0,
         ecs_weight: float = 0.0,
         ecs_threshold: float = 0.6,
+        dar_weight: float = 0.0,
+        cls_weight: float = 0.0,
         n_zero_queries: int = 128,
         max_len: int | None = None,
         measured_key: str | None = None,
@@ -220,6 +274,12 @@ class SCGPT(BaseModelClass):
             Fraction of each cell's gene tokens whose values are hidden and predicted (GEP).
         gep_weight, gepc_weight, ecs_weight, ecs_threshold
             Objective weights and the ECS similarity threshold.
+        dar_weight
+            Weight of the batch discriminator's cross-entropy behind gradient reversal (needs a model built
+            with ``batch_discriminator=True``).
+        cls_weight
+            Weight of the cell-type cross-entropy (needs ``label_categories`` and ``labels_key``; cells whose
+            label is missing or not a category do not contribute).
         n_zero_queries
             Measured-but-unexpressed genes queried per cell by GEPC with target 0.
         max_len
@@ -238,9 +298,10 @@ class SCGPT(BaseModelClass):
         matrix = self._training_matrix()
         column_token_ids = self.alignment.column_token_ids()
         groups, measured = self._measured_sets(measured_key, column_token_ids)
-        batch_codes = None
-        if self.config.n_batches > 0:
-            batch_codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY).ravel().astype(np.int64)
+        batch_codes = self.batch_codes() if self.config.n_batches > 0 else None
+        label_codes = self.label_codes() if cls_weight > 0 else None
+        if label_codes is not None and not (label_codes >= 0).any():
+            raise ValueError("cls_weight > 0 but no cell has a label among the model's label_categories")
         tokenizer = binning_config(self.config, max_len)
         lengths = _expressed_counts(matrix, column_token_ids, tokenizer.max_len)
 
@@ -254,6 +315,7 @@ class SCGPT(BaseModelClass):
                 measured_groups=groups,
                 measured_token_ids=measured,
                 batch_indices=batch_codes,
+                labels=label_codes,
             )
 
         collator = MaskedValueCollator(
@@ -283,6 +345,8 @@ class SCGPT(BaseModelClass):
             gepc_weight=gepc_weight,
             ecs_weight=ecs_weight,
             ecs_threshold=ecs_threshold,
+            dar_weight=dar_weight,
+            cls_weight=cls_weight,
         )
         trainer_kwargs.setdefault("check_val_every_n_epoch", 1 if validation_size > 0 else None)
         runner = TrainRunner(
@@ -363,8 +427,51 @@ class SCGPT(BaseModelClass):
             normalize=normalize,
             progress=progress,
             rows=None if indices is None else np.asarray(indices),
+            batch_codes=self._batch_codes_for(adata, indices) if self.config.domain_batchnorm else None,
         )
         return result.embeddings
+
+    def _batch_codes_for(self, adata: AnnData, indices: np.ndarray | None) -> np.ndarray:
+        codes = self.batch_codes(adata)
+        return codes if indices is None else codes[np.asarray(indices)]
+
+    def predict(
+        self,
+        adata: AnnData | None = None,
+        indices: np.ndarray | None = None,
+        *,
+        batch_size: int = 64,
+        max_len: int | None = None,
+        device: str = "auto",
+        progress: bool = False,
+    ) -> pd.DataFrame:
+        """Cell-type probabilities from the classification head, one column per ``config.label_categories``.
+
+        ``adata`` (default: the training data) needs the same layer and gene names as the training data but no
+        labels and no scvi-tools registration.
+        """
+        if not self.config.label_categories:
+            raise ValueError("this model has no classification head (config.label_categories is empty)")
+        adata = self.adata if adata is None else adata
+        setup_args = self.adata_manager.registry["setup_args"]
+        source = expression_source(adata, layer=setup_args.get("layer"))
+        alignment = self.alignment
+        if adata is not self.adata:
+            alignment = align_genes(
+                source.var, self.vocab, gene_key=setup_args.get("gene_key"),
+                min_genes=self._min_genes, on_duplicate=self._on_duplicate,
+            )
+        target = resolve_device(device)
+        self.module.to(target)
+        result = embed_cells(
+            self.module, source, alignment, device=target, batch_size=batch_size, max_len=max_len,
+            progress=progress, rows=None if indices is None else np.asarray(indices),
+            batch_codes=self._batch_codes_for(adata, indices) if self.config.domain_batchnorm else None,
+            output="logits",
+        )
+        probabilities = torch.softmax(torch.from_numpy(result.embeddings), dim=1).numpy()
+        names = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
+        return pd.DataFrame(probabilities, index=names, columns=self.config.label_categories)
 
     # -- persistence -----------------------------------------------------------------------------
     def save(
@@ -394,6 +501,15 @@ class SCGPT(BaseModelClass):
         return cls.from_pretrained(dir_path, adata, **kwargs)
 
     @classmethod
+    def _register_if_needed(cls, adata: AnnData, **setup_kwargs) -> None:
+        try:
+            registered = cls._get_most_recent_anndata_manager(adata, required=False) is not None
+        except ValueError:  # a copy of a registered AnnData: register the copy itself
+            registered = False
+        if not registered:
+            cls.setup_anndata(adata, **setup_kwargs)
+
+    @classmethod
     def from_pretrained(
         cls,
         name_or_path: str | os.PathLike | PretrainedSCGPT | None = "default",
@@ -421,12 +537,7 @@ class SCGPT(BaseModelClass):
             pretrained = name_or_path
         else:
             pretrained = load_pretrained_module(name_or_path)
-        try:
-            registered = cls._get_most_recent_anndata_manager(adata, required=False) is not None
-        except ValueError:  # a copy of a registered AnnData: register the copy itself
-            registered = False
-        if not registered:
-            cls.setup_anndata(adata, layer=layer, batch_key=batch_key, labels_key=labels_key, gene_key=gene_key)
+        cls._register_if_needed(adata, layer=layer, batch_key=batch_key, labels_key=labels_key, gene_key=gene_key)
         model = cls(
             adata,
             vocab=pretrained.vocab,
@@ -481,6 +592,81 @@ class SCGPT(BaseModelClass):
             on_duplicate=on_duplicate,
         )
 
+    @classmethod
+    def for_finetuning(
+        cls,
+        pretrained: str | os.PathLike | PretrainedSCGPT | SCGPT | None,
+        adata: AnnData,
+        *,
+        layer: str | None = None,
+        gene_key: str | None = None,
+        batch_key: str | None = None,
+        labels_key: str | None = None,
+        use_batch_embeddings: bool = False,
+        batch_discriminator: bool = False,
+        domain_batchnorm: bool = False,
+        label_categories: list[str] | None = None,
+        min_genes: int = 50,
+        on_duplicate: Literal["error", "first"] = "error",
+    ) -> SCGPT:
+        """A model initialised from a checkpoint, with the batch and label parts that fine-tuning needs.
+
+        Every pretrained tensor whose name and shape fit the new architecture is copied; the others (a new
+        batch embedding, heads whose input width changes when batch embeddings are concatenated, the batch
+        discriminator, batch norms, the classifier) start from random initialisation and are listed in
+        ``model.reinitialised_``.
+
+        Parameters
+        ----------
+        pretrained
+            Checkpoint directory or bundled name (``None``: the default), a loaded checkpoint, or a model.
+        adata
+            Training cells; registered with :meth:`setup_anndata` (``layer``, ``gene_key``, ``batch_key``,
+            ``labels_key``) unless already registered.
+        use_batch_embeddings, batch_discriminator, domain_batchnorm
+            Batch-aware parts (scGPT's integration recipe: batch embeddings concatenated to the transformer
+            output, DAR, DSBN); they need ``batch_key``.
+        label_categories
+            Classes of a classification head (e.g. the reference's cell types).
+        """
+        if isinstance(pretrained, SCGPT):
+            pretrained = PretrainedSCGPT(
+                pretrained.module, pretrained.vocab, pretrained.checkpoint_name, "in-memory model",
+                pretrained.checkpoint_sha256 or "none",
+            )
+        elif not isinstance(pretrained, PretrainedSCGPT):
+            pretrained = load_pretrained_module(pretrained)
+        cls._register_if_needed(adata, layer=layer, batch_key=batch_key, labels_key=labels_key, gene_key=gene_key)
+        base = pretrained.module.config
+        uses_batches = use_batch_embeddings or batch_discriminator or domain_batchnorm
+        manager = cls._get_most_recent_anndata_manager(adata, required=True)
+        if uses_batches and manager.registry["setup_args"].get("batch_key") is None:
+            raise ValueError("batch embeddings, the batch discriminator and batch norm need a batch_key")
+        batches = []
+        if uses_batches:
+            batches = [str(b) for b in manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping]
+        config = dataclasses.replace(
+            base,
+            n_batches=len(batches),
+            batch_categories=batches,
+            batch_embedding=use_batch_embeddings,
+            batch_discriminator=batch_discriminator,
+            domain_batchnorm=domain_batchnorm,
+            label_categories=list(label_categories or []),
+            extra={**base.extra, "finetuned_from": pretrained.name},
+        )
+        model = cls(adata, vocab=pretrained.vocab, config=config, min_genes=min_genes, on_duplicate=on_duplicate)
+        source = pretrained.module.state_dict()
+        target = model.module.state_dict()
+        loaded = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
+        target.update(loaded)
+        model.module.load_state_dict(target)
+        model.reinitialised_ = sorted(set(target) - set(loaded))
+        model.checkpoint_name = f"{pretrained.name} (fine-tuned)"
+        model.checkpoint_sha256 = pretrained.sha256
+        model.module.eval()
+        return model
+
 
 def _vocab_from_var(var, gene_key: str | None) -> GeneVocab:
     names = var[gene_key] if gene_key is not None else var.index.to_series()
@@ -509,3 +695,17 @@ def _default_card(model: SCGPT) -> str:
 
 
 __all__ = ["SCGPT", "PretrainedSCGPT", "load_pretrained_module"]
+
+
+def _codes(values: pd.Series, categories: list[str], where: str, what: str) -> np.ndarray:
+    """Codes of ``values`` in ``categories``; values outside them are an error that names them."""
+    if values.isna().any():
+        raise ValueError(f"{where} has {int(values.isna().sum())} missing values")
+    strings = values.astype(str)
+    unseen = sorted(set(strings) - set(categories))
+    if unseen:
+        raise ValueError(
+            f"{where} holds {what} the model was not trained on: {unseen[:8]}; the model knows {categories[:8]}"
+            f"{' ...' if len(categories) > 8 else ''}. Fine-tune a model that includes them."
+        )
+    return pd.Categorical(strings, categories=categories).codes.astype(np.int64)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from scvi.module.base import BaseModuleClass, LossOutput
 
 from scfm.nn import (
+    BatchDiscriminator,
     CategoryValueEmbedding,
+    ClassifierHead,
+    DomainBatchNorm,
     CellToGeneHead,
     ConditionEmbedding,
     ContinuousValueEmbedding,
@@ -28,6 +32,7 @@ KNOWN = "known"
 QUERY_GENE_IDS = "query_gene_ids"
 QUERY_VALUES = "query_values"
 BATCH_INDEX = "batch_index"
+LABELS = "labels"
 
 
 class SCGPTModule(BaseModuleClass):
@@ -39,7 +44,12 @@ class SCGPTModule(BaseModuleClass):
 
     Objectives (weights set in :meth:`loss`): GEP, masked-value regression on the masked gene tokens;
     GEPC, values of the cell's genes (and of measured-but-zero genes) predicted from the cell embedding
-    through gene queries; ECS, elastic cosine similarity between cells of a batch.
+    through gene queries; ECS, elastic cosine similarity between cells of a batch; DAR, cross-entropy of a
+    batch discriminator behind gradient reversal (``config.batch_discriminator``); CLS, cross-entropy of a
+    cell-type classifier on the cell embedding (``config.label_categories``).
+
+    With ``config.domain_batchnorm`` the token embeddings are normalised per batch before the transformer,
+    so the batch index is needed to encode a cell.
     """
 
     def __init__(self, config: SCGPTConfig) -> None:
@@ -54,8 +64,13 @@ class SCGPTModule(BaseModuleClass):
         self.transformer = TransformerStack(
             config.n_layers, d, config.n_heads, config.d_hidden, config.dropout, config.activation, config.norm_first
         )
-        self.batch_embedding = ConditionEmbedding(config.n_batches, d) if config.n_batches > 0 else None
+        with_batch = config.n_batches > 0 and config.batch_embedding
+        self.batch_embedding = ConditionEmbedding(config.n_batches, d) if with_batch else None
         d_out = 2 * d if self.batch_embedding is not None else d
+        self.domain_batchnorm = DomainBatchNorm(d, config.n_batches) if config.domain_batchnorm else None
+        self.batch_discriminator = BatchDiscriminator(d, config.n_batches) if config.batch_discriminator else None
+        n_labels = len(config.label_categories)
+        self.classifier = ClassifierHead(d, n_labels) if n_labels else None
         self.expression_head = ExpressionHead(d_out, predict_zero=config.predict_zero, d_hidden=d)
         self.cell_to_gene_head = CellToGeneHead(
             d, d_out, predict_zero=config.predict_zero, zero_bias=config.gepc_zero_bias
@@ -67,6 +82,7 @@ class SCGPTModule(BaseModuleClass):
         gene_ids: torch.Tensor,
         values: torch.Tensor,
         known: torch.Tensor | None = None,
+        batch_index: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Run the transformer.
 
@@ -76,13 +92,15 @@ class SCGPTModule(BaseModuleClass):
             ``(batch, length)`` token ids (``<cls>`` first) and binned values (pad/mask values where relevant).
         known
             Optional ``(batch, length)`` boolean for generative attention: unknown tokens see only known ones.
+        batch_index
+            ``(batch,)`` batch codes; required when the model has domain-specific batch norm.
 
         Returns
         -------
         ``hidden`` ``(batch, length, d_model)``, ``padding`` and ``cell_embedding`` ``(batch, d_model)``.
         """
         padding = gene_ids == self.config.pad_id
-        x = self.gene_embedding(gene_ids) + self.value_embedding(values)
+        x = self._input_embeddings(gene_ids, values, padding, batch_index)
         if known is None:
             mask = padding_attention_mask(padding)
         else:
@@ -90,17 +108,35 @@ class SCGPTModule(BaseModuleClass):
         hidden = self.transformer(x, mask)
         return {"hidden": hidden, "padding": padding, "cell_embedding": self.pool(hidden, padding)}
 
-    def embed(self, gene_ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    def _input_embeddings(self, gene_ids, values, padding, batch_index) -> torch.Tensor:
+        x = self.gene_embedding(gene_ids) + self.value_embedding(values)
+        if self.domain_batchnorm is not None:
+            if batch_index is None:
+                raise ValueError("this model normalises per batch (domain_batchnorm); batch_index is required")
+            x = self.domain_batchnorm(x, batch_index, padding)
+        return x
+
+    def embed(
+        self, gene_ids: torch.Tensor, values: torch.Tensor, batch_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Cell embeddings only, ``(batch, d_model)``; same values as ``encode(...)["cell_embedding"]``.
 
         With ``<cls>`` pooling the last layer is computed for the ``<cls>`` position alone.
         """
         if self.config.cell_embedding != "cls":
-            return self.encode(gene_ids, values)["cell_embedding"]
+            return self.encode(gene_ids, values, batch_index=batch_index)["cell_embedding"]
         padding = gene_ids == self.config.pad_id
-        x = self.gene_embedding(gene_ids) + self.value_embedding(values)
+        x = self._input_embeddings(gene_ids, values, padding, batch_index)
         hidden = self.transformer(x, padding_attention_mask(padding), last_layer_queries=1)
         return hidden[:, 0]
+
+    def classify(
+        self, gene_ids: torch.Tensor, values: torch.Tensor, batch_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Cell-type logits ``(batch, n_labels)`` from the classification head."""
+        if self.classifier is None:
+            raise ValueError("this model has no classification head (config.label_categories is empty)")
+        return self.classifier(self.embed(gene_ids, values, batch_index))
 
     def pool(self, hidden: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
         """Cell embedding from hidden states: the ``<cls>`` state, or the mean over gene tokens."""
@@ -121,10 +157,15 @@ class SCGPTModule(BaseModuleClass):
 
     # -- scvi-tools module protocol --------------------------------------------------------------
     def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict[str, torch.Tensor | None]:
-        return {"gene_ids": tensors[GENE_IDS], "values": tensors[VALUES], "known": tensors.get(KNOWN)}
+        return {
+            "gene_ids": tensors[GENE_IDS],
+            "values": tensors[VALUES],
+            "known": tensors.get(KNOWN),
+            "batch_index": tensors.get(BATCH_INDEX),
+        }
 
-    def inference(self, gene_ids, values, known=None) -> dict[str, torch.Tensor]:
-        return self.encode(gene_ids, values, known)
+    def inference(self, gene_ids, values, known=None, batch_index=None) -> dict[str, torch.Tensor]:
+        return self.encode(gene_ids, values, known, batch_index)
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict[str, torch.Tensor | None]:
         return {
@@ -139,6 +180,10 @@ class SCGPTModule(BaseModuleClass):
         if query_gene_ids is not None:
             genes = self.gene_embedding(query_gene_ids)
             out["gepc"] = self.cell_to_gene_head(self._with_batch(cell_embedding, batch_index), genes)
+        if self.batch_discriminator is not None:
+            out["dar"] = self.batch_discriminator(cell_embedding)
+        if self.classifier is not None:
+            out["cls"] = self.classifier(cell_embedding)
         return out
 
     def loss(
@@ -150,11 +195,15 @@ class SCGPTModule(BaseModuleClass):
         gepc_weight: float = 1.0,
         ecs_weight: float = 0.0,
         ecs_threshold: float = 0.6,
+        dar_weight: float = 0.0,
+        cls_weight: float = 0.0,
     ) -> LossOutput:
         masked = tensors[MASKED]
         gep = generative_outputs["gep"]
-        terms = {"gep": masked_mse(gep["value"], tensors[TARGET_VALUES], masked)}
-        if "gepc" in generative_outputs:
+        terms = {}
+        if gep_weight > 0:
+            terms["gep"] = masked_mse(gep["value"], tensors[TARGET_VALUES], masked)
+        if "gepc" in generative_outputs and gepc_weight > 0:
             gepc = generative_outputs["gepc"]
             query_valid = tensors[QUERY_GENE_IDS] != self.config.pad_id
             terms["gepc"] = masked_mse(gepc["value"], tensors[QUERY_VALUES], query_valid)
@@ -162,7 +211,25 @@ class SCGPTModule(BaseModuleClass):
                 terms["gepc_zero"] = masked_zero_bce(gepc["zero_logit"], tensors[QUERY_VALUES], query_valid)
         if ecs_weight > 0:
             terms["ecs"] = elastic_cell_similarity(inference_outputs["cell_embedding"], ecs_threshold)
-        weights = {"gep": gep_weight, "gepc": gepc_weight, "gepc_zero": gepc_weight, "ecs": ecs_weight}
+        if dar_weight > 0:
+            if "dar" not in generative_outputs:
+                raise ValueError("dar_weight > 0 needs a model with a batch discriminator (batch_discriminator=True)")
+            terms["dar"] = F.cross_entropy(generative_outputs["dar"], tensors[BATCH_INDEX].reshape(-1).long())
+        if cls_weight > 0:
+            if "cls" not in generative_outputs:
+                raise ValueError("cls_weight > 0 needs a model with a classification head (label_categories)")
+            labels = tensors[LABELS].reshape(-1).long()
+            terms["cls"] = (
+                F.cross_entropy(generative_outputs["cls"], labels, ignore_index=-1)
+                if (labels >= 0).any()
+                else generative_outputs["cls"].sum() * 0.0
+            )
+        if not terms:
+            raise ValueError("every objective weight is zero; nothing to train")
+        weights = {
+            "gep": gep_weight, "gepc": gepc_weight, "gepc_zero": gepc_weight, "ecs": ecs_weight,
+            "dar": dar_weight, "cls": cls_weight,
+        }
         total = sum(weights[name] * value for name, value in terms.items())
         return LossOutput(
             loss=total,

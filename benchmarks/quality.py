@@ -1,0 +1,168 @@
+"""Integration and annotation quality of scfm beside HVG+PCA, Harmony, scVI and logistic regression, same run.
+
+    python benchmarks/quality.py                                   # every task (long on 2 CPU cores)
+    python benchmarks/quality.py --tasks pancreas pbmc-annotation  # a subset
+    python benchmarks/quality.py --epochs 10 --max-len 256 --json results/quality.json
+
+Tasks (data from ../shared/data):
+
+- ``pancreas``: integration of ``integration/pancreas_3batches_cepo_small.h5ad`` (batch, cell_type).
+- ``mop``: integration of the RNA of ``multiomic/mouse_mop_paired_rna_atac_10309cells.h5mu`` (batch =
+  library, cell_type). The model's human gene symbols meet mouse symbols through scfm's case-insensitive
+  symbol match (``Gapdh`` -> ``GAPDH``): a proxy for one-to-one orthologs, printed as genes matched.
+- ``pbmc-annotation``: ``annotation/pbmc_zheng2017_sorted_reference.h5ad`` split 50/50 by cells, stratified
+  by cell type (seed 0).
+- ``pancreas-annotation``: pancreas across studies: reference = batches 1 and 4, query = batch 5.
+
+Integration rows: scib-metrics (unscaled) for HVG+PCA, Harmony, scVI, the zero-shot scfm embedding and the
+fine-tuned scfm integration, with time per fine-tuning epoch. Annotation rows: accuracy and macro-F1 of
+logistic regression, scfm fine-tuned and scfm zero-shot kNN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from tabulate import tabulate
+
+import scfm
+from scfm.bench import annotation, integration, logistic_regression
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TASKS = ("pancreas", "mop", "pbmc-annotation", "pancreas-annotation")
+
+
+def load_pancreas() -> ad.AnnData:
+    adata = ad.read_h5ad(DATA / "integration" / "pancreas_3batches_cepo_small.h5ad")
+    adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
+    return adata
+
+
+def load_mop(n_cells: int | None, seed: int) -> ad.AnnData:
+    import mudata
+
+    rna = mudata.read_h5mu(DATA / "multiomic" / "mouse_mop_paired_rna_atac_10309cells.h5mu")["rna"]
+    rna = rna.copy()
+    for key in ("batch", "cell_type"):
+        if key not in rna.obs:
+            raise SystemExit(f"the MOp RNA lacks obs[{key!r}]")
+    if n_cells and n_cells < rna.n_obs:
+        rng = np.random.default_rng(seed)
+        rna = rna[np.sort(rng.choice(rna.n_obs, n_cells, replace=False))].copy()
+    rna.X = sp.csr_matrix(rna.X, dtype=np.float32)
+    return rna
+
+
+def integration_task(name: str, adata: ad.AnnData, opts: argparse.Namespace) -> list[dict]:
+    start = time.perf_counter()
+    scfm.tl.embed(adata, model=opts.model, progress=False, min_genes=opts.min_genes)
+    embed_seconds = time.perf_counter() - start
+    record = adata.uns["scfm"]["X_scfm"]
+    scfm.tl.integrate(
+        adata, "batch", model=opts.model, max_epochs=opts.epochs, max_len=opts.max_len, lr=opts.lr,
+        batch_size=opts.batch_size, progress=False, min_genes=opts.min_genes, seed=opts.seed,
+    )
+    fit = adata.uns["scfm"]["X_scfm_integrated"]
+    table = integration(
+        adata, "batch", "cell_type", methods=("hvg_pca", "harmony", "scvi"),
+        embeddings={"scfm zero-shot": "X_scfm", "scfm integrated": "X_scfm_integrated"},
+        scvi_kwargs={"round_counts": True, "max_epochs": opts.scvi_epochs}, seed=opts.seed,
+    )
+    wide = table[table.metric_type != "Time"].pivot_table(index="method", columns="metric", values="value")
+    seconds = table[table.metric_type == "Time"].set_index("method")["value"].to_dict()
+    seconds["scfm zero-shot"] = embed_seconds
+    seconds["scfm integrated"] = fit["train_seconds"]
+    rows = []
+    for method, scores in wide.iterrows():
+        row = {"task": name, "method": method, "Total": scores["Total"], "Bio": scores["Bio conservation"],
+               "Batch": scores["Batch correction"], "seconds": seconds.get(method, float("nan"))}
+        row |= {k: v for k, v in scores.items() if k not in ("Total", "Bio conservation", "Batch correction")}
+        rows.append(row)
+    print(f"\n## {name}: {adata.n_obs} cells, {adata.obs['batch'].nunique()} batches, "
+          f"{adata.obs['cell_type'].nunique()} cell types; scfm matched {record['genes_matched']} of "
+          f"{adata.n_vars} genes; fine-tuning {fit['seconds_per_epoch']:.1f} s/epoch "
+          f"({opts.epochs} epochs, max_len {fit['max_len']})")
+    order = ["method", "Total", "Bio", "Batch", "seconds"]
+    print(tabulate([{k: r[k] for k in order} for r in rows], headers="keys", floatfmt=".3f", tablefmt="github"))
+    metric_cols = [c for c in rows[0] if c not in (*order, "task")]
+    print(tabulate([{"method": r["method"], **{c: r[c] for c in metric_cols}} for r in rows], headers="keys",
+                   floatfmt=".3f", tablefmt="github"))
+    return rows
+
+
+def annotation_task(name: str, reference: ad.AnnData, query: ad.AnnData, opts: argparse.Namespace) -> list[dict]:
+    timings = {}
+    start = time.perf_counter()
+    logistic_regression(query, reference, "cell_type", key_added="logreg")
+    timings["logistic regression"] = time.perf_counter() - start
+    start = time.perf_counter()
+    scfm.tl.annotate(query, reference, "cell_type", model=opts.model, key_added="scfm_finetuned",
+                     max_epochs=opts.epochs, max_len=opts.max_len, lr=opts.lr, batch_size=opts.batch_size,
+                     progress=False, min_genes=opts.min_genes, seed=opts.seed)
+    timings["scfm fine-tuned"] = time.perf_counter() - start
+    start = time.perf_counter()
+    scfm.tl.annotate(query, reference, "cell_type", model=opts.model, method="knn", key_added="scfm_knn",
+                     progress=False, min_genes=opts.min_genes)
+    timings["scfm zero-shot kNN"] = time.perf_counter() - start
+    table = annotation(query, "cell_type", {"logistic regression": "logreg", "scfm fine-tuned": "scfm_finetuned",
+                                            "scfm zero-shot kNN": "scfm_knn"})
+    value = table.set_index(["method", "metric"])["value"]
+    rows = [{"task": name, "method": m, "accuracy": value[m, "accuracy"], "macro_f1": value[m, "macro_f1"],
+             "seconds": timings[m]} for m in timings]
+    print(f"\n## {name}: reference {reference.n_obs} cells, query {query.n_obs} cells, "
+          f"{reference.obs['cell_type'].nunique()} cell types")
+    print(tabulate(rows, headers="keys", floatfmt=".3f", tablefmt="github"))
+    per_class = table[table.metric.str.startswith("f1[")].pivot_table(index="metric", columns="method", values="value")
+    print(tabulate(per_class, headers="keys", floatfmt=".3f", tablefmt="github"))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--model", default=None, help="checkpoint (default: the bundled one)")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--max-len", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--scvi-epochs", type=int, default=None)
+    parser.add_argument("--mop-cells", type=int, default=None, help="subsample the MOp data")
+    parser.add_argument("--min-genes", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None)
+    opts = parser.parse_args()
+    if not DATA.exists():
+        sys.exit(f"{DATA} not found: this benchmark needs ../shared/data")
+    rows = []
+    for task in opts.tasks:
+        if task == "pancreas":
+            rows += integration_task(task, load_pancreas(), opts)
+        elif task == "mop":
+            rows += integration_task(task, load_mop(opts.mop_cells, opts.seed), opts)
+        elif task == "pbmc-annotation":
+            from sklearn.model_selection import train_test_split
+
+            pbmc = ad.read_h5ad(DATA / "annotation" / "pbmc_zheng2017_sorted_reference.h5ad")
+            pbmc.X = sp.csr_matrix(pbmc.X, dtype=np.float32)
+            ref_idx, query_idx = train_test_split(np.arange(pbmc.n_obs), test_size=0.5, random_state=opts.seed,
+                                                  stratify=pbmc.obs["cell_type"].astype(str))
+            rows += annotation_task(task, pbmc[np.sort(ref_idx)].copy(), pbmc[np.sort(query_idx)].copy(), opts)
+        else:
+            pancreas = load_pancreas()
+            batch = pancreas.obs["batch"].astype(str)
+            rows += annotation_task(task, pancreas[batch != "batch 5"].copy(), pancreas[batch == "batch 5"].copy(), opts)
+    if opts.json:
+        Path(opts.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(opts.json).write_text(json.dumps(pd.DataFrame(rows).to_dict("records"), indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()

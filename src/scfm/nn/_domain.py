@@ -1,0 +1,94 @@
+"""Blocks for batch (domain) handling: gradient reversal, a batch discriminator, domain-specific batch norm."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class _ReverseGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return -ctx.scale * grad, None
+
+
+def reverse_gradient(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Identity in the forward pass; multiplies the gradient by ``-scale`` in the backward pass."""
+    return _ReverseGradient.apply(x, scale)
+
+
+class ClassifierHead(nn.Module):
+    """MLP classifier on cell embeddings: ``n_layers - 1`` blocks of Linear + activation + LayerNorm, then Linear.
+
+    Parameters
+    ----------
+    d_in
+        Width of the cell embedding.
+    n_classes
+        Number of output logits.
+    n_layers
+        Linear layers in total (scGPT uses 3).
+    activation
+        ``"relu"`` (scGPT's cell-type classifier) or ``"leaky_relu"`` (its batch discriminator).
+    """
+
+    def __init__(self, d_in: int, n_classes: int, n_layers: int = 3, activation: str = "relu") -> None:
+        super().__init__()
+        if n_classes < 1:
+            raise ValueError(f"n_classes must be >= 1, got {n_classes}")
+        act = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU}[activation]
+        blocks: list[nn.Module] = []
+        for _ in range(n_layers - 1):
+            blocks += [nn.Linear(d_in, d_in), act(), nn.LayerNorm(d_in)]
+        self.blocks = nn.Sequential(*blocks)
+        self.out = nn.Linear(d_in, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.blocks(x))
+
+
+class BatchDiscriminator(nn.Module):
+    """Predicts a cell's batch from its embedding through a gradient-reversal layer (scGPT's DAR objective).
+
+    Minimising its cross-entropy trains the discriminator and, through the reversed gradient, pushes the
+    encoder towards embeddings from which the batch cannot be predicted.
+    """
+
+    def __init__(self, d_in: int, n_batches: int, n_layers: int = 3, reversal_scale: float = 1.0) -> None:
+        super().__init__()
+        self.classifier = ClassifierHead(d_in, n_batches, n_layers, activation="leaky_relu")
+        self.reversal_scale = reversal_scale
+
+    def forward(self, cell_embedding: torch.Tensor) -> torch.Tensor:
+        return self.classifier(reverse_gradient(cell_embedding, self.reversal_scale))
+
+
+class DomainBatchNorm(nn.Module):
+    """Domain-specific batch norm: token embeddings of each batch are normalised with that batch's statistics.
+
+    Statistics use the non-padding tokens of the cells of each batch present in the minibatch; at inference the
+    running statistics of the cell's own batch are used, so a cell's output never depends on its minibatch.
+    """
+
+    def __init__(self, d_model: int, n_batches: int, eps: float = 6.1e-5, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.norms = nn.ModuleList(nn.BatchNorm1d(d_model, eps=eps, momentum=momentum) for _ in range(n_batches))
+
+    def forward(self, x: torch.Tensor, batch_index: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(cells, length, d)``; ``batch_index``: ``(cells,)``; ``padding``: ``(cells, length)`` boolean."""
+        batch_index = batch_index.reshape(-1).long()
+        if batch_index.numel() and (batch_index.min() < 0 or batch_index.max() >= len(self.norms)):
+            raise ValueError(f"batch index outside 0..{len(self.norms) - 1}")
+        out = x.clone()
+        for b in batch_index.unique().tolist():
+            select = (batch_index == b)[:, None] & ~padding
+            tokens = x[select]
+            if self.training and tokens.shape[0] < 2:
+                continue  # batch norm needs two values; a lone token passes through unchanged
+            out[select] = self.norms[b](tokens)
+        return out

@@ -1,0 +1,205 @@
+"""``scfm.tl.annotate``: cell-type labels from a labelled reference (fine-tuned classifier or embedding kNN)."""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from scfm.bench._baselines import obs_categories
+from scfm.data import expression_source
+from scfm.genes import align_genes
+from scfm.models._device import resolve_device
+from scfm.models._resolve import ModelArg, resolve_model
+from scfm.models.scgpt import SCGPT, embed_cells
+
+from ._finetune_data import accelerator_for, training_copy, vocab_token_ids
+from ._provenance import write_provenance
+
+UNKNOWN = "unknown"
+
+
+def annotate(
+    adata: AnnData,
+    reference: AnnData,
+    labels_key: str,
+    *,
+    model: ModelArg = None,
+    method: Literal["finetune", "knn"] = "finetune",
+    layer: str | None = None,
+    reference_layer: str | None = None,
+    use_raw: bool = False,
+    gene_key: str | None = None,
+    reference_gene_key: str | None = None,
+    shared_genes_only: bool = True,
+    max_epochs: int = 10,
+    batch_size: int = 32,
+    lr: float = 1e-4,
+    max_len: int | None = None,
+    n_neighbors: int = 15,
+    unknown_threshold: float | None = None,
+    min_genes: int = 50,
+    seed: int = 0,
+    device: str = "auto",
+    key_added: str = "scfm_cell_type",
+    return_model: bool = False,
+    progress: bool = True,
+    copy: bool = False,
+) -> SCGPT | AnnData | None:
+    """Predict the cell types of ``adata`` from a labelled ``reference``.
+
+    ``method="finetune"`` fine-tunes the model with a classification head on the reference's cell
+    embeddings (scGPT's annotation recipe: cross-entropy only, no masking) and predicts the query with it.
+    ``method="knn"`` is zero-shot: both datasets are embedded with the pretrained model and each query cell
+    takes the majority label of its ``n_neighbors`` nearest reference cells (cosine distance).
+
+    Parameters
+    ----------
+    adata
+        Query cells (counts or log-normalised). Only ``obs[key_added]``, ``obs[key_added + "_confidence"]``
+        and ``uns["scfm"][key_added]`` are written; on error nothing is.
+    reference
+        Labelled reference cells; it is never modified. Cells with a missing label are left out.
+    labels_key
+        ``reference.obs`` column with the cell types (at least two).
+    model
+        Checkpoint: ``None`` (bundled default), a name or directory, or a model.
+    method
+        ``"finetune"`` or ``"knn"`` (see above).
+    layer, reference_layer, use_raw, gene_key, reference_gene_key
+        Matrices and gene names of the query and the reference.
+    shared_genes_only
+        Use only the vocabulary genes that both datasets have, so that the classifier never relies on genes
+        the query lacks (recommended when the gene sets differ).
+    max_epochs, batch_size, lr, max_len
+        Fine-tuning settings (``method="finetune"``); ``max_len`` also sets the embedding context.
+    n_neighbors
+        Neighbours of the kNN vote (``method="knn"``).
+    unknown_threshold
+        Cells whose confidence is below it are labelled ``"unknown"``. Confidence is the classifier's
+        probability of the predicted label (``finetune``) or the fraction of neighbours that agree (``knn``).
+        ``None``: every cell gets a reference label. 0.5 is a reasonable start for both methods.
+    min_genes
+        Fewest vocabulary genes the data must share with the model (and with each other).
+    seed
+        Seeds fine-tuning.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
+    key_added
+        ``adata.obs`` column of the predicted labels.
+    return_model
+        Return the fine-tuned model (``method="finetune"`` only).
+    progress
+        Show progress bars.
+    copy
+        Write into a copy of ``adata`` and return it.
+    """
+    if method not in ("finetune", "knn"):
+        raise ValueError(f"method must be 'finetune' or 'knn', got {method!r}")
+    if return_model and method != "finetune":
+        raise ValueError("return_model=True needs method='finetune' (the kNN mode trains no model)")
+    if unknown_threshold is not None and not 0.0 <= unknown_threshold <= 1.0:
+        raise ValueError(f"unknown_threshold must be in [0, 1], got {unknown_threshold}")
+    if adata.n_obs == 0 or reference.n_obs == 0:
+        raise ValueError("the query and the reference both need cells")
+    if labels_key not in reference.obs:
+        raise KeyError(f"labels_key={labels_key!r} is not a column of reference.obs "
+                       f"(columns: {list(reference.obs.columns)})")
+    labelled = reference.obs[labels_key].notna().to_numpy()
+    reference = reference[labelled]
+    labels = obs_categories(reference, labels_key, "labels_key", min_categories=2)
+    categories = sorted(set(labels))
+
+    pretrained = resolve_model(model)
+    vocab = pretrained.vocab
+    shared = None
+    if shared_genes_only:
+        query_ids = vocab_token_ids(adata, layer=layer, use_raw=use_raw, gene_key=gene_key, vocab=vocab,
+                                    min_genes=min_genes)
+        reference_ids = vocab_token_ids(reference, layer=reference_layer, use_raw=False,
+                                        gene_key=reference_gene_key, vocab=vocab, min_genes=min_genes)
+        shared = np.intersect1d(query_ids, reference_ids)
+        if len(shared) < min_genes:
+            raise ValueError(
+                f"the query and the reference share {len(shared)} of the model's genes; at least {min_genes} are "
+                "needed (check gene names, or lower min_genes)"
+            )
+    query = training_copy(adata, {}, layer=layer, use_raw=use_raw, gene_key=gene_key, vocab=vocab,
+                          min_genes=min_genes, keep_token_ids=shared)
+    ref = training_copy(reference, {"label": pd.Categorical(labels, categories=categories)},
+                        layer=reference_layer, use_raw=False, gene_key=reference_gene_key, vocab=vocab,
+                        min_genes=min_genes, keep_token_ids=shared)
+
+    start = time.perf_counter()
+    finetuned = None
+    if method == "finetune":
+        finetuned = SCGPT.for_finetuning(pretrained, ref, labels_key="label", label_categories=categories,
+                                         min_genes=min_genes)
+        finetuned.train(
+            max_epochs=max_epochs, batch_size=batch_size, lr=lr, max_len=max_len, mask_ratio=0.0,
+            gep_weight=0.0, gepc_weight=0.0, cls_weight=1.0, seed=seed,
+            accelerator=accelerator_for(device), enable_progress_bar=progress,
+        )
+        probabilities = finetuned.predict(query, max_len=max_len, device=device).to_numpy()
+    else:
+        probabilities = _knn_probabilities(pretrained, ref, query, categories, n_neighbors, max_len, device, progress)
+    seconds = time.perf_counter() - start
+
+    best = probabilities.argmax(1)
+    confidence = probabilities[np.arange(len(best)), best].astype(np.float32)
+    predicted = np.asarray(categories, dtype=object)[best]
+    output_categories = list(categories)
+    if unknown_threshold is not None:
+        predicted = np.where(confidence < unknown_threshold, UNKNOWN, predicted)
+        if UNKNOWN not in output_categories:
+            output_categories.append(UNKNOWN)
+    if copy:
+        adata = adata.copy()
+    adata.obs[key_added] = pd.Categorical(predicted, categories=output_categories)
+    adata.obs[f"{key_added}_confidence"] = confidence
+    write_provenance(
+        adata,
+        key_added,
+        {
+            "tool": "annotate",
+            "method": method,
+            "model": pretrained.name,
+            "checkpoint_sha256": pretrained.sha256,
+            "labels_key": labels_key,
+            "categories": categories,
+            "reference_cells": int(ref.n_obs),
+            "reference_cells_without_label": int((~labelled).sum()),
+            "genes_used": int(query.n_vars),
+            "shared_genes_only": shared_genes_only,
+            "unknown_threshold": unknown_threshold,
+            "n_unknown": int((predicted == UNKNOWN).sum()) if unknown_threshold is not None else 0,
+            "max_epochs": max_epochs if method == "finetune" else 0,
+            "n_neighbors": n_neighbors if method == "knn" else 0,
+            "seconds": seconds,
+            "seed": seed,
+        },
+    )
+    if return_model:
+        return finetuned
+    return adata if copy else None
+
+
+def _knn_probabilities(pretrained, ref: AnnData, query: AnnData, categories, n_neighbors, max_len, device, progress):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    target = resolve_device(device)
+    module = pretrained.module.to(target)
+
+    def embed(data: AnnData) -> np.ndarray:
+        source = expression_source(data)
+        alignment = align_genes(source.var, pretrained.vocab, min_genes=1)
+        return embed_cells(module, source, alignment, device=target, max_len=max_len, progress=progress).embeddings
+
+    classifier = KNeighborsClassifier(n_neighbors=min(n_neighbors, ref.n_obs), metric="cosine")
+    classifier.fit(embed(ref), ref.obs["label"].astype(str).to_numpy())
+    probabilities = classifier.predict_proba(embed(query))
+    order = [list(classifier.classes_).index(c) for c in categories]
+    return probabilities[:, order]

@@ -1,0 +1,71 @@
+"""Private training copies of the user's AnnData (scvi-tools registration writes into ``uns``; the user's is untouched)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+from scfm.data import expression_source
+from scfm.genes import GeneVocab, align_genes
+from scfm.tokenize import check_values
+
+UNLABELLED = "<unlabelled>"  # stands for a missing label in training copies; never a label category
+
+
+def training_copy(
+    adata: AnnData,
+    obs_columns: dict[str, pd.Series],
+    *,
+    layer: str | None,
+    use_raw: bool,
+    gene_key: str | None,
+    vocab: GeneVocab,
+    min_genes: int,
+    keep_token_ids: np.ndarray | None = None,
+) -> AnnData:
+    """A new AnnData of the in-vocabulary genes of ``adata`` (CSR) with the given ``obs`` columns.
+
+    Genes are named by their vocabulary token, so a later alignment is exact. ``keep_token_ids`` restricts
+    the genes further (e.g. to those a reference and a query share).
+    """
+    source = expression_source(adata, layer=layer, use_raw=use_raw)
+    if source.is_backed:
+        raise ValueError("fine-tuning needs the matrix in memory; load the AnnData without backed mode")
+    check_values(source.matrix, where=source.label)
+    alignment = align_genes(source.var, vocab, gene_key=gene_key, min_genes=min_genes, on_duplicate="first")
+    token_ids = alignment.column_token_ids()
+    keep = token_ids >= 0
+    seen = set()
+    for column in np.flatnonzero(keep):  # one column per token (duplicated symbols: the first)
+        if token_ids[column] in seen:
+            keep[column] = False
+        seen.add(token_ids[column])
+    if keep_token_ids is not None:
+        keep &= np.isin(token_ids, keep_token_ids)
+    if keep.sum() < min_genes:
+        raise ValueError(f"only {int(keep.sum())} genes are usable (in the vocabulary and shared); need {min_genes}")
+    matrix = sp.csr_matrix(source.matrix, dtype=np.float32)[:, np.flatnonzero(keep)]
+    names = [vocab.token(int(i)) for i in token_ids[keep]]
+    obs = pd.DataFrame(obs_columns, index=adata.obs_names.astype(str))
+    return AnnData(matrix, obs=obs, var=pd.DataFrame(index=names))
+
+
+def vocab_token_ids(adata: AnnData, *, layer, use_raw, gene_key, vocab: GeneVocab, min_genes: int) -> np.ndarray:
+    """Vocabulary ids of the genes of ``adata`` that the vocabulary knows."""
+    source = expression_source(adata, layer=layer, use_raw=use_raw)
+    alignment = align_genes(source.var, vocab, gene_key=gene_key, min_genes=min_genes, on_duplicate="first")
+    ids = alignment.column_token_ids()
+    return np.unique(ids[ids >= 0])
+
+
+def accelerator_for(device: str) -> str:
+    """Lightning accelerator name for scfm's ``device`` argument."""
+    if device in ("auto", "cpu"):
+        return device
+    if device.startswith("cuda"):
+        return "gpu"
+    if device == "mps":
+        return "mps"
+    raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'mps', got {device!r}")

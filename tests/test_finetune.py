@@ -1,0 +1,137 @@
+"""scfm.tl.integrate and scfm.tl.annotate on planted batches and cell types (tiny random-weight model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import assert_unchanged, snapshot
+
+import scfm
+from scfm.models import SCGPT
+
+
+def knn_accuracy(embedding: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return float(cross_val_score(KNeighborsClassifier(k), embedding, labels, cv=5).mean())
+
+
+FAST = {"max_epochs": 8, "batch_size": 16, "lr": 3e-3, "progress": False, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def integrated(tiny_checkpoint, pbmc_raw_genes):
+    from conftest import make_batched_counts
+
+    adata = make_batched_counts(pbmc_raw_genes[:300])
+    scfm.tl.embed(adata, model=tiny_checkpoint, progress=False, device="cpu")
+    model = scfm.tl.integrate(adata, "batch", model=tiny_checkpoint, return_model=True, **FAST)
+    return adata, model
+
+
+def test_integration_removes_batch_information(integrated):
+    adata, _ = integrated
+    batch = adata.obs["batch"].astype(str).to_numpy()
+    cell_type = adata.obs["cell_type"].astype(str).to_numpy()
+    before = knn_accuracy(adata.obsm["X_scfm"], batch)
+    after = knn_accuracy(adata.obsm["X_scfm_integrated"], batch)
+    assert after < before - 0.1, (before, after)
+    assert knn_accuracy(adata.obsm["X_scfm_integrated"], cell_type) > 0.7
+    record = adata.uns["scfm"]["X_scfm_integrated"]
+    assert record["tool"] == "integrate" and record["batches"] == ["b0", "b1"]
+    assert record["seconds_per_epoch"] > 0
+    assert "batch_discriminator.classifier.out.weight" in record["reinitialised"]
+
+
+def test_finetuned_model_saves_reloads_and_rejects_unseen_batches(integrated, tmp_path):
+    adata, model = integrated
+    path = model.save(tmp_path / "integrated")
+    fresh = adata.copy()
+    reloaded = SCGPT.load(path, fresh, batch_key="batch")
+    np.testing.assert_allclose(
+        reloaded.get_latent_representation(device="cpu"), adata.obsm["X_scfm_integrated"], atol=1e-5
+    )
+    assert reloaded.config.batch_discriminator and reloaded.config.batch_categories == ["b0", "b1"]
+    other = adata.copy()
+    other.obs["batch"] = other.obs["batch"].cat.rename_categories({"b1": "b7"})
+    SCGPT.setup_anndata(other, batch_key="batch")
+    with pytest.raises(ValueError, match=r"batches the model was not trained on: \['b7'\]"):
+        reloaded.batch_codes(other)
+
+
+def test_integrate_with_domain_batchnorm_and_labels(tiny_checkpoint, batched_adata):
+    batched_adata.obs.loc[batched_adata.obs_names[::4], "cell_type"] = np.nan  # some cells unlabelled
+    scfm.tl.integrate(
+        batched_adata, "batch", model=tiny_checkpoint, labels_key="cell_type", domain_batchnorm=True,
+        **{**FAST, "max_epochs": 2},
+    )
+    emb = batched_adata.obsm["X_scfm_integrated"]
+    assert emb.shape == (240, 32) and np.isfinite(emb).all()
+    assert batched_adata.uns["scfm"]["X_scfm_integrated"]["weights"]["cls"] == 1.0
+
+
+def test_integrate_bad_input_leaves_adata_unchanged(tiny_checkpoint, batched_adata):
+    before = snapshot(batched_adata)
+    with pytest.raises(KeyError, match="batch_key='donor'"):
+        scfm.tl.integrate(batched_adata, "donor", model=tiny_checkpoint, **FAST)
+    batched_adata.obs["single"] = "only"
+    before = snapshot(batched_adata)
+    with pytest.raises(ValueError, match="at least 2"):
+        scfm.tl.integrate(batched_adata, "single", model=tiny_checkpoint, **FAST)
+    with pytest.raises(ValueError, match="must be different"):
+        scfm.tl.integrate(batched_adata, "batch", labels_key="batch", model=tiny_checkpoint, **FAST)
+    with pytest.raises(KeyError, match="labels_key='nope'"):
+        scfm.tl.integrate(batched_adata, "batch", labels_key="nope", model=tiny_checkpoint, **FAST)
+    assert_unchanged(batched_adata, before)
+
+
+@pytest.fixture
+def reference_and_query(batched_adata):
+    reference = batched_adata[batched_adata.obs["batch"] == "b0"].copy()
+    query = batched_adata[batched_adata.obs["batch"] == "b1"].copy()
+    return reference, query
+
+
+def test_annotate_finetune_recovers_planted_types(tiny_checkpoint, reference_and_query):
+    reference, query = reference_and_query
+    ref_before = snapshot(reference)
+    query = query[:, 50:].copy()  # the query lacks a sixth of the genes
+    model = scfm.tl.annotate(
+        query, reference, "cell_type", model=tiny_checkpoint, return_model=True, **{**FAST, "max_epochs": 10}
+    )
+    predicted = query.obs["scfm_cell_type"].astype(str)
+    accuracy = (predicted == query.obs["cell_type"].astype(str)).mean()
+    assert accuracy > 0.8, accuracy
+    assert query.obs["scfm_cell_type_confidence"].between(0, 1).all()
+    assert model.config.label_categories == ["type0", "type1", "type2"]
+    assert query.uns["scfm"]["scfm_cell_type"]["genes_used"] == 250
+    assert_unchanged(reference, ref_before)
+
+
+def test_annotate_knn_and_unknown_threshold(tiny_checkpoint, reference_and_query):
+    reference, query = reference_and_query
+    scfm.tl.annotate(query, reference, "cell_type", model=tiny_checkpoint, method="knn", n_neighbors=5,
+                     unknown_threshold=0.99, progress=False, device="cpu")
+    predicted = query.obs["scfm_cell_type"]
+    assert "unknown" in predicted.cat.categories
+    low = query.obs["scfm_cell_type_confidence"] < 0.99
+    assert (predicted[low] == "unknown").all() and (predicted[~low] != "unknown").all()
+
+
+def test_annotate_bad_input(tiny_checkpoint, reference_and_query):
+    reference, query = reference_and_query
+    before = snapshot(query)
+    with pytest.raises(KeyError, match="labels_key='celltype'"):
+        scfm.tl.annotate(query, reference, "celltype", model=tiny_checkpoint)
+    with pytest.raises(ValueError, match="method must be"):
+        scfm.tl.annotate(query, reference, "cell_type", model=tiny_checkpoint, method="svm")
+    with pytest.raises(ValueError, match="unknown_threshold"):
+        scfm.tl.annotate(query, reference, "cell_type", model=tiny_checkpoint, unknown_threshold=2.0)
+    with pytest.raises(ValueError, match="share"):
+        scfm.tl.annotate(query[:, :150].copy(), reference[:, 150:].copy(), "cell_type", model=tiny_checkpoint,
+                         min_genes=10)
+    reference.obs["cell_type"] = "one"
+    with pytest.raises(ValueError, match="at least 2"):
+        scfm.tl.annotate(query, reference, "cell_type", model=tiny_checkpoint)
+    assert_unchanged(query, before)
