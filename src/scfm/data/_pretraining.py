@@ -94,7 +94,8 @@ class MaskedValueCollator:
     """Pads cells and draws the training masks (torch's global RNG, so ``seed_everything`` fixes them).
 
     ``mode="masked"``: a fraction ``mask_ratio`` of each cell's gene tokens get ``mask_value`` as input and
-    their bins as GEP targets (``mask_ratio=0``: nothing is masked, for classification-only fine-tuning). ``mode="generative"``: the same tokens become "unknown" under scGPT's
+    their bins as GEP targets (``mask_ratio=0``: nothing is masked, for classification-only fine-tuning).
+    ``mode="generative"``: the same tokens become "unknown" under scGPT's
     generative attention mask. GEPC queries are the cell's gene tokens plus up to ``n_zero_queries``
     measured-but-unexpressed genes (target 0).
     """

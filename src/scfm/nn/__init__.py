@@ -9,12 +9,12 @@ from ._transformer import TransformerLayer, TransformerStack
 
 __all__ = [
     "BatchDiscriminator",
-    "ClassifierHead",
-    "DomainBatchNorm",
     "CategoryValueEmbedding",
     "CellToGeneHead",
+    "ClassifierHead",
     "ConditionEmbedding",
     "ContinuousValueEmbedding",
+    "DomainBatchNorm",
     "ExpressionHead",
     "GeneEmbedding",
     "SelfAttention",

@@ -57,15 +57,28 @@ class BatchDiscriminator(nn.Module):
 
     Minimising its cross-entropy trains the discriminator and, through the reversed gradient, pushes the
     encoder towards embeddings from which the batch cannot be predicted.
+
+    The embedding is standardised per feature (batch norm without affine parameters) before the MLP. Pooled
+    transformer states share a large common component and differ between cells by little; without the
+    standardisation the discriminator stayed at chance on real data, so the reversed gradient carried no
+    batch signal.
     """
 
     def __init__(self, d_in: int, n_batches: int, n_layers: int = 3, reversal_scale: float = 1.0) -> None:
         super().__init__()
+        self.standardise = nn.BatchNorm1d(d_in, affine=False)
         self.classifier = ClassifierHead(d_in, n_batches, n_layers, activation="leaky_relu")
         self.reversal_scale = reversal_scale
 
     def forward(self, cell_embedding: torch.Tensor) -> torch.Tensor:
-        return self.classifier(reverse_gradient(cell_embedding, self.reversal_scale))
+        x = reverse_gradient(cell_embedding, self.reversal_scale)
+        if self.training and x.shape[0] < 2:  # batch statistics need two cells; a lone cell uses the running ones
+            self.standardise.eval()
+            x = self.standardise(x)
+            self.standardise.train()
+        else:
+            x = self.standardise(x)
+        return self.classifier(x)
 
 
 class DomainBatchNorm(nn.Module):

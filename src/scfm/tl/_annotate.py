@@ -16,7 +16,7 @@ from scfm.models._device import resolve_device
 from scfm.models._resolve import ModelArg, resolve_model
 from scfm.models.scgpt import SCGPT, embed_cells
 
-from ._finetune_data import accelerator_for, training_copy, vocab_token_ids
+from ._finetune_data import HEAD_LR_FACTOR, accelerator_for, highly_variable_subset, training_copy, vocab_token_ids
 from ._provenance import write_provenance
 
 UNKNOWN = "unknown"
@@ -35,6 +35,7 @@ def annotate(
     gene_key: str | None = None,
     reference_gene_key: str | None = None,
     shared_genes_only: bool = True,
+    n_top_genes: int | None = 1200,
     max_epochs: int = 10,
     batch_size: int = 32,
     lr: float = 1e-4,
@@ -74,8 +75,13 @@ def annotate(
     shared_genes_only
         Use only the vocabulary genes that both datasets have, so that the classifier never relies on genes
         the query lacks (recommended when the gene sets differ).
+    n_top_genes
+        Fine-tune and predict on the reference's most variable genes (``method="finetune"``); ``None`` uses
+        every gene.
     max_epochs, batch_size, lr, max_len
-        Fine-tuning settings (``method="finetune"``); ``max_len`` also sets the embedding context.
+        Fine-tuning settings (``method="finetune"``): the encoder learns at ``lr``, the new classification
+        head at ``10 * lr``. ``max_len`` also sets the embedding context (default: enough for every selected
+        gene, at most the checkpoint's context).
     n_neighbors
         Neighbours of the kNN vote (``method="knn"``).
     unknown_threshold
@@ -106,8 +112,9 @@ def annotate(
     if adata.n_obs == 0 or reference.n_obs == 0:
         raise ValueError("the query and the reference both need cells")
     if labels_key not in reference.obs:
-        raise KeyError(f"labels_key={labels_key!r} is not a column of reference.obs "
-                       f"(columns: {list(reference.obs.columns)})")
+        raise KeyError(
+            f"labels_key={labels_key!r} is not a column of reference.obs (columns: {list(reference.obs.columns)})"
+        )
     labelled = reference.obs[labels_key].notna().to_numpy()
     reference = reference[labelled]
     labels = obs_categories(reference, labels_key, "labels_key", min_categories=2)
@@ -117,31 +124,67 @@ def annotate(
     vocab = pretrained.vocab
     shared = None
     if shared_genes_only:
-        query_ids = vocab_token_ids(adata, layer=layer, use_raw=use_raw, gene_key=gene_key, vocab=vocab,
-                                    min_genes=min_genes)
-        reference_ids = vocab_token_ids(reference, layer=reference_layer, use_raw=False,
-                                        gene_key=reference_gene_key, vocab=vocab, min_genes=min_genes)
+        query_ids = vocab_token_ids(
+            adata, layer=layer, use_raw=use_raw, gene_key=gene_key, vocab=vocab, min_genes=min_genes
+        )
+        reference_ids = vocab_token_ids(
+            reference,
+            layer=reference_layer,
+            use_raw=False,
+            gene_key=reference_gene_key,
+            vocab=vocab,
+            min_genes=min_genes,
+        )
         shared = np.intersect1d(query_ids, reference_ids)
         if len(shared) < min_genes:
             raise ValueError(
                 f"the query and the reference share {len(shared)} of the model's genes; at least {min_genes} are "
                 "needed (check gene names, or lower min_genes)"
             )
-    query = training_copy(adata, {}, layer=layer, use_raw=use_raw, gene_key=gene_key, vocab=vocab,
-                          min_genes=min_genes, keep_token_ids=shared)
-    ref = training_copy(reference, {"label": pd.Categorical(labels, categories=categories)},
-                        layer=reference_layer, use_raw=False, gene_key=reference_gene_key, vocab=vocab,
-                        min_genes=min_genes, keep_token_ids=shared)
+    query = training_copy(
+        adata,
+        {},
+        layer=layer,
+        use_raw=use_raw,
+        gene_key=gene_key,
+        vocab=vocab,
+        min_genes=min_genes,
+        keep_token_ids=shared,
+    )
+    ref = training_copy(
+        reference,
+        {"label": pd.Categorical(labels, categories=categories)},
+        layer=reference_layer,
+        use_raw=False,
+        gene_key=reference_gene_key,
+        vocab=vocab,
+        min_genes=min_genes,
+        keep_token_ids=shared,
+    )
 
     start = time.perf_counter()
     finetuned = None
     if method == "finetune":
-        finetuned = SCGPT.for_finetuning(pretrained, ref, labels_key="label", label_categories=categories,
-                                         min_genes=min_genes)
+        ref = highly_variable_subset(ref, n_top_genes)
+        query = query[:, query.var_names.isin(ref.var_names)].copy()
+        if max_len is None:
+            max_len = min(pretrained.module.config.max_len, ref.n_vars + 1)
+        finetuned = SCGPT.for_finetuning(
+            pretrained, ref, labels_key="label", label_categories=categories, min_genes=min_genes
+        )
         finetuned.train(
-            max_epochs=max_epochs, batch_size=batch_size, lr=lr, max_len=max_len, mask_ratio=0.0,
-            gep_weight=0.0, gepc_weight=0.0, cls_weight=1.0, seed=seed,
-            accelerator=accelerator_for(device), enable_progress_bar=progress,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            lr=lr,
+            max_len=max_len,
+            mask_ratio=0.0,
+            gep_weight=0.0,
+            gepc_weight=0.0,
+            cls_weight=1.0,
+            head_lr_factor=HEAD_LR_FACTOR,
+            seed=seed,
+            accelerator=accelerator_for(device),
+            enable_progress_bar=progress,
         )
         probabilities = finetuned.predict(query, max_len=max_len, device=device).to_numpy()
     else:
@@ -173,6 +216,7 @@ def annotate(
             "reference_cells": int(ref.n_obs),
             "reference_cells_without_label": int((~labelled).sum()),
             "genes_used": int(query.n_vars),
+            "n_top_genes": n_top_genes if method == "finetune" else None,
             "shared_genes_only": shared_genes_only,
             "unknown_threshold": unknown_threshold,
             "n_unknown": int((predicted == UNKNOWN).sum()) if unknown_threshold is not None else 0,

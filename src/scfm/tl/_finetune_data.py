@@ -1,4 +1,7 @@
-"""Private training copies of the user's AnnData (scvi-tools registration writes into ``uns``; the user's is untouched)."""
+"""Private training copies of the user's AnnData.
+
+scvi-tools registration writes into ``uns``; fine-tuning registers a copy so that the user's AnnData is untouched.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from scfm.data import expression_source
 from scfm.genes import GeneVocab, align_genes
 from scfm.tokenize import check_values
 
+HEAD_LR_FACTOR = 10.0  # new heads (discriminator, classifier) learn this much faster than the pretrained encoder
 UNLABELLED = "<unlabelled>"  # stands for a missing label in training copies; never a label category
 
 
@@ -50,6 +54,24 @@ def training_copy(
     names = [vocab.token(int(i)) for i in token_ids[keep]]
     obs = pd.DataFrame(obs_columns, index=adata.obs_names.astype(str))
     return AnnData(matrix, obs=obs, var=pd.DataFrame(index=names))
+
+
+def highly_variable_subset(work: AnnData, n_top_genes: int | None, batch_key: str | None = None) -> AnnData:
+    """``work`` restricted to its ``n_top_genes`` most variable genes (scanpy's Seurat flavour on log-normalised
+    values, ranked within each batch and combined when ``batch_key`` is given); ``None`` keeps every gene."""
+    if n_top_genes is None or work.n_vars <= n_top_genes:
+        return work
+    if n_top_genes < 1:
+        raise ValueError(f"n_top_genes must be positive or None, got {n_top_genes}")
+    import scanpy as sc
+
+    from scfm.bench._baselines import log_normalised
+
+    logged = log_normalised(work)
+    if batch_key is not None:
+        logged.obs[batch_key] = work.obs[batch_key].to_numpy()
+    sc.pp.highly_variable_genes(logged, n_top_genes=n_top_genes, batch_key=batch_key)
+    return work[:, logged.var["highly_variable"].to_numpy()].copy()
 
 
 def vocab_token_ids(adata: AnnData, *, layer, use_raw, gene_key, vocab: GeneVocab, min_genes: int) -> np.ndarray:

@@ -28,13 +28,32 @@ class WarmupCosineTrainingPlan(TrainingPlan):
         Peak learning rate and AdamW weight decay.
     warmup_steps
         Linear warm-up length in optimiser steps (clipped to a tenth of the run when the run is short).
+    head_lr_factor
+        Learning-rate multiplier for the parameters under ``head_prefixes``: freshly initialised heads (a batch
+        discriminator, a classifier) on top of a pretrained encoder must learn faster than the encoder moves.
+    head_prefixes
+        Parameter-name prefixes of those heads.
     loss_kwargs
         Passed to ``module.loss`` (objective weights).
     """
 
-    def __init__(self, module, *, lr: float = 1e-3, weight_decay: float = 0.01, warmup_steps: int = 200, **loss_kwargs):
+    def __init__(
+        self,
+        module,
+        *,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 200,
+        head_lr_factor: float = 1.0,
+        head_prefixes: tuple[str, ...] = (),
+        **loss_kwargs,
+    ):
         super().__init__(module, lr=lr, weight_decay=weight_decay, optimizer="AdamW", **loss_kwargs)
+        if head_lr_factor <= 0:
+            raise ValueError(f"head_lr_factor must be positive, got {head_lr_factor}")
         self.warmup_steps = warmup_steps
+        self.head_lr_factor = head_lr_factor
+        self.head_prefixes = tuple(head_prefixes)
 
     def training_step(self, batch, batch_idx):
         _, _, loss_output = self.forward(batch, loss_kwargs=self.loss_kwargs)
@@ -52,13 +71,22 @@ class WarmupCosineTrainingPlan(TrainingPlan):
             self.log(f"validation_{name}", value.mean(), on_epoch=True, batch_size=size)
 
     def configure_optimizers(self):
-        decay, no_decay = [], []
+        groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
         for name, parameter in self.module.named_parameters():
             if not parameter.requires_grad:
                 continue
-            (no_decay if parameter.ndim < 2 or "embedding" in name else decay).append(parameter)
+            decays = parameter.ndim >= 2 and "embedding" not in name
+            in_head = name.startswith(self.head_prefixes) if self.head_prefixes else False
+            groups.setdefault((decays, in_head), []).append(parameter)
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            [
+                {
+                    "params": params,
+                    "weight_decay": self.weight_decay if decays else 0.0,
+                    "lr": self.lr * (self.head_lr_factor if in_head else 1.0),
+                }
+                for (decays, in_head), params in groups.items()
+            ],
             lr=self.lr,
         )
         total = max(int(self.trainer.estimated_stepping_batches), 1)

@@ -129,7 +129,9 @@ class SCGPT(BaseModelClass):
                 config_kwargs.get(k) for k in ("batch_discriminator", "domain_batchnorm")
             )
             if uses_batches and setup_args.get("batch_key") is None:
-                raise ValueError("batch embeddings, the batch discriminator and batch norm need setup_anndata(batch_key=...)")
+                raise ValueError(
+                    "batch embeddings, the batch discriminator and batch norm need setup_anndata(batch_key=...)"
+                )
             categories = self._registered_batches() if uses_batches else []
             config = SCGPTConfig(
                 n_tokens=len(vocab),
@@ -251,6 +253,7 @@ class SCGPT(BaseModelClass):
         ecs_threshold: float = 0.6,
         dar_weight: float = 0.0,
         cls_weight: float = 0.0,
+        head_lr_factor: float = 1.0,
         n_zero_queries: int = 128,
         max_len: int | None = None,
         measured_key: str | None = None,
@@ -280,6 +283,8 @@ class SCGPT(BaseModelClass):
         cls_weight
             Weight of the cell-type cross-entropy (needs ``label_categories`` and ``labels_key``; cells whose
             label is missing or not a category do not contribute).
+        head_lr_factor
+            Learning-rate multiplier of the batch discriminator and the classifier relative to ``lr``.
         n_zero_queries
             Measured-but-unexpressed genes queried per cell by GEPC with target 0.
         max_len
@@ -347,6 +352,8 @@ class SCGPT(BaseModelClass):
             ecs_threshold=ecs_threshold,
             dar_weight=dar_weight,
             cls_weight=cls_weight,
+            head_lr_factor=head_lr_factor,
+            head_prefixes=("batch_discriminator.", "classifier."),
         )
         trainer_kwargs.setdefault("check_val_every_n_epoch", 1 if validation_size > 0 else None)
         runner = TrainRunner(
@@ -458,14 +465,23 @@ class SCGPT(BaseModelClass):
         alignment = self.alignment
         if adata is not self.adata:
             alignment = align_genes(
-                source.var, self.vocab, gene_key=setup_args.get("gene_key"),
-                min_genes=self._min_genes, on_duplicate=self._on_duplicate,
+                source.var,
+                self.vocab,
+                gene_key=setup_args.get("gene_key"),
+                min_genes=self._min_genes,
+                on_duplicate=self._on_duplicate,
             )
         target = resolve_device(device)
         self.module.to(target)
         result = embed_cells(
-            self.module, source, alignment, device=target, batch_size=batch_size, max_len=max_len,
-            progress=progress, rows=None if indices is None else np.asarray(indices),
+            self.module,
+            source,
+            alignment,
+            device=target,
+            batch_size=batch_size,
+            max_len=max_len,
+            progress=progress,
+            rows=None if indices is None else np.asarray(indices),
             batch_codes=self._batch_codes_for(adata, indices) if self.config.domain_batchnorm else None,
             output="logits",
         )
@@ -631,7 +647,10 @@ class SCGPT(BaseModelClass):
         """
         if isinstance(pretrained, SCGPT):
             pretrained = PretrainedSCGPT(
-                pretrained.module, pretrained.vocab, pretrained.checkpoint_name, "in-memory model",
+                pretrained.module,
+                pretrained.vocab,
+                pretrained.checkpoint_name,
+                "in-memory model",
                 pretrained.checkpoint_sha256 or "none",
             )
         elif not isinstance(pretrained, PretrainedSCGPT):

@@ -9,11 +9,11 @@ from scvi.module.base import BaseModuleClass, LossOutput
 from scfm.nn import (
     BatchDiscriminator,
     CategoryValueEmbedding,
-    ClassifierHead,
-    DomainBatchNorm,
     CellToGeneHead,
+    ClassifierHead,
     ConditionEmbedding,
     ContinuousValueEmbedding,
+    DomainBatchNorm,
     ExpressionHead,
     GeneEmbedding,
     TransformerStack,
@@ -227,8 +227,12 @@ class SCGPTModule(BaseModuleClass):
         if not terms:
             raise ValueError("every objective weight is zero; nothing to train")
         weights = {
-            "gep": gep_weight, "gepc": gepc_weight, "gepc_zero": gepc_weight, "ecs": ecs_weight,
-            "dar": dar_weight, "cls": cls_weight,
+            "gep": gep_weight,
+            "gepc": gepc_weight,
+            "gepc_zero": gepc_weight,
+            "ecs": ecs_weight,
+            "dar": dar_weight,
+            "cls": cls_weight,
         }
         total = sum(weights[name] * value for name, value in terms.items())
         return LossOutput(
