@@ -39,3 +39,19 @@ def test_backed_corpus_rows_match_in_memory(tmp_path):
     scfm.tl.embed(on_disk, progress=False, max_len=128, batch_size=7)
     np.testing.assert_allclose(subset.obsm["X_scfm"], on_disk.obsm["X_scfm"], atol=1e-6)
     assert subset.uns["scfm"]["X_scfm"]["input_kind"] == "counts"
+
+
+@pytest.mark.slow
+def test_integrate_pancreas_improves_bio_conservation_over_zero_shot():
+    """About 4 minutes on 2 cores: fine-tuned integration scored by scib-metrics beside the zero-shot embedding."""
+    import scipy.sparse as sp
+
+    adata = ad.read_h5ad(DATA / "integration" / "pancreas_3batches_cepo_small.h5ad")
+    adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
+    scfm.tl.embed(adata, progress=False)
+    scfm.tl.integrate(adata, "batch", max_epochs=10, progress=False)
+    table = scfm.bench.integration(
+        adata, "batch", "cell_type", methods=(), embeddings={"zero-shot": "X_scfm", "integrated": "X_scfm_integrated"}
+    )
+    bio = table[table.metric == "Bio conservation"].set_index("method")["value"]
+    assert bio["integrated"] > bio["zero-shot"] + 0.1, bio  # measured: 0.51 vs 0.33

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -35,13 +36,21 @@ class ClassifierHead(nn.Module):
         Linear layers in total (scGPT uses 3).
     activation
         ``"relu"`` (scGPT's cell-type classifier) or ``"leaky_relu"`` (its batch discriminator).
+    standardise
+        Standardise each input feature over the cells (batch norm without affine parameters; running statistics
+        at inference, so a cell's output never depends on its minibatch). Pooled transformer states share a
+        large common component and differ between cells by little; unstandardised, a freshly initialised head
+        learned slowly or not at all on them.
     """
 
-    def __init__(self, d_in: int, n_classes: int, n_layers: int = 3, activation: str = "relu") -> None:
+    def __init__(
+        self, d_in: int, n_classes: int, n_layers: int = 3, activation: str = "relu", standardise: bool = False
+    ) -> None:
         super().__init__()
         if n_classes < 1:
             raise ValueError(f"n_classes must be >= 1, got {n_classes}")
         act = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU}[activation]
+        self.standardise = nn.BatchNorm1d(d_in, affine=False) if standardise else None
         blocks: list[nn.Module] = []
         for _ in range(n_layers - 1):
             blocks += [nn.Linear(d_in, d_in), act(), nn.LayerNorm(d_in)]
@@ -49,6 +58,12 @@ class ClassifierHead(nn.Module):
         self.out = nn.Linear(d_in, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.standardise is not None:
+            norm = self.standardise
+            if norm.training and x.shape[0] < 2:  # batch statistics need two cells; a lone cell uses the running ones
+                x = F.batch_norm(x, norm.running_mean, norm.running_var, training=False, eps=norm.eps)
+            else:
+                x = norm(x)
         return self.out(self.blocks(x))
 
 
@@ -58,27 +73,17 @@ class BatchDiscriminator(nn.Module):
     Minimising its cross-entropy trains the discriminator and, through the reversed gradient, pushes the
     encoder towards embeddings from which the batch cannot be predicted.
 
-    The embedding is standardised per feature (batch norm without affine parameters) before the MLP. Pooled
-    transformer states share a large common component and differ between cells by little; without the
-    standardisation the discriminator stayed at chance on real data, so the reversed gradient carried no
-    batch signal.
+    The embedding is standardised per feature before the MLP (see :class:`ClassifierHead`): without it the
+    discriminator stayed at chance on real data, so the reversed gradient carried no batch signal.
     """
 
     def __init__(self, d_in: int, n_batches: int, n_layers: int = 3, reversal_scale: float = 1.0) -> None:
         super().__init__()
-        self.standardise = nn.BatchNorm1d(d_in, affine=False)
-        self.classifier = ClassifierHead(d_in, n_batches, n_layers, activation="leaky_relu")
+        self.classifier = ClassifierHead(d_in, n_batches, n_layers, activation="leaky_relu", standardise=True)
         self.reversal_scale = reversal_scale
 
     def forward(self, cell_embedding: torch.Tensor) -> torch.Tensor:
-        x = reverse_gradient(cell_embedding, self.reversal_scale)
-        if self.training and x.shape[0] < 2:  # batch statistics need two cells; a lone cell uses the running ones
-            self.standardise.eval()
-            x = self.standardise(x)
-            self.standardise.train()
-        else:
-            x = self.standardise(x)
-        return self.classifier(x)
+        return self.classifier(reverse_gradient(cell_embedding, self.reversal_scale))
 
 
 class DomainBatchNorm(nn.Module):

@@ -36,7 +36,7 @@ def annotate(
     reference_gene_key: str | None = None,
     shared_genes_only: bool = True,
     n_top_genes: int | None = 1200,
-    max_epochs: int = 10,
+    max_epochs: int = 30,
     batch_size: int = 32,
     lr: float = 1e-4,
     max_len: int | None = None,

@@ -70,7 +70,7 @@ class SCGPTModule(BaseModuleClass):
         self.domain_batchnorm = DomainBatchNorm(d, config.n_batches) if config.domain_batchnorm else None
         self.batch_discriminator = BatchDiscriminator(d, config.n_batches) if config.batch_discriminator else None
         n_labels = len(config.label_categories)
-        self.classifier = ClassifierHead(d, n_labels) if n_labels else None
+        self.classifier = ClassifierHead(d, n_labels, standardise=True) if n_labels else None
         self.expression_head = ExpressionHead(d_out, predict_zero=config.predict_zero, d_hidden=d)
         self.cell_to_gene_head = CellToGeneHead(
             d, d_out, predict_zero=config.predict_zero, zero_bias=config.gepc_zero_bias
