@@ -63,22 +63,27 @@ def load_mop(n_cells: int | None, seed: int) -> ad.AnnData:
     return rna
 
 
+def finetune_settings(opts: argparse.Namespace) -> dict:
+    """Keyword arguments that ``tl.integrate`` and ``tl.annotate`` share in every task."""
+    return {
+        "model": opts.model,
+        "max_epochs": opts.epochs,
+        "max_len": opts.max_len,
+        "lr": opts.lr,
+        "n_top_genes": opts.n_top_genes,
+        "batch_size": opts.batch_size,
+        "progress": False,
+        "min_genes": opts.min_genes,
+        "seed": opts.seed,
+    }
+
+
 def integration_task(name: str, adata: ad.AnnData, opts: argparse.Namespace) -> list[dict]:
     start = time.perf_counter()
     scfm.tl.embed(adata, model=opts.model, progress=False, min_genes=opts.min_genes)
     embed_seconds = time.perf_counter() - start
     record = adata.uns["scfm"]["X_scfm"]
-    common = dict(
-        model=opts.model,
-        max_epochs=opts.epochs,
-        max_len=opts.max_len,
-        lr=opts.lr,
-        n_top_genes=opts.n_top_genes,
-        batch_size=opts.batch_size,
-        progress=False,
-        min_genes=opts.min_genes,
-        seed=opts.seed,
-    )
+    common = finetune_settings(opts)
     scfm.tl.integrate(adata, "batch", **common)
     scfm.tl.integrate(adata, "batch", dar_weight=0.0, ecs_weight=0.0, key_added="X_scfm_batchemb", **common)
     fit = adata.uns["scfm"]["X_scfm_integrated"]
@@ -135,19 +140,7 @@ def integration_task(name: str, adata: ad.AnnData, opts: argparse.Namespace) -> 
 def mop_epoch_time(adata: ad.AnnData, opts: argparse.Namespace) -> None:
     import torch
 
-    scfm.tl.integrate(
-        adata,
-        "batch",
-        model=opts.model,
-        max_epochs=1,
-        max_len=opts.max_len,
-        lr=opts.lr,
-        n_top_genes=opts.n_top_genes,
-        batch_size=opts.batch_size,
-        progress=False,
-        min_genes=opts.min_genes,
-        seed=opts.seed,
-    )
+    scfm.tl.integrate(adata, "batch", **{**finetune_settings(opts), "max_epochs": 1})
     fit = adata.uns["scfm"]["X_scfm_integrated"]
     print(
         f"\n## mop-epoch-time: {adata.n_obs} cells, {fit['genes_used']} genes, max_len {fit['max_len']}, "
@@ -162,21 +155,7 @@ def annotation_task(name: str, reference: ad.AnnData, query: ad.AnnData, opts: a
     logistic_regression(query, reference, "cell_type", key_added="logreg")
     timings["logistic regression"] = time.perf_counter() - start
     start = time.perf_counter()
-    scfm.tl.annotate(
-        query,
-        reference,
-        "cell_type",
-        model=opts.model,
-        key_added="scfm_finetuned",
-        max_epochs=opts.epochs,
-        max_len=opts.max_len,
-        lr=opts.lr,
-        batch_size=opts.batch_size,
-        n_top_genes=opts.n_top_genes,
-        progress=False,
-        min_genes=opts.min_genes,
-        seed=opts.seed,
-    )
+    scfm.tl.annotate(query, reference, "cell_type", key_added="scfm_finetuned", **finetune_settings(opts))
     timings["scfm fine-tuned"] = time.perf_counter() - start
     start = time.perf_counter()
     scfm.tl.annotate(

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from ._figure import finish_figure
+
 INTEGRATION_SCORES = ("Total", "Bio conservation", "Batch correction")
 ANNOTATION_SCORES = ("accuracy", "macro_f1")
 
@@ -69,9 +71,4 @@ def benchmark(
     ax.legend(title="method", bbox_to_anchor=(1.01, 1), loc="upper left", frameon=False)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-    if show:
-        plt.show()
-    return fig
+    return finish_figure(fig, path, show)

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import scanpy as sc
 from anndata import AnnData
 
+from ._figure import finish_figure
+
 
 def embedding_comparison(
     adata: AnnData,
@@ -49,9 +51,4 @@ def embedding_comparison(
         sc.tl.umap(work, random_state=seed)
         adata.obsm[f"X_umap_{key}"] = work.obsm["X_umap"]
         sc.pl.umap(work, color=color, ax=ax, show=False, title=title, frameon=False)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-    if show:
-        plt.show()
-    return fig
+    return finish_figure(fig, path, show)

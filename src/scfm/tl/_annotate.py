@@ -16,7 +16,7 @@ from scfm.models._device import resolve_device
 from scfm.models._resolve import ModelArg, resolve_model
 from scfm.models.scgpt import SCGPT, embed_cells
 
-from ._finetune_data import HEAD_LR_FACTOR, accelerator_for, highly_variable_subset, training_copy, vocab_token_ids
+from ._finetune_data import HEAD_LR_FACTOR, accelerator_for, highly_variable_subset, training_copy
 from ._provenance import write_provenance
 
 UNKNOWN = "unknown"
@@ -122,35 +122,7 @@ def annotate(
 
     pretrained = resolve_model(model)
     vocab = pretrained.vocab
-    shared = None
-    if shared_genes_only:
-        query_ids = vocab_token_ids(
-            adata, layer=layer, use_raw=use_raw, gene_key=gene_key, vocab=vocab, min_genes=min_genes
-        )
-        reference_ids = vocab_token_ids(
-            reference,
-            layer=reference_layer,
-            use_raw=False,
-            gene_key=reference_gene_key,
-            vocab=vocab,
-            min_genes=min_genes,
-        )
-        shared = np.intersect1d(query_ids, reference_ids)
-        if len(shared) < min_genes:
-            raise ValueError(
-                f"the query and the reference share {len(shared)} of the model's genes; at least {min_genes} are "
-                "needed (check gene names, or lower min_genes)"
-            )
-    query = training_copy(
-        adata,
-        {},
-        layer=layer,
-        use_raw=use_raw,
-        gene_key=gene_key,
-        vocab=vocab,
-        min_genes=min_genes,
-        keep_token_ids=shared,
-    )
+    query = training_copy(adata, {}, layer=layer, use_raw=use_raw, gene_key=gene_key, vocab=vocab, min_genes=min_genes)
     ref = training_copy(
         reference,
         {"label": pd.Categorical(labels, categories=categories)},
@@ -159,8 +131,16 @@ def annotate(
         gene_key=reference_gene_key,
         vocab=vocab,
         min_genes=min_genes,
-        keep_token_ids=shared,
     )
+    if shared_genes_only:  # copies name genes by vocabulary token, so shared genes are shared names
+        shared = query.var_names.intersection(ref.var_names)
+        if len(shared) < min_genes:
+            raise ValueError(
+                f"the query and the reference share {len(shared)} of the model's genes; at least {min_genes} are "
+                "needed (check gene names, or lower min_genes)"
+            )
+        query = query[:, query.var_names.isin(shared)].copy()
+        ref = ref[:, ref.var_names.isin(shared)].copy()
 
     start = time.perf_counter()
     finetuned = None

@@ -27,12 +27,11 @@ def training_copy(
     gene_key: str | None,
     vocab: GeneVocab,
     min_genes: int,
-    keep_token_ids: np.ndarray | None = None,
 ) -> AnnData:
     """A new AnnData of the in-vocabulary genes of ``adata`` (CSR) with the given ``obs`` columns.
 
-    Genes are named by their vocabulary token, so a later alignment is exact. ``keep_token_ids`` restricts
-    the genes further (e.g. to those a reference and a query share).
+    Genes are named by their vocabulary token, so a later alignment is exact and two copies share a gene
+    exactly when they share its name.
     """
     source = expression_source(adata, layer=layer, use_raw=use_raw)
     if source.is_backed:
@@ -46,10 +45,10 @@ def training_copy(
         if token_ids[column] in seen:
             keep[column] = False
         seen.add(token_ids[column])
-    if keep_token_ids is not None:
-        keep &= np.isin(token_ids, keep_token_ids)
     if keep.sum() < min_genes:
-        raise ValueError(f"only {int(keep.sum())} genes are usable (in the vocabulary and shared); need {min_genes}")
+        raise ValueError(
+            f"only {int(keep.sum())} genes are usable (in the vocabulary, one column per gene); need {min_genes}"
+        )
     matrix = sp.csr_matrix(source.matrix, dtype=np.float32)[:, np.flatnonzero(keep)]
     names = [vocab.token(int(i)) for i in token_ids[keep]]
     obs = pd.DataFrame(obs_columns, index=adata.obs_names.astype(str))
@@ -72,14 +71,6 @@ def highly_variable_subset(work: AnnData, n_top_genes: int | None, batch_key: st
         logged.obs[batch_key] = work.obs[batch_key].to_numpy()
     sc.pp.highly_variable_genes(logged, n_top_genes=n_top_genes, batch_key=batch_key)
     return work[:, logged.var["highly_variable"].to_numpy()].copy()
-
-
-def vocab_token_ids(adata: AnnData, *, layer, use_raw, gene_key, vocab: GeneVocab, min_genes: int) -> np.ndarray:
-    """Vocabulary ids of the genes of ``adata`` that the vocabulary knows."""
-    source = expression_source(adata, layer=layer, use_raw=use_raw)
-    alignment = align_genes(source.var, vocab, gene_key=gene_key, min_genes=min_genes, on_duplicate="first")
-    ids = alignment.column_token_ids()
-    return np.unique(ids[ids >= 0])
 
 
 def accelerator_for(device: str) -> str:

@@ -411,6 +411,31 @@ class SCGPT(BaseModelClass):
         The result is identical whatever ``batch_size`` and cell order: tokens depend on the cell only.
         """
         adata = self._validate_anndata(adata)
+        return self._run_cells(
+            adata,
+            indices,
+            "embedding",
+            batch_size=batch_size,
+            normalize=normalize,
+            max_len=max_len,
+            device=device,
+            progress=progress,
+        )
+
+    def _run_cells(
+        self,
+        adata: AnnData,
+        indices: np.ndarray | None,
+        output: str,
+        *,
+        batch_size: int,
+        normalize: bool,
+        max_len: int | None,
+        device: str,
+        progress: bool,
+    ) -> np.ndarray:
+        """Cell embeddings or classifier logits of ``adata`` (aligned to the vocabulary unless it is the training
+        data), streamed through :func:`embed_cells`."""
         setup_args = self.adata_manager.registry["setup_args"]
         source = expression_source(adata, layer=setup_args.get("layer"))
         alignment = self.alignment
@@ -422,6 +447,11 @@ class SCGPT(BaseModelClass):
                 min_genes=self._min_genes,
                 on_duplicate=self._on_duplicate,
             )
+        rows = None if indices is None else np.asarray(indices)
+        batch_codes = None
+        if self.config.domain_batchnorm:
+            codes = self.batch_codes(adata)
+            batch_codes = codes if rows is None else codes[rows]
         target = resolve_device(device)
         self.module.to(target)
         result = embed_cells(
@@ -433,14 +463,11 @@ class SCGPT(BaseModelClass):
             max_len=max_len,
             normalize=normalize,
             progress=progress,
-            rows=None if indices is None else np.asarray(indices),
-            batch_codes=self._batch_codes_for(adata, indices) if self.config.domain_batchnorm else None,
+            rows=rows,
+            batch_codes=batch_codes,
+            output=output,
         )
         return result.embeddings
-
-    def _batch_codes_for(self, adata: AnnData, indices: np.ndarray | None) -> np.ndarray:
-        codes = self.batch_codes(adata)
-        return codes if indices is None else codes[np.asarray(indices)]
 
     def predict(
         self,
@@ -460,32 +487,17 @@ class SCGPT(BaseModelClass):
         if not self.config.label_categories:
             raise ValueError("this model has no classification head (config.label_categories is empty)")
         adata = self.adata if adata is None else adata
-        setup_args = self.adata_manager.registry["setup_args"]
-        source = expression_source(adata, layer=setup_args.get("layer"))
-        alignment = self.alignment
-        if adata is not self.adata:
-            alignment = align_genes(
-                source.var,
-                self.vocab,
-                gene_key=setup_args.get("gene_key"),
-                min_genes=self._min_genes,
-                on_duplicate=self._on_duplicate,
-            )
-        target = resolve_device(device)
-        self.module.to(target)
-        result = embed_cells(
-            self.module,
-            source,
-            alignment,
-            device=target,
+        logits = self._run_cells(
+            adata,
+            indices,
+            "logits",
             batch_size=batch_size,
+            normalize=False,
             max_len=max_len,
+            device=device,
             progress=progress,
-            rows=None if indices is None else np.asarray(indices),
-            batch_codes=self._batch_codes_for(adata, indices) if self.config.domain_batchnorm else None,
-            output="logits",
         )
-        probabilities = torch.softmax(torch.from_numpy(result.embeddings), dim=1).numpy()
+        probabilities = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
         names = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
         return pd.DataFrame(probabilities, index=names, columns=self.config.label_categories)
 
