@@ -1,7 +1,9 @@
-"""Tokenisation of expression profiles: scGPT-style value binning and deterministic per-cell token selection."""
+"""Tokenisation of expression profiles: scGPT-style value binning with deterministic per-cell token selection,
+and tGPT-style gene ranking."""
 
 from ._binning import bin_expressed, cell_seed, quantile_bin_edges
 from ._input import InputKind, check_values, detect_input_kind
+from ._rank import rank_genes, rank_tokenize_csr, rank_tokens
 from ._scgpt import BinningConfig, CellTokens, tokenize_cell, tokenize_csr
 
 __all__ = [
@@ -13,6 +15,9 @@ __all__ = [
     "check_values",
     "detect_input_kind",
     "quantile_bin_edges",
+    "rank_genes",
+    "rank_tokenize_csr",
+    "rank_tokens",
     "tokenize_cell",
     "tokenize_csr",
 ]
