@@ -1,0 +1,76 @@
+"""Hyper-parameters of a tGPT-family model, stored as ``config.json`` in a checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+FAMILY = "tgpt"
+
+
+@dataclass
+class TGPTConfig:
+    """Architecture and tokenisation settings of a tGPT model (Shen et al., 2023).
+
+    Parameters
+    ----------
+    n_tokens
+        Vocabulary size including special tokens.
+    pad_id, begin_id, end_id
+        Ids of ``<pad>``, of the token opening a sequence (``<cls>``) and of the one closing it (``<eoc>``).
+    d_model, n_heads, n_layers, d_hidden
+        Transformer width, heads, depth and feed-forward width.
+    dropout
+        Dropout used in training.
+    max_len
+        Tokens per sample, ``begin`` included; the highest-ranked genes are kept.
+    activation
+        Feed-forward activation.
+    family
+        Always ``"tgpt"``; checked when a checkpoint is loaded.
+    extra
+        Free-form provenance.
+    """
+
+    n_tokens: int
+    pad_id: int = 0
+    begin_id: int = 1
+    end_id: int = 2
+    d_model: int = 128
+    n_heads: int = 4
+    n_layers: int = 4
+    d_hidden: int = 512
+    dropout: float = 0.0
+    max_len: int = 256
+    activation: str = "gelu"
+    family: str = FAMILY
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.d_model % self.n_heads:
+            problems.append(f"d_model ({self.d_model}) is not divisible by n_heads ({self.n_heads})")
+        if self.max_len < 2:
+            problems.append(f"max_len must be >= 2, got {self.max_len}")
+        specials = {"pad_id": self.pad_id, "begin_id": self.begin_id, "end_id": self.end_id}
+        outside = [k for k, v in specials.items() if not 0 <= v < self.n_tokens]
+        if outside:
+            problems.append(f"{outside} outside the vocabulary of {self.n_tokens} tokens")
+        if len(set(specials.values())) != 3:
+            problems.append(f"pad_id, begin_id and end_id must differ, got {specials}")
+        if self.family != FAMILY:
+            problems.append(f"family is {self.family!r}, expected {FAMILY!r}")
+        if problems:
+            raise ValueError("invalid TGPT config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TGPTConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"config.json has unknown fields {unknown}; is this a checkpoint of another model family?")
+        return cls(**data)

@@ -1,0 +1,71 @@
+"""tGPT network: a causal decoder over a sample's genes ranked by expression, trained to predict the next gene."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scfm.nn import TransformerStack
+
+from ._config import TGPTConfig
+
+
+def causal_padding_mask(padding: torch.Tensor) -> torch.Tensor:
+    """``(batch, 1, length, length)`` boolean: query ``i`` sees keys ``j <= i`` that are not padding.
+
+    Sequences are right-padded and start with a real token, so every query row sees at least one key.
+    """
+    length = padding.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=padding.device).tril()
+    return causal[None, None] & (~padding)[:, None, None, :]
+
+
+class TGPTModule(nn.Module):
+    """Token and learned position embeddings, a pre-norm causal :class:`~scfm.nn.TransformerStack`, and a
+    next-gene head tied to the token embedding.
+
+    The sample embedding is the mean of the last hidden states over the gene tokens (``begin``, ``end`` and
+    padding excluded), as in the paper.
+    """
+
+    def __init__(self, config: TGPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.token_embedding = nn.Embedding(config.n_tokens, d, padding_idx=config.pad_id)
+        self.position_embedding = nn.Embedding(config.max_len, d)
+        self.dropout = nn.Dropout(config.dropout)
+        self.transformer = TransformerStack(
+            config.n_layers, d, config.n_heads, config.d_hidden, config.dropout, config.activation, norm_first=True
+        )
+
+    def hidden_states(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """``(batch, length, d_model)`` last hidden states of right-padded ``(batch, length)`` token ids."""
+        if token_ids.shape[1] > self.config.max_len:
+            raise ValueError(f"sequences of {token_ids.shape[1]} tokens exceed max_len={self.config.max_len}")
+        padding = token_ids == self.config.pad_id
+        positions = torch.arange(token_ids.shape[1], device=token_ids.device)
+        x = self.dropout(self.token_embedding(token_ids) + self.position_embedding(positions)[None])
+        if padding.any():
+            return self.transformer(x, causal_padding_mask(padding))
+        return self.transformer(x, is_causal=True)
+
+    def next_token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits over the vocabulary for the token after each position (head tied to the token embedding)."""
+        return hidden @ self.token_embedding.weight.T
+
+    def loss(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy over the real (non-padding) targets."""
+        logits = self.next_token_logits(self.hidden_states(token_ids))
+        targets = token_ids[:, 1:].masked_fill(token_ids[:, 1:] == self.config.pad_id, -100)
+        return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+
+    def embed(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """``(batch, d_model)`` mean of the last hidden states over gene tokens."""
+        hidden = self.hidden_states(token_ids)
+        config = self.config
+        genes = (token_ids != config.pad_id) & (token_ids != config.begin_id) & (token_ids != config.end_id)
+        weights = genes.to(hidden.dtype)
+        count = weights.sum(1, keepdim=True).clamp_min(1.0)
+        return (hidden * weights[..., None]).sum(1) / count
