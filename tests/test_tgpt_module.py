@@ -34,7 +34,7 @@ def test_right_padding_changes_nothing(module):
     with torch.no_grad():
         torch.testing.assert_close(module.hidden_states(padded)[:, :5], module.hidden_states(tokens))
         torch.testing.assert_close(module.embed(padded), module.embed(tokens))
-        assert float(module.loss(padded)) == pytest.approx(float(module.loss(tokens)), rel=1e-5)
+        assert float(module.next_gene_loss(padded)) == pytest.approx(float(module.next_gene_loss(tokens)), rel=1e-5)
 
 
 def test_causal_padding_mask_values():
@@ -78,9 +78,9 @@ def test_next_gene_training_learns_a_planted_ranking():
     module = TGPTModule(TGPTConfig(**CONFIG))
     optimiser = torch.optim.Adam(module.parameters(), lr=3e-3)
     with torch.no_grad():
-        first = float(module.loss(batch))
+        first = float(module.next_gene_loss(batch))
     for _ in range(150):
-        loss = module.loss(batch)
+        loss = module.next_gene_loss(batch)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -89,3 +89,23 @@ def test_next_gene_training_learns_a_planted_ranking():
     with torch.no_grad():
         predicted = module.next_token_logits(module.hidden_states(batch[:2, :3])).argmax(-1)[:, -1]
     np.testing.assert_array_equal(predicted.numpy(), [4 + 2, 14 + 2])  # third gene of each programme
+
+
+def test_scvi_module_protocol_gives_the_same_loss(module):
+    from scfm.data import TOKEN_IDS
+
+    tokens = torch.tensor([[1, 5, 9, 7, 2, 0], [1, 8, 6, 2, 0, 0]])
+    with torch.no_grad():
+        _, _, output = module({TOKEN_IDS: tokens})
+        assert float(output.loss) == pytest.approx(float(module.next_gene_loss(tokens)), rel=1e-6)
+
+
+def test_ranked_dataset_and_padding_collator():
+    import scipy.sparse as sp
+
+    from scfm.data import TOKEN_IDS, PadTokens, RankedSampleDataset
+
+    matrix = sp.csr_matrix(np.array([[0, 3, 1, 0], [5, 0, 0, 0], [0, 0, 0, 0]], dtype=np.float32))
+    dataset = RankedSampleDataset(matrix, np.array([4, 5, 6, -1]), np.array([2, 0, 1]), begin_id=1, end_id=2, max_len=8)
+    batch = PadTokens(pad_id=0)([dataset[i] for i in range(len(dataset))])[TOKEN_IDS]
+    np.testing.assert_array_equal(batch.numpy(), [[1, 2, 0, 0], [1, 5, 6, 2], [1, 4, 2, 0]])

@@ -3,12 +3,16 @@
 from ._collate import length_bucketed_batches, pad_cells
 from ._matrix import ExpressionSource, expression_source, iter_row_blocks, read_rows
 from ._pretraining import BucketBatchSampler, CellDataModule, MaskedValueCollator, TokenizedCellDataset, TrainingCell
+from ._ranked import TOKEN_IDS, PadTokens, RankedSampleDataset
 
 __all__ = [
+    "TOKEN_IDS",
     "BucketBatchSampler",
     "CellDataModule",
     "ExpressionSource",
     "MaskedValueCollator",
+    "PadTokens",
+    "RankedSampleDataset",
     "TokenizedCellDataset",
     "TrainingCell",
     "expression_source",

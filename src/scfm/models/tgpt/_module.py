@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from scvi.module.base import BaseModuleClass, LossOutput
 from torch import nn
 
+from scfm.data import TOKEN_IDS
 from scfm.nn import TransformerStack
 
 from ._config import TGPTConfig
@@ -21,7 +23,7 @@ def causal_padding_mask(padding: torch.Tensor) -> torch.Tensor:
     return causal[None, None] & (~padding)[:, None, None, :]
 
 
-class TGPTModule(nn.Module):
+class TGPTModule(BaseModuleClass):
     """Token and learned position embeddings, a pre-norm causal :class:`~scfm.nn.TransformerStack`, and a
     next-gene head tied to the token embedding.
 
@@ -55,9 +57,10 @@ class TGPTModule(nn.Module):
         """Logits over the vocabulary for the token after each position (head tied to the token embedding)."""
         return hidden @ self.token_embedding.weight.T
 
-    def loss(self, token_ids: torch.Tensor) -> torch.Tensor:
+    def next_gene_loss(self, token_ids: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
         """Mean next-token cross-entropy over the real (non-padding) targets."""
-        logits = self.next_token_logits(self.hidden_states(token_ids))
+        if logits is None:
+            logits = self.next_token_logits(self.hidden_states(token_ids))
         targets = token_ids[:, 1:].masked_fill(token_ids[:, 1:] == self.config.pad_id, -100)
         return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
 
@@ -69,3 +72,21 @@ class TGPTModule(nn.Module):
         weights = genes.to(hidden.dtype)
         count = weights.sum(1, keepdim=True).clamp_min(1.0)
         return (hidden * weights[..., None]).sum(1) / count
+
+    # -- scvi-tools module protocol --------------------------------------------------------------
+    def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict[str, torch.Tensor]:
+        return {"token_ids": tensors[TOKEN_IDS]}
+
+    def inference(self, token_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"hidden": self.hidden_states(token_ids)}
+
+    def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict[str, torch.Tensor]:
+        return {"hidden": inference_outputs["hidden"]}
+
+    def generative(self, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.next_token_logits(hidden)}
+
+    def loss(self, tensors, inference_outputs, generative_outputs, **kwargs) -> LossOutput:
+        token_ids = tensors[TOKEN_IDS]
+        value = self.next_gene_loss(token_ids, generative_outputs["logits"])
+        return LossOutput(loss=value, reconstruction_loss={"next_gene": value}, n_obs_minibatch=token_ids.shape[0])

@@ -1,0 +1,71 @@
+"""Rank-token samples for causal next-gene training (tGPT): a dataset over matrix rows and a padding collator."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch.utils.data import Dataset
+
+from scfm.tokenize import rank_tokenize_csr
+
+TOKEN_IDS = "token_ids"
+
+
+class RankedSampleDataset(Dataset):
+    """Rank tokens of selected rows of a cells (or samples) x genes CSR matrix, tokenised on access.
+
+    Parameters
+    ----------
+    matrix
+        CSR matrix of all rows; only ``rows`` are read.
+    column_token_ids
+        Token id per column (``-1``: outside the vocabulary).
+    rows
+        Row positions of this dataset, in item order.
+    begin_id, end_id, max_len
+        See :func:`scfm.tokenize.rank_tokens`.
+    """
+
+    def __init__(
+        self,
+        matrix: sp.csr_matrix,
+        column_token_ids: np.ndarray,
+        rows: np.ndarray,
+        *,
+        begin_id: int,
+        end_id: int,
+        max_len: int,
+    ) -> None:
+        self.matrix = matrix
+        self.column_token_ids = np.asarray(column_token_ids, dtype=np.int64)
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.begin_id, self.end_id, self.max_len = begin_id, end_id, max_len
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        row = self.rows[index]
+        (tokens,) = rank_tokenize_csr(
+            self.matrix[row : row + 1],
+            self.column_token_ids,
+            begin_id=self.begin_id,
+            end_id=self.end_id,
+            max_len=self.max_len,
+        )
+        return tokens
+
+
+class PadTokens:
+    """Collator: right-pads token sequences to the longest in the batch with ``pad_id``."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, sequences: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        length = max(len(s) for s in sequences)
+        out = torch.full((len(sequences), length), self.pad_id, dtype=torch.long)
+        for i, tokens in enumerate(sequences):
+            out[i, : len(tokens)] = torch.from_numpy(np.asarray(tokens, dtype=np.int64))
+        return {TOKEN_IDS: out}
