@@ -1,0 +1,261 @@
+"""``TGPT``: the scvi-tools model class of the tGPT family (work in progress: no bundled checkpoint yet)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from anndata import AnnData
+from lightning.fabric.utilities.seed import seed_everything
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import LayerField
+from scvi.model.base import BaseModelClass
+from scvi.train import TrainRunner
+
+from scfm.data import CellDataModule, PadTokens, RankedSampleDataset, expression_source
+from scfm.genes import GeneVocab, align_genes
+from scfm.tokenize import check_values, rank_tokenize_csr
+from scfm.train import WarmupCosineTrainingPlan
+
+from .._checkpoint import CheckpointError, load_checkpoint, load_weights_strict, save_checkpoint
+from .._device import resolve_device
+from ._config import TGPTConfig
+from ._module import TGPTModule
+
+
+class TGPT(BaseModelClass):
+    """tGPT (Shen et al. 2023): a sample is its expressed genes ranked by expression; a causal decoder predicts
+    the next gene; the embedding is the mean of the last hidden states over the gene tokens.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`.
+    vocab
+        Gene vocabulary with ``<pad>``, ``<cls>`` (begin) and ``<eoc>`` (end). ``None`` builds one from the genes.
+    config
+        A complete :class:`TGPTConfig` (used when loading checkpoints); otherwise built from ``config_kwargs``.
+    min_genes, on_duplicate
+        Passed to :func:`scfm.genes.align_genes`.
+    **config_kwargs
+        Architecture settings of :class:`TGPTConfig` (``d_model``, ``n_layers``, ``max_len``, ...).
+    """
+
+    def __init__(
+        self,
+        adata: AnnData,
+        *,
+        vocab: GeneVocab | None = None,
+        config: TGPTConfig | None = None,
+        min_genes: int = 50,
+        on_duplicate: Literal["error", "first"] = "error",
+        **config_kwargs,
+    ) -> None:
+        super().__init__(adata)
+        gene_key = self.adata_manager.registry["setup_args"].get("gene_key")
+        source = expression_source(adata, layer=self.adata_manager.registry["setup_args"].get("layer"))
+        if vocab is None:
+            names = source.var[gene_key] if gene_key is not None else source.var.index.to_series()
+            names = names.dropna().astype(str)
+            vocab = GeneVocab(list(dict.fromkeys(names[(names != "") & ~names.str.match(r"^<.*>$")])))
+        if vocab.eoc_id is None:
+            raise ValueError("the vocabulary has no '<eoc>' token, which tGPT needs to end a ranking")
+        self.vocab = vocab
+        self.alignment = align_genes(
+            source.var, vocab, gene_key=gene_key, min_genes=min_genes, on_duplicate=on_duplicate
+        )
+        if config is None:
+            config = TGPTConfig(
+                n_tokens=len(vocab), pad_id=vocab.pad_id, begin_id=vocab.cls_id, end_id=vocab.eoc_id, **config_kwargs
+            )
+        elif config.n_tokens != len(vocab):
+            raise ValueError(f"config.n_tokens={config.n_tokens} does not match the vocabulary size {len(vocab)}")
+        self.config = config
+        self.module = TGPTModule(config)
+        self.checkpoint_name = "untrained"
+        self._min_genes, self._on_duplicate = min_genes, on_duplicate
+        self._model_summary_string = (
+            f"TGPT: {config.n_layers} layers, d_model {config.d_model}, {config.n_heads} heads, {len(vocab)} tokens; "
+            f"{self.alignment.summary()}"
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    @classmethod
+    def setup_anndata(cls, adata: AnnData, layer: str | None = None, gene_key: str | None = None, **kwargs) -> None:
+        """Register the expression matrix (counts, normalised or log values, TPM; not scaled) and gene names."""
+        if gene_key is not None and gene_key not in adata.var:
+            raise KeyError(f"gene_key={gene_key!r} is not a column of adata.var (columns: {list(adata.var.columns)})")
+        source = expression_source(adata, layer=layer)
+        if source.is_backed:
+            raise ValueError("TGPT.setup_anndata needs the matrix in memory")
+        check_values(source.matrix, where=source.label)
+        setup_method_args = cls._get_setup_method_args(**locals())
+        manager = AnnDataManager(
+            fields=[LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False)], setup_method_args=setup_method_args
+        )
+        manager.register_fields(adata, **kwargs)
+        cls.register_manager(manager)
+
+    def _matrix(self, adata: AnnData) -> tuple[sp.csr_matrix, np.ndarray]:
+        layer = self.adata_manager.registry["setup_args"].get("layer")
+        source = expression_source(adata, layer=layer)
+        alignment = self.alignment
+        if adata is not self.adata:
+            alignment = align_genes(
+                source.var,
+                self.vocab,
+                gene_key=self.adata_manager.registry["setup_args"].get("gene_key"),
+                min_genes=self._min_genes,
+                on_duplicate=self._on_duplicate,
+            )
+        matrix = sp.csr_matrix(source.matrix, dtype=np.float32)
+        check_values(matrix, where=source.label)
+        return matrix, alignment.column_token_ids()
+
+    def train(
+        self,
+        max_epochs: int = 10,
+        *,
+        batch_size: int = 32,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 200,
+        validation_size: float = 0.0,
+        seed: int = 0,
+        accelerator: str = "auto",
+        devices: int | str = "auto",
+        num_workers: int = 0,
+        **trainer_kwargs,
+    ) -> None:
+        """Next-gene pretraining (causal language modelling over ranked genes) with AdamW, warm-up and cosine decay."""
+        seed_everything(seed, verbose=False)
+        matrix, column_token_ids = self._matrix(self.adata)
+        config = self.config
+        lengths = np.array(
+            [min(len(t), config.max_len) for t in self._tokens(matrix, column_token_ids)], dtype=np.int64
+        )
+
+        def make_dataset(rows: np.ndarray) -> RankedSampleDataset:
+            return RankedSampleDataset(
+                matrix, column_token_ids, rows, begin_id=config.begin_id, end_id=config.end_id, max_len=config.max_len
+            )
+
+        data_module = CellDataModule(
+            make_dataset,
+            matrix.shape[0],
+            PadTokens(config.pad_id),
+            batch_size=batch_size,
+            validation_size=validation_size,
+            seed=seed,
+            num_workers=num_workers,
+            lengths=lengths,
+        )
+        plan = WarmupCosineTrainingPlan(self.module, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps)
+        trainer_kwargs.setdefault("check_val_every_n_epoch", 1 if validation_size > 0 else None)
+        runner = TrainRunner(
+            self,
+            training_plan=plan,
+            data_splitter=data_module,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            **trainer_kwargs,
+        )
+        self.module.train()
+        runner()
+        self.module.eval()
+        self.checkpoint_name = "trained in session"
+
+    def _tokens(self, matrix: sp.csr_matrix, column_token_ids: np.ndarray) -> list[np.ndarray]:
+        config = self.config
+        return rank_tokenize_csr(
+            matrix, column_token_ids, begin_id=config.begin_id, end_id=config.end_id, max_len=config.max_len
+        )
+
+    @torch.inference_mode()
+    def get_latent_representation(
+        self,
+        adata: AnnData | None = None,
+        indices: np.ndarray | None = None,
+        *,
+        batch_size: int = 64,
+        normalize: bool = True,
+        device: str = "auto",
+    ) -> np.ndarray:
+        """Mean of the last hidden states over each sample's gene tokens, L2-normalised by default.
+
+        Samples are batched by length; a sample's embedding does not depend on the batch size or the order.
+        """
+        adata = self.adata if adata is None else adata
+        matrix, column_token_ids = self._matrix(adata)
+        if indices is not None:
+            matrix = matrix[np.asarray(indices)]
+        tokens = self._tokens(matrix, column_token_ids)
+        target = resolve_device(device)
+        self.module.to(target).eval()
+        collate = PadTokens(self.config.pad_id)
+        order = np.argsort([len(t) for t in tokens], kind="stable")
+        out = np.zeros((len(tokens), self.config.d_model), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            batch = collate([tokens[i] for i in rows])["token_ids"].to(target)
+            out[rows] = self.module.embed(batch).float().cpu().numpy()
+        if normalize:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
+    def save(
+        self, dir_path: str | os.PathLike, overwrite: bool = False, *, model_card: str | None = None, **kwargs
+    ) -> Path:
+        """Write a checkpoint directory (``config.json``, ``vocab.json``, ``model.safetensors``, ``model_card.md``)."""
+        card = model_card or (
+            f"# tGPT checkpoint\n\nFamily: tgpt. {self.config.n_layers} layers, d_model {self.config.d_model}, "
+            f"{len(self.vocab)} tokens, context {self.config.max_len}. Source: {self.checkpoint_name}.\n"
+        )
+        return save_checkpoint(
+            dir_path,
+            config=self.config.to_dict(),
+            vocab=self.vocab,
+            state_dict=self.module.state_dict(),
+            model_card=card,
+            overwrite=overwrite,
+        )
+
+    @classmethod
+    def load(
+        cls,
+        dir_path: str | os.PathLike,
+        adata: AnnData | None = None,
+        *,
+        layer: str | None = None,
+        gene_key: str | None = None,
+        min_genes: int = 50,
+        **kwargs,
+    ) -> TGPT:
+        """Load a tGPT checkpoint directory and align ``adata`` to its vocabulary."""
+        if adata is None:
+            raise ValueError("TGPT.load needs the AnnData to align to the checkpoint")
+        checkpoint = load_checkpoint(dir_path)
+        if checkpoint.family != "tgpt":
+            raise CheckpointError(f"{checkpoint.path} holds a {checkpoint.family!r} model, not a tGPT one")
+        try:
+            config = TGPTConfig.from_dict(checkpoint.config)
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{checkpoint.path / 'config.json'} is not a valid TGPT config: {err}") from err
+        try:
+            registered = cls._get_most_recent_anndata_manager(adata, required=False) is not None
+        except ValueError:
+            registered = False
+        if not registered:
+            cls.setup_anndata(adata, layer=layer, gene_key=gene_key)
+        model = cls(adata, vocab=checkpoint.vocab, config=config, min_genes=min_genes)
+        load_weights_strict(model.module, checkpoint.state_dict, str(checkpoint.path / "model.safetensors"))
+        model.module.eval()
+        model.is_trained_ = True
+        model.checkpoint_name = checkpoint.name
+        return model
