@@ -1,13 +1,18 @@
-"""Pretrain the bundled default SCGPT checkpoint on the shared human corpora.
+"""Pretrain a bundled default checkpoint (SCGPT or TGPT) on the shared human corpora.
 
 Usage::
 
     python scripts/pretrain_default.py --config configs/scgpt_default.yaml --out src/scfm/checkpoints/scgpt_default
+    python scripts/pretrain_default.py --config configs/tgpt_default.yaml --out src/scfm/checkpoints/tgpt_default
 
 Reads both pretraining corpora, drops held-out datasets, builds the vocabulary from genes expressed in
 enough training cells, keeps each dataset's ``measured_in`` mask (an unmeasured gene is never a zero
 target), trains with GEP + GEPC + ECS and writes a checkpoint directory after every epoch; the final checkpoint
 gets the recipe's ``export`` settings (inference context, pooling) in its ``config.json``.
+
+A recipe with ``family: tgpt`` trains TGPT (next-gene prediction over each cell's ranked genes) instead; its
+vocabulary keeps the genes that reach the top ``max_len - 1`` of at least ``vocab_min_top_cells`` cells, because
+a gene never ranked that high is never seen in training.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 
 from scfm.genes import GeneVocab
-from scfm.models import SCGPT
+from scfm.models import SCGPT, TGPT
 
 
 def load_corpus(paths: list[str], exclude: list[str], min_cells: int) -> tuple[ad.AnnData, GeneVocab]:
@@ -68,18 +73,33 @@ def load_corpus(paths: list[str], exclude: list[str], min_cells: int) -> tuple[a
     return corpus, vocab
 
 
+def top_ranked_vocab(corpus: ad.AnnData, n_top: int, min_cells: int) -> GeneVocab:
+    """Genes among the ``n_top`` highest-valued genes of at least ``min_cells`` cells, most frequent first."""
+    matrix = corpus.X.tocsr()
+    hits = np.zeros(matrix.shape[1], dtype=np.int64)
+    for row in range(matrix.shape[0]):
+        start, stop = matrix.indptr[row], matrix.indptr[row + 1]
+        columns = matrix.indices[start:stop]
+        order = np.lexsort((columns, -matrix.data[start:stop]))
+        hits[columns[order[:n_top]]] += 1
+    keep = np.flatnonzero(hits >= min_cells)
+    keep = keep[np.lexsort((corpus.var_names[keep], -hits[keep]))]
+    return GeneVocab(list(corpus.var_names[keep]))
+
+
 class EpochCheckpoint(Callback):
     """Write the checkpoint directory after every epoch so that an interrupted run loses at most one epoch."""
 
-    def __init__(self, model: SCGPT, out: Path, card: callable) -> None:
-        self.model, self.out, self.card = model, out, card
+    def __init__(self, model: SCGPT | TGPT, out: Path, card: callable, **save_kwargs) -> None:
+        self.model, self.out, self.card, self.save_kwargs = model, out, card, save_kwargs
         self.last_losses: dict[str, float] = {}
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         losses = {k: float(v) for k, v in trainer.callback_metrics.items()}
         self.last_losses = losses
         print(f"epoch {trainer.current_epoch}: {json.dumps(losses)}", flush=True)
-        self.model.save(self.out, overwrite=True, model_card=self.card(trainer.current_epoch + 1, losses))
+        card = self.card(trainer.current_epoch + 1, losses)
+        self.model.save(self.out, overwrite=True, model_card=card, **self.save_kwargs)
 
 
 def main() -> None:
@@ -97,9 +117,14 @@ def main() -> None:
     if args.limit_cells:
         keep = np.random.default_rng(0).choice(corpus.n_obs, args.limit_cells, replace=False)
         corpus = corpus[np.sort(keep)].copy()
+    family = recipe.get("family", "scgpt")
+    if family == "tgpt":
+        vocab = top_ranked_vocab(corpus, recipe["model"]["max_len"] - 1, recipe["data"]["vocab_min_top_cells"])
+        corpus = corpus[:, [g for g in vocab.genes if g in corpus.var_names]].copy()
     print(f"corpus {corpus.n_obs} cells x {corpus.n_vars} genes, vocabulary {len(vocab)}", flush=True)
-    SCGPT.setup_anndata(corpus)
-    model = SCGPT(corpus, vocab=vocab, **recipe["model"])
+    model_class = {"scgpt": SCGPT, "tgpt": TGPT}[family]
+    model_class.setup_anndata(corpus)
+    model = model_class(corpus, vocab=vocab, **recipe["model"])
     train = dict(recipe["train"])
     if args.max_epochs is not None:
         train["max_epochs"] = args.max_epochs
@@ -107,10 +132,12 @@ def main() -> None:
 
     def card(epochs_done: int, losses: dict) -> str:
         n_params = sum(p.numel() for p in model.module.parameters())
+        title = {"scgpt": "SCGPT", "tgpt": "TGPT"}[family]
+        usage = "`scfm.tl.embed(adata)`" if family == "scgpt" else '`scfm.tl.embed(adata, model="tgpt")`'
         return (
-            "# scfm default SCGPT checkpoint (`scgpt_default`)\n\n"
-            "A small scGPT-architecture model trained from scratch by scfm on CPU; it is bundled so that\n"
-            "`scfm.tl.embed(adata)` works offline. It is not the published scGPT whole-human model.\n\n"
+            f"# scfm default {title} checkpoint (`{Path(args.out).name}`)\n\n"
+            f"A small {family} model trained from scratch by scfm on CPU; it is bundled so that\n"
+            f"{usage} works offline. It is not a published checkpoint of the original authors.\n\n"
             f"- parameters: {n_params:,}; vocabulary: {len(vocab)} tokens ({len(vocab) - 4} human gene symbols)\n"
             f"- architecture: {recipe['model']}; inference settings: {recipe.get('export', {})}\n"
             f"- training: {train}\n"
@@ -119,21 +146,19 @@ def main() -> None:
             f"- data: {corpus.n_obs} cells from {len(datasets)} datasets "
             f"({', '.join(f'{k} {v}' for k, v in datasets.items())});\n"
             f"  held out: {', '.join(recipe['data']['exclude_datasets'])}\n"
-            "- recipe: `configs/scgpt_default.yaml`, command: "
-            "`python scripts/pretrain_default.py --config configs/scgpt_default.yaml`\n"
+            f"- recipe: `{args.config}`, command: "
+            f"`python scripts/pretrain_default.py --config {args.config} --out {args.out}`\n"
         )
 
     out = Path(args.out)
-    callback = EpochCheckpoint(model, out, card)
-    model.train(
-        measured_key="dataset",
-        callbacks=[callback],
-        enable_progress_bar=False,
-        **train,
-    )
+    save_kwargs = recipe.get("save", {})
+    callback = EpochCheckpoint(model, out, card, **save_kwargs)
+    if family == "scgpt":
+        train["measured_key"] = "dataset"
+    model.train(callbacks=[callback], enable_progress_bar=False, **train)
     for key, value in recipe.get("export", {}).items():
         setattr(model.config, key, value)
-    model.save(out, overwrite=True, model_card=card(train["max_epochs"], callback.last_losses))
+    model.save(out, overwrite=True, model_card=card(train["max_epochs"], callback.last_losses), **save_kwargs)
     print(f"done in {(time.time() - start) / 60:.1f} min -> {out} (export settings {recipe.get('export', {})})")
 
 

@@ -2,6 +2,7 @@
 
 from ._checkpoint import Checkpoint, CheckpointError, bundled_checkpoint_names, load_checkpoint, save_checkpoint
 from .scgpt import SCGPT, SCGPTConfig, SCGPTModule
+from .tgpt import TGPT, TGPTConfig, TGPTModule
 
 __all__ = [
     "SCGPT",
@@ -9,6 +10,9 @@ __all__ = [
     "CheckpointError",
     "SCGPTConfig",
     "SCGPTModule",
+    "TGPT",
+    "TGPTConfig",
+    "TGPTModule",
     "bundled_checkpoint_names",
     "load_checkpoint",
     "save_checkpoint",

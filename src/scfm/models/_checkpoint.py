@@ -27,7 +27,13 @@ WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model_card.md"
 REQUIRED_FILES = (CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, CARD_FILE)
 
-BUNDLED = {"default": "scgpt_default", "scgpt": "scgpt_default", "scgpt-default": "scgpt_default"}
+BUNDLED = {
+    "default": "scgpt_default",
+    "scgpt": "scgpt_default",
+    "scgpt-default": "scgpt_default",
+    "tgpt": "tgpt_default",
+    "tgpt-default": "tgpt_default",
+}
 
 
 class CheckpointError(ValueError):

@@ -1,20 +1,58 @@
-"""Turn the ``model=`` argument of the tools into a loaded checkpoint."""
+"""Turn the ``model=`` argument of the tools into a loaded checkpoint of an accepted family."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
-from .scgpt import SCGPT, PretrainedSCGPT, load_pretrained_module
+from ._checkpoint import CheckpointError, load_checkpoint
+from .scgpt import SCGPT, PretrainedSCGPT, load_pretrained_module, scgpt_from_checkpoint
+from .scgpt._convert import is_reference_checkpoint_dir
+from .tgpt import TGPT, PretrainedTGPT, tgpt_from_checkpoint
 
-ModelArg = str | os.PathLike | SCGPT | PretrainedSCGPT | None
+Pretrained = PretrainedSCGPT | PretrainedTGPT
+ModelArg = str | os.PathLike | SCGPT | TGPT | PretrainedSCGPT | PretrainedTGPT | None
+
+_FROM_CHECKPOINT = {"scgpt": scgpt_from_checkpoint, "tgpt": tgpt_from_checkpoint}
 
 
-def resolve_model(model: ModelArg) -> PretrainedSCGPT:
-    """A loaded checkpoint from ``None`` (bundled default), a bundled name, a directory, or an SCGPT model."""
-    if isinstance(model, PretrainedSCGPT):
-        return model
-    if isinstance(model, SCGPT):
-        return PretrainedSCGPT(
+def family_of(pretrained: Pretrained) -> str:
+    return "tgpt" if isinstance(pretrained, PretrainedTGPT) else "scgpt"
+
+
+def resolve_model(model: ModelArg, families: Sequence[str] = ("scgpt",)) -> Pretrained:
+    """A loaded checkpoint from ``None`` (bundled default), a bundled name, a directory, or a model instance.
+
+    Raises
+    ------
+    CheckpointError
+        The checkpoint's family is not one of ``families`` (the tool cannot use it).
+    """
+    if isinstance(model, PretrainedSCGPT | PretrainedTGPT):
+        pretrained = model
+    elif isinstance(model, SCGPT):
+        pretrained = PretrainedSCGPT(
             model.module, model.vocab, model.checkpoint_name, "in-memory model", model.checkpoint_sha256 or "none"
         )
-    return load_pretrained_module(model)
+    elif isinstance(model, TGPT):
+        pretrained = PretrainedTGPT(
+            model.module, model.vocab, model.checkpoint_name, "in-memory model", model.checkpoint_sha256 or "none"
+        )
+    elif model is not None and is_reference_checkpoint_dir(model):
+        pretrained = load_pretrained_module(model)
+    else:
+        checkpoint = load_checkpoint(model)
+        if checkpoint.family not in families:
+            raise CheckpointError(_wrong_family(checkpoint.family, families, str(checkpoint.path)))
+        pretrained = _FROM_CHECKPOINT[checkpoint.family](checkpoint)
+    family = family_of(pretrained)
+    if family not in families:
+        raise CheckpointError(_wrong_family(family, families, pretrained.name))
+    return pretrained
+
+
+def _wrong_family(family: str, families: Sequence[str], where: str) -> str:
+    return (
+        f"{where} is a {family!r} model; this tool accepts {' or '.join(repr(f) for f in families)} models "
+        f"(bundled: 'default'/'scgpt' for scGPT, 'tgpt' for tGPT)"
+    )

@@ -1,7 +1,8 @@
 """Tools: scanpy-style functions that resolve a model and call it."""
 
 from ._annotate import annotate
+from ._associate import associate
 from ._embed import embed
 from ._integrate import integrate
 
-__all__ = ["annotate", "embed", "integrate"]
+__all__ = ["annotate", "associate", "embed", "integrate"]

@@ -10,8 +10,9 @@ from anndata import AnnData
 from scfm.data import expression_source
 from scfm.genes import align_genes
 from scfm.models._device import resolve_device
-from scfm.models._resolve import ModelArg, resolve_model
+from scfm.models._resolve import ModelArg, family_of, resolve_model
 from scfm.models.scgpt import embed_cells
+from scfm.models.tgpt import embed_ranked
 
 from ._provenance import write_provenance
 
@@ -36,11 +37,13 @@ def embed(
 ) -> AnnData | None:
     """Embed cells with a pretrained single-cell foundation model.
 
-    Cells are tokenised as ``<cls>`` plus their expressed genes that the model knows, with per-cell
-    quantile-binned values; cells expressing more than ``max_len - 1`` such genes are subsampled with a
-    generator seeded from the cell itself, so a cell's embedding never depends on the batch, the chunk,
-    or the order of cells. The matrix is read ``block_size`` rows at a time (dense, CSR, CSC or backed
-    ``.h5ad``), never densified as a whole; batches group cells of similar length.
+    scGPT models (the default): cells are tokenised as ``<cls>`` plus their expressed genes that the model
+    knows, with per-cell quantile-binned values; cells expressing more than ``max_len - 1`` such genes are
+    subsampled with a generator seeded from the cell itself, so a cell's embedding never depends on the batch,
+    the chunk, or the order of cells. tGPT models (``model="tgpt"``): a cell is its expressed known genes
+    ranked by expression (highest first, ties by vocabulary id, cut to the context) and the embedding is the
+    mean of the last hidden states over those genes. The matrix is read ``block_size`` rows at a time (dense,
+    CSR, CSC or backed ``.h5ad``), never densified as a whole; batches group cells of similar length.
 
     Parameters
     ----------
@@ -48,10 +51,11 @@ def embed(
         Cells x genes, raw counts or log-normalised values (not scaled: negative values are rejected).
         A file opened with ``sc.read_h5ad(path, backed="r")`` is streamed from disk.
     model
-        ``None`` for the bundled default checkpoint, a bundled name (``"default"``), an scfm checkpoint
-        directory, a checkpoint directory of the reference scGPT code (``best_model.pt``, ``args.json``,
-        ``vocab.json``; converted in memory, see ``docs/scgpt_checkpoints.md``), or an
-        :class:`~scfm.models.SCGPT` instance. Nothing is downloaded.
+        ``None`` for the bundled default (scGPT) checkpoint, a bundled name (``"default"``/``"scgpt"``,
+        ``"tgpt"``), an scfm checkpoint directory of either family, a checkpoint directory of the reference scGPT
+        code (``best_model.pt``, ``args.json``, ``vocab.json``; converted in memory, see
+        ``docs/scgpt_checkpoints.md``), or an :class:`~scfm.models.SCGPT`/:class:`~scfm.models.TGPT` instance.
+        Nothing is downloaded.
     layer
         Layer to read instead of ``adata.X``.
     use_raw
@@ -68,7 +72,8 @@ def embed(
     normalize
         L2-normalise embeddings (as scGPT does for zero-shot use).
     max_len
-        Tokens per cell including ``<cls>`` (default: the checkpoint's).
+        Tokens per cell including ``<cls>`` (default: the checkpoint's). scGPT models only: a tGPT model's
+        context is fixed by its position embeddings.
     min_genes, on_duplicate
         Gene-alignment rules, see :func:`scfm.genes.align_genes`.
     block_size
@@ -89,8 +94,9 @@ def embed(
 
     Notes
     -----
-    A cell that expresses none of the model's genes is embedded from the ``<cls>`` token alone: all such
-    cells share one embedding (reported as ``n_empty_cells`` in the provenance).
+    With an scGPT model, a cell that expresses none of the model's genes is embedded from the ``<cls>`` token
+    alone: all such cells share one embedding (reported as ``n_empty_cells`` in the provenance). A tGPT
+    embedding of such a cell is undefined, so it is an error.
     On error nothing is written: the AnnData is left unchanged.
 
     Examples
@@ -108,29 +114,39 @@ def embed(
     source = expression_source(adata, layer=layer, use_raw=use_raw)
     if source.var.shape[0] == 0:
         raise ValueError("the AnnData has no genes (n_vars == 0)")
-    pretrained = resolve_model(model)
+    pretrained = resolve_model(model, families=("scgpt", "tgpt"))
+    family = family_of(pretrained)
+    config = pretrained.module.config
+    if family == "tgpt" and max_len is not None and max_len != config.max_len:
+        raise ValueError(
+            f"max_len={max_len} cannot be used with a tGPT model: its context is fixed at {config.max_len} tokens "
+            "by its position embeddings; leave max_len=None"
+        )
     alignment = align_genes(
         source.var, pretrained.vocab, gene_key=gene_key, min_genes=min_genes, on_duplicate=on_duplicate
     )
     target = resolve_device(device)
     module = pretrained.module.to(target)
     start = time.perf_counter()
-    result = embed_cells(
-        module,
-        source,
-        alignment,
-        device=target,
-        batch_size=batch_size,
-        block_size=block_size,
-        max_len=max_len,
-        normalize=normalize,
-        progress=progress,
-    )
+    common = {"device": target, "batch_size": batch_size, "block_size": block_size, "normalize": normalize}
+    if family == "tgpt":
+        result = embed_ranked(module, source, alignment, progress=progress, obs_names=adata.obs_names, **common)
+        tokenizer = {"tokenizer": "rank", "max_len": config.max_len, "n_truncated_cells": result.n_subsampled_cells}
+    else:
+        result = embed_cells(module, source, alignment, max_len=max_len, progress=progress, **common)
+        tokenizer = {
+            "tokenizer": "binned",
+            "max_len": max_len or config.max_len,
+            "n_bins": config.n_bins,
+            "cell_embedding": config.cell_embedding,
+            "tokenizer_seed": config.tokenizer_seed,
+            "n_empty_cells": result.n_empty_cells,
+            "n_subsampled_cells": result.n_subsampled_cells,
+        }
     seconds = time.perf_counter() - start
     if copy:
         adata = adata.copy()
     adata.obsm[key_added] = result.embeddings
-    config = module.config
     write_provenance(
         adata,
         key_added,
@@ -148,14 +164,9 @@ def embed(
             "genes_casefold": alignment.n_casefold,
             "matrix": source.label,
             "input_kind": result.input_kind,
-            "n_empty_cells": result.n_empty_cells,
-            "n_subsampled_cells": result.n_subsampled_cells,
             "mean_tokens_per_cell": result.n_tokens / adata.n_obs,
-            "max_len": max_len or config.max_len,
-            "n_bins": config.n_bins,
-            "cell_embedding": config.cell_embedding,
+            **tokenizer,
             "normalize": normalize,
-            "tokenizer_seed": config.tokenizer_seed,
             "device": str(target),
             "seconds": seconds,
         },

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -13,19 +11,9 @@ from scfm.genes import GeneAlignment
 from scfm.tokenize import BinningConfig, detect_input_kind, tokenize_csr
 
 from .._device import autocast_context
+from .._embedding import EmbeddingResult, l2_normalise
 from ._config import SCGPTConfig
 from ._module import SCGPTModule
-
-
-@dataclass
-class EmbeddingResult:
-    """Cell embeddings plus what provenance needs to know about the run."""
-
-    embeddings: np.ndarray
-    input_kind: str
-    n_empty_cells: int
-    n_subsampled_cells: int
-    n_tokens: int
 
 
 def binning_config(config: SCGPTConfig, max_len: int | None = None) -> BinningConfig:
@@ -107,8 +95,7 @@ def embed_cells(
         bar.update(stop - start)
     bar.close()
     if normalize and output == "embedding":
-        norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-        embeddings /= np.maximum(norms, 1e-12)
+        l2_normalise(embeddings)
     return EmbeddingResult(embeddings, input_kind or "counts", n_empty, int(n_subsampled), n_tokens)
 
 

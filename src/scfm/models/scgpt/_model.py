@@ -25,7 +25,7 @@ from scfm.genes import GeneVocab, align_genes
 from scfm.tokenize import check_values
 from scfm.train import WarmupCosineTrainingPlan
 
-from .._checkpoint import CheckpointError, load_checkpoint, load_weights_strict, save_checkpoint
+from .._checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights_strict, save_checkpoint
 from .._device import resolve_device
 from ._config import SCGPTConfig
 from ._convert import convert_scgpt_checkpoint, is_reference_checkpoint_dir
@@ -53,7 +53,13 @@ def load_pretrained_module(name_or_path: str | os.PathLike | None = None) -> Pre
     """
     if name_or_path is not None and is_reference_checkpoint_dir(name_or_path):
         return _pretrained_from_reference(name_or_path)
-    checkpoint = load_checkpoint(name_or_path)
+    return scgpt_from_checkpoint(load_checkpoint(name_or_path))
+
+
+def scgpt_from_checkpoint(checkpoint: Checkpoint) -> PretrainedSCGPT:
+    """Build the :class:`SCGPTModule` of an already read checkpoint, in eval mode."""
+    if checkpoint.family != "scgpt":
+        raise CheckpointError(f"{checkpoint.path} holds a {checkpoint.family!r} model, not an scGPT one")
     try:
         config = SCGPTConfig.from_dict(checkpoint.config)
     except (TypeError, ValueError) as err:

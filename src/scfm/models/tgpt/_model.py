@@ -1,8 +1,9 @@
-"""``TGPT``: the scvi-tools model class of the tGPT family (work in progress: no bundled checkpoint yet)."""
+"""``TGPT``: the scvi-tools model class of the tGPT family, and AnnData-free loading of its checkpoints."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -18,14 +19,53 @@ from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
 from scfm.data import CellDataModule, PadTokens, RankedSampleDataset, expression_source
-from scfm.genes import GeneVocab, align_genes
+from scfm.genes import GeneAlignment, GeneVocab, align_genes
 from scfm.tokenize import check_values, rank_tokenize_csr
 from scfm.train import WarmupCosineTrainingPlan
 
-from .._checkpoint import CheckpointError, load_checkpoint, load_weights_strict, save_checkpoint
+from .._checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights_strict, save_checkpoint
 from .._device import resolve_device
 from ._config import TGPTConfig
+from ._embed import embed_ranked
 from ._module import TGPTModule
+
+
+@dataclass
+class PretrainedTGPT:
+    """A loaded tGPT-family checkpoint, independent of any AnnData."""
+
+    module: TGPTModule
+    vocab: GeneVocab
+    name: str
+    path: str
+    sha256: str
+
+
+def tgpt_from_checkpoint(checkpoint: Checkpoint) -> PretrainedTGPT:
+    """Build the :class:`TGPTModule` of an already read checkpoint, in eval mode."""
+    if checkpoint.family != "tgpt":
+        raise CheckpointError(f"{checkpoint.path} holds a {checkpoint.family!r} model, not a tGPT one")
+    try:
+        config = TGPTConfig.from_dict(checkpoint.config)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{checkpoint.path / 'config.json'} is not a valid TGPT config: {err}") from err
+    vocab = checkpoint.vocab
+    if config.n_tokens != len(vocab):
+        raise CheckpointError(
+            f"config.json says n_tokens={config.n_tokens} but vocab.json has {len(vocab)} tokens "
+            f"in {str(checkpoint.path)!r}"
+        )
+    if (config.pad_id, config.begin_id, config.end_id) != (vocab.pad_id, vocab.cls_id, vocab.eoc_id):
+        raise CheckpointError(f"pad/begin/end ids in config.json and vocab.json disagree in {str(checkpoint.path)!r}")
+    module = TGPTModule(config)
+    load_weights_strict(module, checkpoint.state_dict, str(checkpoint.path / "model.safetensors"))
+    module.eval()
+    return PretrainedTGPT(module, vocab, checkpoint.name, str(checkpoint.path), checkpoint.sha256)
+
+
+def load_pretrained_tgpt(name_or_path: str | os.PathLike = "tgpt") -> PretrainedTGPT:
+    """Load a tGPT checkpoint directory (or the bundled ``"tgpt"``) without an AnnData. Nothing is downloaded."""
+    return tgpt_from_checkpoint(load_checkpoint(name_or_path))
 
 
 class TGPT(BaseModelClass):
@@ -78,6 +118,7 @@ class TGPT(BaseModelClass):
         self.config = config
         self.module = TGPTModule(config)
         self.checkpoint_name = "untrained"
+        self.checkpoint_sha256 = ""
         self._min_genes, self._on_duplicate = min_genes, on_duplicate
         self._model_summary_string = (
             f"TGPT: {config.n_layers} layers, d_model {config.d_model}, {config.n_heads} heads, {len(vocab)} tokens; "
@@ -104,18 +145,19 @@ class TGPT(BaseModelClass):
     def _matrix(self, adata: AnnData) -> tuple[sp.csr_matrix, np.ndarray]:
         layer = self.adata_manager.registry["setup_args"].get("layer")
         source = expression_source(adata, layer=layer)
-        alignment = self.alignment
-        if adata is not self.adata:
-            alignment = align_genes(
-                source.var,
-                self.vocab,
-                gene_key=self.adata_manager.registry["setup_args"].get("gene_key"),
-                min_genes=self._min_genes,
-                on_duplicate=self._on_duplicate,
-            )
+        alignment = self.alignment if adata is self.adata else self._align(source)
         matrix = sp.csr_matrix(source.matrix, dtype=np.float32)
         check_values(matrix, where=source.label)
         return matrix, alignment.column_token_ids()
+
+    def _align(self, source) -> GeneAlignment:
+        return align_genes(
+            source.var,
+            self.vocab,
+            gene_key=self.adata_manager.registry["setup_args"].get("gene_key"),
+            min_genes=self._min_genes,
+            on_duplicate=self._on_duplicate,
+        )
 
     def train(
         self,
@@ -177,7 +219,6 @@ class TGPT(BaseModelClass):
             matrix, column_token_ids, begin_id=config.begin_id, end_id=config.end_id, max_len=config.max_len
         )
 
-    @torch.inference_mode()
     def get_latent_representation(
         self,
         adata: AnnData | None = None,
@@ -186,33 +227,50 @@ class TGPT(BaseModelClass):
         batch_size: int = 64,
         normalize: bool = True,
         device: str = "auto",
+        progress: bool = False,
     ) -> np.ndarray:
         """Mean of the last hidden states over each sample's gene tokens, L2-normalised by default.
 
         Samples are batched by length; a sample's embedding does not depend on the batch size or the order.
+
+        Raises
+        ------
+        ValueError
+            A sample expresses none of the model's genes (its embedding would be undefined).
         """
         adata = self.adata if adata is None else adata
-        matrix, column_token_ids = self._matrix(adata)
-        if indices is not None:
-            matrix = matrix[np.asarray(indices)]
-        tokens = self._tokens(matrix, column_token_ids)
+        layer = self.adata_manager.registry["setup_args"].get("layer")
+        source = expression_source(adata, layer=layer)
+        alignment = self.alignment if adata is self.adata else self._align(source)
         target = resolve_device(device)
-        self.module.to(target).eval()
-        collate = PadTokens(self.config.pad_id)
-        order = np.argsort([len(t) for t in tokens], kind="stable")
-        out = np.zeros((len(tokens), self.config.d_model), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            batch = collate([tokens[i] for i in rows])["token_ids"].to(target)
-            out[rows] = self.module.embed(batch).float().cpu().numpy()
-        if normalize:
-            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return out
+        self.module.to(target)
+        rows = None if indices is None else np.asarray(indices)
+        result = embed_ranked(
+            self.module,
+            source,
+            alignment,
+            device=target,
+            batch_size=batch_size,
+            normalize=normalize,
+            progress=progress,
+            rows=rows,
+            obs_names=np.asarray(adata.obs_names),
+        )
+        return result.embeddings
 
     def save(
-        self, dir_path: str | os.PathLike, overwrite: bool = False, *, model_card: str | None = None, **kwargs
+        self,
+        dir_path: str | os.PathLike,
+        overwrite: bool = False,
+        *,
+        model_card: str | None = None,
+        half_precision: bool = False,
+        **kwargs,
     ) -> Path:
-        """Write a checkpoint directory (``config.json``, ``vocab.json``, ``model.safetensors``, ``model_card.md``)."""
+        """Write a checkpoint directory (``config.json``, ``vocab.json``, ``model.safetensors``, ``model_card.md``).
+
+        ``half_precision`` stores float16 weights (half the size; loaded back as float32).
+        """
         card = model_card or (
             f"# tGPT checkpoint\n\nFamily: tgpt. {self.config.n_layers} layers, d_model {self.config.d_model}, "
             f"{len(self.vocab)} tokens, context {self.config.max_len}. Source: {self.checkpoint_name}.\n"
@@ -224,7 +282,51 @@ class TGPT(BaseModelClass):
             state_dict=self.module.state_dict(),
             model_card=card,
             overwrite=overwrite,
+            half_precision=half_precision,
         )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike | PretrainedTGPT = "tgpt",
+        adata: AnnData | None = None,
+        *,
+        layer: str | None = None,
+        gene_key: str | None = None,
+        min_genes: int = 50,
+        on_duplicate: Literal["error", "first"] = "error",
+    ) -> TGPT:
+        """Load a tGPT checkpoint (a directory, the bundled ``"tgpt"``, or an already loaded one) and align
+        ``adata`` to its vocabulary.
+
+        ``adata`` is registered with :meth:`setup_anndata` (``layer``, ``gene_key``) unless it already is.
+        Nothing is downloaded.
+        """
+        if adata is None:
+            raise ValueError(
+                "from_pretrained needs the AnnData to align to the checkpoint; for AnnData-free use call "
+                "scfm.models.tgpt.load_pretrained_tgpt or scfm.tl.embed(adata, model='tgpt')"
+            )
+        pretrained = name_or_path if isinstance(name_or_path, PretrainedTGPT) else load_pretrained_tgpt(name_or_path)
+        try:
+            registered = cls._get_most_recent_anndata_manager(adata, required=False) is not None
+        except ValueError:
+            registered = False
+        if not registered:
+            cls.setup_anndata(adata, layer=layer, gene_key=gene_key)
+        model = cls(
+            adata,
+            vocab=pretrained.vocab,
+            config=pretrained.module.config,
+            min_genes=min_genes,
+            on_duplicate=on_duplicate,
+        )
+        model.module.load_state_dict(pretrained.module.state_dict())
+        model.module.eval()
+        model.is_trained_ = True
+        model.checkpoint_name = pretrained.name
+        model.checkpoint_sha256 = pretrained.sha256
+        return model
 
     @classmethod
     def load(
@@ -237,25 +339,8 @@ class TGPT(BaseModelClass):
         min_genes: int = 50,
         **kwargs,
     ) -> TGPT:
-        """Load a tGPT checkpoint directory and align ``adata`` to its vocabulary."""
+        """Load a tGPT checkpoint directory written by :meth:`save` and align ``adata`` to its vocabulary."""
         if adata is None:
             raise ValueError("TGPT.load needs the AnnData to align to the checkpoint")
-        checkpoint = load_checkpoint(dir_path)
-        if checkpoint.family != "tgpt":
-            raise CheckpointError(f"{checkpoint.path} holds a {checkpoint.family!r} model, not a tGPT one")
-        try:
-            config = TGPTConfig.from_dict(checkpoint.config)
-        except (TypeError, ValueError) as err:
-            raise CheckpointError(f"{checkpoint.path / 'config.json'} is not a valid TGPT config: {err}") from err
-        try:
-            registered = cls._get_most_recent_anndata_manager(adata, required=False) is not None
-        except ValueError:
-            registered = False
-        if not registered:
-            cls.setup_anndata(adata, layer=layer, gene_key=gene_key)
-        model = cls(adata, vocab=checkpoint.vocab, config=config, min_genes=min_genes)
-        load_weights_strict(model.module, checkpoint.state_dict, str(checkpoint.path / "model.safetensors"))
-        model.module.eval()
-        model.is_trained_ = True
-        model.checkpoint_name = checkpoint.name
-        return model
+        return cls.from_pretrained(load_pretrained_tgpt(dir_path), adata, layer=layer, gene_key=gene_key,
+                                   min_genes=min_genes)

@@ -41,6 +41,12 @@ class TGPTModule(BaseModuleClass):
         self.transformer = TransformerStack(
             config.n_layers, d, config.n_heads, config.d_hidden, config.dropout, config.activation, norm_first=True
         )
+        # Small embeddings keep the tied head's initial logits near zero (unit-variance rows would give
+        # logits of size sqrt(d_model) and a first loss several times log(n_tokens)).
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.position_embedding.weight, std=0.02)
+        with torch.no_grad():
+            self.token_embedding.weight[config.pad_id].zero_()
 
     def hidden_states(self, token_ids: torch.Tensor) -> torch.Tensor:
         """``(batch, length, d_model)`` last hidden states of right-padded ``(batch, length)`` token ids."""
