@@ -132,3 +132,15 @@ def assert_unchanged(adata: ad.AnnData, before: dict) -> None:
     assert after["uns"] == before["uns"]
     assert after["shape"] == before["shape"]
     np.testing.assert_array_equal(after["X"], before["X"])
+
+
+@pytest.fixture(scope="session")
+def tiny_tgpt_checkpoint(tmp_path_factory, _counts_template) -> Path:
+    """Directory of a tiny random-weight TGPT checkpoint whose vocabulary is the synthetic data's 300 genes."""
+    from scfm.models import TGPT
+
+    torch.manual_seed(0)
+    adata = _counts_template.copy()
+    TGPT.setup_anndata(adata)
+    model = TGPT(adata, d_model=32, n_heads=2, n_layers=2, d_hidden=64, max_len=64)
+    return model.save(tmp_path_factory.mktemp("ckpt") / "tiny_tgpt")

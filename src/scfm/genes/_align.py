@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -151,6 +153,9 @@ def _quote_examples(items: list[str], n: int = 5) -> str:
     return shown + (", ..." if len(items) > n else "")
 
 
+_PROBE_PATTERN = re.compile(r"^X?\d+(_[a-z])?_at$")
+
+
 def _too_few_error(best: _Match, var: pd.DataFrame, n_matched: int, min_genes: int, var_names_type: IdType) -> str:
     unmatched = [n for n in best.names[best.ids < 0] if n is not None]
     head = f"only {n_matched} of {var.shape[0]} genes match the vocabulary"
@@ -167,9 +172,22 @@ def _too_few_error(best: _Match, var: pd.DataFrame, n_matched: int, min_genes: i
             f"{label} like Ensembl gene ids but the vocabulary uses gene symbols; "
             f"pass gene_key='<column with symbols>' ({listed})"
         )
+    elif _look_like_probe_ids(unmatched):
+        hint = (
+            f"{best.source} look like microarray probe-set ids (e.g. Affymetrix '..._at'), not gene symbols; map "
+            "them to symbols with the array's annotation (one row per gene) and pass gene_key='<column with symbols>'"
+        )
     else:
         hint = "check that var_names (or gene_key) hold human gene symbols"
     return f"{head}; {hint}"
+
+
+def _look_like_probe_ids(names: list[str]) -> bool:
+    """Most names end like Affymetrix probe sets (``219340_s_at``, ``X202418_at``)."""
+    if not names:
+        return False
+    probes = sum(bool(_PROBE_PATTERN.match(str(n))) for n in names)
+    return probes >= 0.8 * len(names)
 
 
 def _duplicate_error(match: _Match) -> str:

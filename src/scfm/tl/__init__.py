@@ -2,7 +2,8 @@
 
 from ._annotate import annotate
 from ._associate import associate
+from ._bulk import bulk_features
 from ._embed import embed
 from ._integrate import integrate
 
-__all__ = ["annotate", "associate", "embed", "integrate"]
+__all__ = ["annotate", "associate", "bulk_features", "embed", "integrate"]

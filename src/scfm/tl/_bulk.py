@@ -1,0 +1,116 @@
+"""``scfm.tl.bulk_features``: tGPT embeddings of bulk expression samples (tumours, tissues)."""
+
+from __future__ import annotations
+
+import numpy as np
+from anndata import AnnData
+
+from scfm.data import expression_source, iter_row_blocks
+from scfm.models._resolve import ModelArg, resolve_model
+from scfm.models.tgpt import EmptySampleError
+
+from ._embed import embed
+
+LOG_SCALE_MAX = 30.0
+
+
+def detect_bulk_scale(values: np.ndarray) -> str:
+    """``"counts"`` (non-negative integers), ``"log"`` (max <= 30, e.g. log2 TPM) or ``"linear"`` (TPM, FPKM...).
+
+    ``values`` are the non-zero entries of the matrix.
+    """
+    values = values[values != 0]
+    if values.size == 0 or np.all(np.mod(values, 1) == 0):
+        return "counts"
+    return "log" if float(values.max()) <= LOG_SCALE_MAX else "linear"
+
+
+def bulk_features(
+    bdata: AnnData,
+    *,
+    model: ModelArg = "tgpt",
+    layer: str | None = None,
+    gene_key: str | None = None,
+    key_added: str = "X_scfm_bulk",
+    min_genes: int = 50,
+    batch_size: int = 64,
+    device: str = "auto",
+    progress: bool = False,
+    copy: bool = False,
+) -> AnnData | None:
+    """Embed bulk samples (e.g. tumours) with a tGPT model, for survival or mutation analyses.
+
+    A sample becomes its expressed genes that the model knows, ranked by value (highest first, ties by
+    vocabulary id) and cut to the model's context; its feature vector is the mean of the model's last hidden
+    states over those genes, L2-normalised.
+
+    Because only the order of genes within a sample matters, the features are the same whether the matrix holds
+    counts, TPM/FPKM, or ``log(x + 1)``-type values of them (any per-sample increasing transform that keeps 0 at
+    0). The detected scale is recorded in the provenance. Negative values (log with a pseudo-count below 1,
+    centred or z-scored data) are rejected: they no longer separate unexpressed from expressed genes.
+
+    Parameters
+    ----------
+    bdata
+        Samples x genes (dense or sparse) with gene symbols in ``var_names`` or ``var[gene_key]``.
+    model
+        ``"tgpt"`` (bundled default), a tGPT checkpoint directory, or a :class:`~scfm.models.TGPT` instance.
+    layer
+        Layer to read instead of ``bdata.X``.
+    gene_key
+        ``var`` column with gene symbols.
+    key_added
+        Results go to ``bdata.obsm[key_added]`` and ``bdata.uns["scfm"][key_added]``.
+    min_genes
+        Fewest genes that must match the vocabulary.
+    batch_size, device, progress
+        As in :func:`scfm.tl.embed`.
+    copy
+        Return a modified copy instead of writing into ``bdata``.
+
+    Returns
+    -------
+    ``None`` (or the copy when ``copy=True``). Sets ``bdata.obsm[key_added]`` (samples x d_model, float32) and
+    the provenance ``bdata.uns["scfm"][key_added]`` (model, genes matched, ``input_scale``, samples whose
+    ranking was cut to the context, ...). On error ``bdata`` is left unchanged.
+
+    Examples
+    --------
+    >>> scfm.tl.bulk_features(tumours)
+    >>> scfm.tl.associate(tumours, "X_scfm_bulk", duration_key="time", event_key="event")
+    """
+    if bdata.n_obs == 0:
+        raise ValueError("the AnnData has no samples (n_obs == 0)")
+    pretrained = resolve_model(model, families=("tgpt",))
+    source = expression_source(bdata, layer=layer)
+    nonzero = np.concatenate([block.data for _, _, block in iter_row_blocks(source.matrix, 4096)])
+    if nonzero.size and not np.all(np.isfinite(nonzero)):
+        raise ValueError(f"{source.label} contains NaN/inf values; remove or impute them before ranking genes")
+    if nonzero.size and nonzero.min() < 0:
+        raise ValueError(
+            f"{source.label} has negative values (min {nonzero.min():.3g}): tGPT ranks expressed genes, so it needs "
+            "expression levels where 0 means not expressed: counts, TPM/FPKM, or log(x + 1) of them. Log values "
+            "with a pseudo-count below 1, centred or z-scored data cannot be used; pass the un-centred values "
+            "(e.g. 2**x - pseudo_count for log2(x + pseudo_count))"
+        )
+    scale = detect_bulk_scale(nonzero)
+    try:
+        result = embed(
+            bdata,
+            pretrained,
+            layer=layer,
+            gene_key=gene_key,
+            batch_size=batch_size,
+            key_added=key_added,
+            device=device,
+            min_genes=min_genes,
+            progress=progress,
+            copy=copy,
+        )
+    except EmptySampleError as err:
+        raise EmptySampleError(f"{err}. In bulk data this usually means an all-zero sample row.") from err
+    target = result if copy else bdata
+    record = target.uns["scfm"][key_added]
+    record["input_scale"] = scale
+    record["task"] = "bulk_features"
+    return result
