@@ -103,7 +103,7 @@ def test_bulk_features_do_not_depend_on_the_scale(bulk, tiny_tgpt_checkpoint):
 def test_bulk_negative_values_are_rejected(bulk, tiny_tgpt_checkpoint):
     bulk.X = np.log2(bulk.X + 0.01)
     before = snapshot(bulk)
-    with pytest.raises(ValueError, match="negative values.*pseudo-count below 1"):
+    with pytest.raises(ValueError, match=r"negative values.*pseudo-count below 1"):
         bulk_features(bulk, tiny_tgpt_checkpoint)
     assert_unchanged(bulk, before)
 
@@ -115,7 +115,7 @@ def test_bulk_nan_and_empty_samples_are_rejected(bulk, tiny_tgpt_checkpoint):
         bulk_features(bulk, tiny_tgpt_checkpoint)
     bulk.X[3] = 0
     before = snapshot(bulk)
-    with pytest.raises(EmptySampleError, match="tumour3.*all-zero sample"):
+    with pytest.raises(EmptySampleError, match=r"tumour3.*all-zero sample"):
         bulk_features(bulk, tiny_tgpt_checkpoint)
     assert_unchanged(bulk, before)
 

@@ -6,11 +6,11 @@ from .tgpt import TGPT, TGPTConfig, TGPTModule
 
 __all__ = [
     "SCGPT",
+    "TGPT",
     "Checkpoint",
     "CheckpointError",
     "SCGPTConfig",
     "SCGPTModule",
-    "TGPT",
     "TGPTConfig",
     "TGPTModule",
     "bundled_checkpoint_names",

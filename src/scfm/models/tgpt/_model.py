@@ -9,7 +9,6 @@ from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 from anndata import AnnData
 from lightning.fabric.utilities.seed import seed_everything
 from scvi import REGISTRY_KEYS
@@ -342,5 +341,6 @@ class TGPT(BaseModelClass):
         """Load a tGPT checkpoint directory written by :meth:`save` and align ``adata`` to its vocabulary."""
         if adata is None:
             raise ValueError("TGPT.load needs the AnnData to align to the checkpoint")
-        return cls.from_pretrained(load_pretrained_tgpt(dir_path), adata, layer=layer, gene_key=gene_key,
-                                   min_genes=min_genes)
+        return cls.from_pretrained(
+            load_pretrained_tgpt(dir_path), adata, layer=layer, gene_key=gene_key, min_genes=min_genes
+        )
