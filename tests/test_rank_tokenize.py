@@ -69,3 +69,20 @@ def test_bad_input_is_rejected():
     negative.data[0] = -1.0
     with pytest.raises(ValueError):
         rank_tokenize_csr(negative, np.arange(40), begin_id=BEGIN, end_id=END, max_len=8)
+
+
+def test_ranked_dataset_items_equal_block_tokenisation():
+    from scfm.data import RankedSampleDataset
+
+    rng = np.random.default_rng(3)
+    dense = rng.poisson(0.7, size=(12, 40)).astype(np.float32)
+    matrix = sp.csr_matrix(dense)
+    matrix.data[::7] = 0.0  # explicitly stored zeros are not expressed
+    column_token_ids = np.arange(40) + 3
+    column_token_ids[::5] = -1  # genes outside the vocabulary
+    rows = np.array([11, 0, 5, 5])
+    dataset = RankedSampleDataset(matrix, column_token_ids, rows, begin_id=1, end_id=2, max_len=9)
+    expected = rank_tokenize_csr(matrix[rows], column_token_ids, begin_id=1, end_id=2, max_len=9)
+    assert len(dataset) == 4
+    for item, reference in zip(dataset, expected, strict=True):
+        np.testing.assert_array_equal(item, reference)

@@ -7,7 +7,7 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import Dataset
 
-from scfm.tokenize import rank_tokenize_csr
+from scfm.tokenize import check_values, rank_tokenize_csr, rank_tokens
 
 TOKEN_IDS = "token_ids"
 
@@ -37,24 +37,24 @@ class RankedSampleDataset(Dataset):
         end_id: int,
         max_len: int,
     ) -> None:
-        self.matrix = matrix
+        self.matrix = sp.csr_matrix(matrix) if not sp.isspmatrix_csr(matrix) else matrix
         self.column_token_ids = np.asarray(column_token_ids, dtype=np.int64)
         self.rows = np.asarray(rows, dtype=np.int64)
         self.begin_id, self.end_id, self.max_len = begin_id, end_id, max_len
+        # validates the column map and the values once, so that items can skip the checks
+        rank_tokenize_csr(self.matrix[:0], self.column_token_ids, begin_id=begin_id, end_id=end_id, max_len=max_len)
+        check_values(self.matrix.data, where="the training matrix")
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> np.ndarray:
         row = self.rows[index]
-        (tokens,) = rank_tokenize_csr(
-            self.matrix[row : row + 1],
-            self.column_token_ids,
-            begin_id=self.begin_id,
-            end_id=self.end_id,
-            max_len=self.max_len,
-        )
-        return tokens
+        start, stop = self.matrix.indptr[row], self.matrix.indptr[row + 1]
+        ids = self.column_token_ids[self.matrix.indices[start:stop]]
+        values = self.matrix.data[start:stop]
+        keep = (ids >= 0) & (values > 0)
+        return rank_tokens(ids[keep], values[keep], begin_id=self.begin_id, end_id=self.end_id, max_len=self.max_len)
 
 
 class PadTokens:
