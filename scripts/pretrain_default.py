@@ -102,6 +102,17 @@ class EpochCheckpoint(Callback):
         self.model.save(self.out, overwrite=True, model_card=card, **self.save_kwargs)
 
 
+class StopAfterEpochs(Callback):
+    """End training after ``n_epochs`` while keeping the learning-rate schedule planned for ``max_epochs``."""
+
+    def __init__(self, n_epochs: int) -> None:
+        self.n_epochs = n_epochs
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch + 1 >= self.n_epochs:
+            trainer.should_stop = True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/scgpt_default.yaml")
@@ -141,7 +152,9 @@ def main() -> None:
             f"- parameters: {n_params:,}; vocabulary: {len(vocab)} tokens ({len(vocab) - 4} human gene symbols)\n"
             f"- architecture: {recipe['model']}; inference settings: {recipe.get('export', {})}\n"
             f"- training: {train}\n"
-            f"- epochs completed: {epochs_done}; wall time so far: {(time.time() - start) / 60:.1f} min (2 CPU cores)\n"
+            + (f"- stopped after {stop_after} epochs of a {train['max_epochs']}-epoch schedule\n" if stop_after else "")
+            + f"- epochs completed: {epochs_done}; "
+            f"wall time so far: {(time.time() - start) / 60:.1f} min (2 CPU cores)\n"
             f"- final epoch losses: {json.dumps({k: round(v, 4) for k, v in losses.items()})}\n"
             f"- data: {corpus.n_obs} cells from {len(datasets)} datasets "
             f"({', '.join(f'{k} {v}' for k, v in datasets.items())});\n"
@@ -155,10 +168,15 @@ def main() -> None:
     callback = EpochCheckpoint(model, out, card, **save_kwargs)
     if family == "scgpt":
         train["measured_key"] = "dataset"
-    model.train(callbacks=[callback], enable_progress_bar=False, **train)
+    callbacks = [callback]
+    stop_after = train.pop("stop_after_epochs", None)
+    if stop_after is not None:
+        callbacks.append(StopAfterEpochs(stop_after))
+    epochs_done = stop_after or train["max_epochs"]
+    model.train(callbacks=callbacks, enable_progress_bar=False, **train)
     for key, value in recipe.get("export", {}).items():
         setattr(model.config, key, value)
-    model.save(out, overwrite=True, model_card=card(train["max_epochs"], callback.last_losses), **save_kwargs)
+    model.save(out, overwrite=True, model_card=card(epochs_done, callback.last_losses), **save_kwargs)
     print(f"done in {(time.time() - start) / 60:.1f} min -> {out} (export settings {recipe.get('export', {})})")
 
 

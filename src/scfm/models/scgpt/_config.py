@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from .._base import ConfigDict
 
 FAMILY = "scgpt"
 
 
 @dataclass
-class SCGPTConfig:
+class SCGPTConfig(ConfigDict):
     """Architecture and tokenisation settings of :class:`~scfm.models.SCGPT`.
 
     Parameters
@@ -106,14 +107,3 @@ class SCGPTConfig:
             problems.append(f"family is {self.family!r}, expected {FAMILY!r}")
         if problems:
             raise ValueError("invalid SCGPT config: " + "; ".join(problems))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SCGPTConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"config.json has unknown fields {unknown}; is this a checkpoint of another model family?")
-        return cls(**data)

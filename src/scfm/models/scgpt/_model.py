@@ -25,6 +25,7 @@ from scfm.genes import GeneVocab, align_genes
 from scfm.tokenize import check_values
 from scfm.train import WarmupCosineTrainingPlan
 
+from .._base import PretrainedModelMixin
 from .._checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights_strict, save_checkpoint
 from .._device import resolve_device
 from ._config import SCGPTConfig
@@ -85,7 +86,7 @@ def _pretrained_from_reference(path: str | os.PathLike, drop: tuple[str, ...] | 
     )
 
 
-class SCGPT(BaseModelClass):
+class SCGPT(PretrainedModelMixin, BaseModelClass):
     """scGPT (Cui et al. 2024): gene tokens with binned values, a ``<cls>`` cell token, a transformer encoder.
 
     Parameters
@@ -535,15 +536,6 @@ class SCGPT(BaseModelClass):
         return cls.from_pretrained(dir_path, adata, **kwargs)
 
     @classmethod
-    def _register_if_needed(cls, adata: AnnData, **setup_kwargs) -> None:
-        try:
-            registered = cls._get_most_recent_anndata_manager(adata, required=False) is not None
-        except ValueError:  # a copy of a registered AnnData: register the copy itself
-            registered = False
-        if not registered:
-            cls.setup_anndata(adata, **setup_kwargs)
-
-    @classmethod
     def from_pretrained(
         cls,
         name_or_path: str | os.PathLike | PretrainedSCGPT | None = "default",
@@ -572,19 +564,7 @@ class SCGPT(BaseModelClass):
         else:
             pretrained = load_pretrained_module(name_or_path)
         cls._register_if_needed(adata, layer=layer, batch_key=batch_key, labels_key=labels_key, gene_key=gene_key)
-        model = cls(
-            adata,
-            vocab=pretrained.vocab,
-            config=pretrained.module.config,
-            min_genes=min_genes,
-            on_duplicate=on_duplicate,
-        )
-        model.module.load_state_dict(pretrained.module.state_dict())
-        model.module.eval()
-        model.is_trained_ = True
-        model.checkpoint_name = pretrained.name
-        model.checkpoint_sha256 = pretrained.sha256
-        return model
+        return cls._from_loaded(pretrained, adata, min_genes=min_genes, on_duplicate=on_duplicate)
 
     @classmethod
     def from_scgpt_checkpoint(

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+from .._base import ConfigDict
 
 FAMILY = "tgpt"
 
 
 @dataclass
-class TGPTConfig:
+class TGPTConfig(ConfigDict):
     """Architecture and tokenisation settings of a tGPT model (Shen et al., 2023).
 
     Parameters
@@ -63,14 +64,3 @@ class TGPTConfig:
             problems.append(f"family is {self.family!r}, expected {FAMILY!r}")
         if problems:
             raise ValueError("invalid TGPT config: " + "; ".join(problems))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TGPTConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"config.json has unknown fields {unknown}; is this a checkpoint of another model family?")
-        return cls(**data)

@@ -22,6 +22,7 @@ from scfm.genes import GeneAlignment, GeneVocab, align_genes
 from scfm.tokenize import check_values, rank_tokenize_csr
 from scfm.train import WarmupCosineTrainingPlan
 
+from .._base import PretrainedModelMixin
 from .._checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights_strict, save_checkpoint
 from .._device import resolve_device
 from ._config import TGPTConfig
@@ -67,7 +68,7 @@ def load_pretrained_tgpt(name_or_path: str | os.PathLike = "tgpt") -> Pretrained
     return tgpt_from_checkpoint(load_checkpoint(name_or_path))
 
 
-class TGPT(BaseModelClass):
+class TGPT(PretrainedModelMixin, BaseModelClass):
     """tGPT (Shen et al. 2023): a sample is its expressed genes ranked by expression; a causal decoder predicts
     the next gene; the embedding is the mean of the last hidden states over the gene tokens.
 
@@ -307,25 +308,8 @@ class TGPT(BaseModelClass):
                 "scfm.models.tgpt.load_pretrained_tgpt or scfm.tl.embed(adata, model='tgpt')"
             )
         pretrained = name_or_path if isinstance(name_or_path, PretrainedTGPT) else load_pretrained_tgpt(name_or_path)
-        try:
-            registered = cls._get_most_recent_anndata_manager(adata, required=False) is not None
-        except ValueError:
-            registered = False
-        if not registered:
-            cls.setup_anndata(adata, layer=layer, gene_key=gene_key)
-        model = cls(
-            adata,
-            vocab=pretrained.vocab,
-            config=pretrained.module.config,
-            min_genes=min_genes,
-            on_duplicate=on_duplicate,
-        )
-        model.module.load_state_dict(pretrained.module.state_dict())
-        model.module.eval()
-        model.is_trained_ = True
-        model.checkpoint_name = pretrained.name
-        model.checkpoint_sha256 = pretrained.sha256
-        return model
+        cls._register_if_needed(adata, layer=layer, gene_key=gene_key)
+        return cls._from_loaded(pretrained, adata, min_genes=min_genes, on_duplicate=on_duplicate)
 
     @classmethod
     def load(
