@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     embed = sub.add_parser("embed", help="embed the cells of an .h5ad file; writes obsm[KEY] to OUTPUT")
     embed.add_argument("input", help="input .h5ad")
     embed.add_argument("output", help="output .h5ad (with --backed: obs, var names and the embedding, no matrix)")
-    embed.add_argument("--model", default=None, help="checkpoint directory or bundled name (default: bundled)")
+    embed.add_argument(
+        "--model", default=None, help="checkpoint directory or bundled name: default (scGPT) or tgpt (default: default)"
+    )
     embed.add_argument("--layer", default=None)
     embed.add_argument("--use-raw", action="store_true", help="read adata.raw")
     embed.add_argument("--gene-key", default=None, help="var column with gene symbols")
