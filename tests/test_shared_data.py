@@ -42,6 +42,26 @@ def test_backed_corpus_rows_match_in_memory(tmp_path):
 
 
 @pytest.mark.slow
+def test_tgpt_bulk_features_on_tcga_melanoma_carry_survival_signal():
+    bdata = ad.read_h5ad(DATA / "bulk" / "tcga_skcm_consica_472samples.h5ad")
+    scfm.tl.bulk_features(bdata)
+    record = bdata.uns["scfm"]["X_scfm_bulk"]
+    assert record["input_scale"] == "log" and record["family"] == "tgpt"
+    assert record["genes_matched"] > 600  # 666 of 2,454: the vocabulary keeps genes ranked high in single cells
+    table = scfm.tl.associate(bdata, "X_scfm_bulk", duration_key="time", event_key="event", binary_keys=["BRAFV600."])
+    scores = table.set_index(["outcome", "feature_set"])["mean"]
+    assert scores["survival", "features"] > 0.55  # 0.5 is no signal
+    assert scores["BRAFV600.", "features"] > 0.52
+    assert table["n_samples"].iloc[0] == 458  # 14 tumours without follow-up dropped
+
+
+def test_tgpt_refuses_probe_set_ids_with_a_mapping_hint():
+    bdata = ad.read_h5ad(DATA / "bulk" / "breast_cancer_GSE7390_desmedt2007_sksurv.h5ad")
+    with pytest.raises(ValueError, match="probe-set ids"):
+        scfm.tl.bulk_features(bdata)
+    assert "X_scfm_bulk" not in bdata.obsm
+
+
 def test_integrate_pancreas_improves_bio_conservation_over_zero_shot():
     """About 4 minutes on 2 cores: fine-tuned integration scored by scib-metrics beside the zero-shot embedding."""
     import scipy.sparse as sp
