@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/tgpt.py [--tasks bulk single-cell] [--mop-cells 3000] [--json results.json]
+    python benchmarks/tgpt.py [--tasks bulk single-cell pbmc] [--mop-cells 3000] [--json results.json]
 
 1. Bulk (``../shared/data/bulk``), with :func:`scfm.tl.associate` (5-fold CV, standardise -> PCA to 10
    components -> penalised Cox or logistic regression, fitted on the training folds):
@@ -17,7 +17,8 @@ Usage::
 2. Single cells: scib-metrics (unscaled) of zero-shot tGPT, zero-shot SCGPT (bundled default), random-weight
    tGPT and HVG+PCA on the pancreas integration set (528 cells, 3 studies) and on MOp RNA (``--mop-cells``
    cells, 2 batches; mouse symbols matched case-insensitively), plus 15-NN cell-type accuracy.
-3. Throughput: embedding cells/s of TGPT vs SCGPT on the same MOp cells, same process, CPU.
+   On ``sc.datasets.pbmc68k_reduced()`` (``adata.raw``): 5-fold 15-NN accuracy of ``bulk_labels`` (``pbmc``).
+3. Throughput: embedding cells/s of TGPT vs SCGPT on the same cells, same process, CPU.
 """
 
 from __future__ import annotations
@@ -167,9 +168,29 @@ def single_cell(name: str, adata: ad.AnnData, opts: argparse.Namespace) -> tuple
     return rows, speed
 
 
+def pbmc(opts: argparse.Namespace) -> list[dict]:
+    """5-fold 15-NN accuracy of ``bulk_labels`` on ``sc.datasets.pbmc68k_reduced()`` (``adata.raw``)."""
+    import scanpy as sc
+
+    from scfm.bench import hvg_pca
+
+    adata = sc.datasets.pbmc68k_reduced()
+    models = {"tGPT": TGPT_MODEL, "SCGPT": "default", "tGPT random weights": random_tgpt(opts.seed)}
+    for label, model in models.items():
+        scfm.tl.embed(adata, model, use_raw=True, key_added=label, progress=False)
+    hvg_pca(adata, use_raw=True, key_added="HVG+PCA")
+    chance = adata.obs["bulk_labels"].value_counts(normalize=True).max()
+    return [
+        {"method": key, "15-NN accuracy": knn_accuracy(adata, key, "bulk_labels"), "chance": chance}
+        for key in [*models, "HVG+PCA"]
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=["bulk", "single-cell"], choices=["bulk", "single-cell"])
+    parser.add_argument(
+        "--tasks", nargs="+", default=["bulk", "single-cell", "pbmc"], choices=["bulk", "single-cell", "pbmc"]
+    )
     parser.add_argument("--mop-cells", type=int, default=3000)
     parser.add_argument("--n-components", type=int, default=10)
     parser.add_argument("--min-genes", type=int, default=50)
@@ -204,6 +225,10 @@ def main() -> None:
         print("\n## Embedding throughput (CPU, same process; ratio to SCGPT on the same cells)\n")
         columns = ["dataset", "model", "cells", "seconds", "cells_per_s", "vs_SCGPT", "tokens_per_cell"]
         print(table(speed, [*columns, "genes_matched"]))
+    if "pbmc" in opts.tasks:
+        out["pbmc"] = pbmc(opts)
+        print("\n## pbmc68k_reduced: 5-fold 15-NN accuracy of bulk_labels\n")
+        print(table(out["pbmc"], ["method", "15-NN accuracy", "chance"]))
     if opts.json:
         opts.json.write_text(json.dumps(out, indent=2, default=float))
 
