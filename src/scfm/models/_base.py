@@ -1,4 +1,4 @@
-"""What the model families share: JSON config round trips, AnnData registration, adopting loaded weights."""
+"""What the model families share: JSON config round trips, AnnData registration, loading weights, training runs."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ class ConfigDict:
         return cls(**data)
 
 
-class PretrainedModelMixin:
-    """Helpers of ``from_pretrained`` for scvi-tools model classes built as ``cls(adata, vocab=, config=, ...)``."""
+class FoundationModelMixin:
+    """Helpers shared by scvi-tools model classes built as ``cls(adata, vocab=, config=, ...)``."""
 
     @classmethod
     def _register_if_needed(cls, adata: AnnData, **setup_kwargs) -> None:
@@ -53,3 +53,32 @@ class PretrainedModelMixin:
         model.checkpoint_name = pretrained.name
         model.checkpoint_sha256 = pretrained.sha256
         return model
+
+    def _run_training(
+        self,
+        plan,
+        data_module,
+        *,
+        max_epochs: int,
+        accelerator: str,
+        devices: int | str,
+        validation_size: float,
+        **trainer_kwargs,
+    ) -> None:
+        """Fit ``plan`` on ``data_module`` with scvi-tools' ``TrainRunner``; the module ends in eval mode."""
+        from scvi.train import TrainRunner
+
+        trainer_kwargs.setdefault("check_val_every_n_epoch", 1 if validation_size > 0 else None)
+        runner = TrainRunner(
+            self,
+            training_plan=plan,
+            data_splitter=data_module,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            **trainer_kwargs,
+        )
+        self.module.train()
+        runner()
+        self.module.eval()
+        self.checkpoint_name = "trained in session"

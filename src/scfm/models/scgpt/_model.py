@@ -18,14 +18,13 @@ from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, LayerField
 from scvi.model.base import BaseModelClass
-from scvi.train import TrainRunner
 
 from scfm.data import CellDataModule, MaskedValueCollator, TokenizedCellDataset, expression_source
 from scfm.genes import GeneVocab, align_genes
 from scfm.tokenize import check_values
 from scfm.train import WarmupCosineTrainingPlan
 
-from .._base import PretrainedModelMixin
+from .._base import FoundationModelMixin
 from .._checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights_strict, save_checkpoint
 from .._device import resolve_device
 from ._config import SCGPTConfig
@@ -86,7 +85,7 @@ def _pretrained_from_reference(path: str | os.PathLike, drop: tuple[str, ...] | 
     )
 
 
-class SCGPT(PretrainedModelMixin, BaseModelClass):
+class SCGPT(FoundationModelMixin, BaseModelClass):
     """scGPT (Cui et al. 2024): gene tokens with binned values, a ``<cls>`` cell token, a transformer encoder.
 
     Parameters
@@ -362,20 +361,15 @@ class SCGPT(PretrainedModelMixin, BaseModelClass):
             head_lr_factor=head_lr_factor,
             head_prefixes=("batch_discriminator.", "classifier."),
         )
-        trainer_kwargs.setdefault("check_val_every_n_epoch", 1 if validation_size > 0 else None)
-        runner = TrainRunner(
-            self,
-            training_plan=plan,
-            data_splitter=data_module,
+        self._run_training(
+            plan,
+            data_module,
             max_epochs=max_epochs,
             accelerator=accelerator,
             devices=devices,
+            validation_size=validation_size,
             **trainer_kwargs,
         )
-        self.module.train()
-        runner()
-        self.module.eval()
-        self.checkpoint_name = "trained in session"
 
     def _training_matrix(self) -> sp.csr_matrix:
         matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)

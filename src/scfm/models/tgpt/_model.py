@@ -15,14 +15,13 @@ from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField
 from scvi.model.base import BaseModelClass
-from scvi.train import TrainRunner
 
 from scfm.data import CellDataModule, PadTokens, RankedSampleDataset, expression_source
 from scfm.genes import GeneAlignment, GeneVocab, align_genes
 from scfm.tokenize import check_values, rank_tokenize_csr
 from scfm.train import WarmupCosineTrainingPlan
 
-from .._base import PretrainedModelMixin
+from .._base import FoundationModelMixin
 from .._checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights_strict, save_checkpoint
 from .._device import resolve_device
 from ._config import TGPTConfig
@@ -68,7 +67,7 @@ def load_pretrained_tgpt(name_or_path: str | os.PathLike = "tgpt") -> Pretrained
     return tgpt_from_checkpoint(load_checkpoint(name_or_path))
 
 
-class TGPT(PretrainedModelMixin, BaseModelClass):
+class TGPT(FoundationModelMixin, BaseModelClass):
     """tGPT (Shen et al. 2023): a sample is its expressed genes ranked by expression; a causal decoder predicts
     the next gene; the embedding is the mean of the last hidden states over the gene tokens.
 
@@ -198,20 +197,15 @@ class TGPT(PretrainedModelMixin, BaseModelClass):
             lengths=lengths,
         )
         plan = WarmupCosineTrainingPlan(self.module, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps)
-        trainer_kwargs.setdefault("check_val_every_n_epoch", 1 if validation_size > 0 else None)
-        runner = TrainRunner(
-            self,
-            training_plan=plan,
-            data_splitter=data_module,
+        self._run_training(
+            plan,
+            data_module,
             max_epochs=max_epochs,
             accelerator=accelerator,
             devices=devices,
+            validation_size=validation_size,
             **trainer_kwargs,
         )
-        self.module.train()
-        runner()
-        self.module.eval()
-        self.checkpoint_name = "trained in session"
 
     def _tokens(self, matrix: sp.csr_matrix, column_token_ids: np.ndarray) -> list[np.ndarray]:
         config = self.config
