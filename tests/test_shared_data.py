@@ -23,7 +23,7 @@ def test_embed_pancreas_mixed_counts_and_expected_counts():
     scfm.tl.embed(adata, progress=False, max_len=256)
     record = adata.uns["scfm"]["X_scfm"]
     assert adata.obsm["X_scfm"].shape == (528, 128)
-    assert record["genes_matched"] > 1350
+    assert record["genes_matched"] > 1300  # 1,341 of 1,403 with the compact 13,000-gene vocabulary
     assert record["n_empty_cells"] == 0
     assert record["n_subsampled_cells"] > 400  # most of these cells express more than 255 known genes
     assert scfm.bench.knn_accuracy(adata, "X_scfm", "cell_type") > 0.57  # above chance (share of beta cells)
