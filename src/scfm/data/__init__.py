@@ -1,6 +1,6 @@
 """AnnData -> batches: matrix access by row blocks, collation, length bucketing, training datasets."""
 
-from ._collate import length_bucketed_batches, pad_cells
+from ._collate import expressed_gene_counts, length_bucketed_batches, pad_cells
 from ._matrix import ExpressionSource, expression_source, iter_row_blocks, read_rows
 from ._pretraining import BucketBatchSampler, CellDataModule, MaskedValueCollator, TokenizedCellDataset, TrainingCell
 from ._ranked import TOKEN_IDS, PadTokens, RankedSampleDataset
@@ -15,6 +15,7 @@ __all__ = [
     "RankedSampleDataset",
     "TokenizedCellDataset",
     "TrainingCell",
+    "expressed_gene_counts",
     "expression_source",
     "iter_row_blocks",
     "length_bucketed_batches",

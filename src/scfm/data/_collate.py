@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from scfm.tokenize import CellTokens
@@ -42,3 +43,10 @@ def length_bucketed_batches(lengths: np.ndarray, batch_size: int, max_tokens: in
     if current:
         batches.append(np.asarray(current))
     return batches
+
+
+def expressed_gene_counts(matrix: sp.csr_matrix, column_token_ids: np.ndarray) -> np.ndarray:
+    """Expressed (value > 0) in-vocabulary genes per row, without tokenising (for length bucketing)."""
+    keep = (column_token_ids[matrix.indices] >= 0) & (matrix.data > 0)
+    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    return np.bincount(rows[keep], minlength=matrix.shape[0])

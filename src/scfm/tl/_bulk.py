@@ -11,18 +11,8 @@ from scfm.models.tgpt import EmptySampleError
 
 from ._embed import embed
 
-LOG_SCALE_MAX = 30.0
-
-
-def detect_bulk_scale(values: np.ndarray) -> str:
-    """``"counts"`` (non-negative integers), ``"log"`` (max <= 30, e.g. log2 TPM) or ``"linear"`` (TPM, FPKM...).
-
-    ``values`` are the non-zero entries of the matrix.
-    """
-    values = values[values != 0]
-    if values.size == 0 or np.all(np.mod(values, 1) == 0):
-        return "counts"
-    return "log" if float(values.max()) <= LOG_SCALE_MAX else "linear"
+# tl.embed's input kinds (from scfm.tokenize.detect_input_kind), named for bulk data
+BULK_SCALES = {"counts": "counts", "log1p": "log", "nonnegative": "linear"}
 
 
 def bulk_features(
@@ -83,17 +73,16 @@ def bulk_features(
         raise ValueError("the AnnData has no samples (n_obs == 0)")
     pretrained = resolve_model(model, families=("tgpt",))
     source = expression_source(bdata, layer=layer)
-    nonzero = np.concatenate([block.data for _, _, block in iter_row_blocks(source.matrix, 4096)])
-    if nonzero.size and not np.all(np.isfinite(nonzero)):
-        raise ValueError(f"{source.label} contains NaN/inf values; remove or impute them before ranking genes")
-    if nonzero.size and nonzero.min() < 0:
-        raise ValueError(
-            f"{source.label} has negative values (min {nonzero.min():.3g}): tGPT ranks expressed genes, so it needs "
-            "expression levels where 0 means not expressed: counts, TPM/FPKM, or log(x + 1) of them. Log values "
-            "with a pseudo-count below 1, centred or z-scored data cannot be used; pass the un-centred values "
-            "(e.g. 2**x - pseudo_count for log2(x + pseudo_count))"
-        )
-    scale = detect_bulk_scale(nonzero)
+    for _, _, block in iter_row_blocks(source.matrix, 4096):
+        if not np.all(np.isfinite(block.data)):
+            raise ValueError(f"{source.label} contains NaN/inf values; remove or impute them before ranking genes")
+        if block.nnz and block.data.min() < 0:
+            raise ValueError(
+                f"{source.label} has negative values (min {block.data.min():.3g}): tGPT ranks expressed genes, so it "
+                "needs expression levels where 0 means not expressed: counts, TPM/FPKM, or log(x + 1) of them. Log "
+                "values with a pseudo-count below 1, centred or z-scored data cannot be used; pass the un-centred "
+                "values (e.g. 2**x - pseudo_count for log2(x + pseudo_count))"
+            )
     try:
         result = embed(
             bdata,
@@ -111,6 +100,6 @@ def bulk_features(
         raise EmptySampleError(f"{err}. In bulk data this usually means an all-zero sample row.") from err
     target = result if copy else bdata
     record = target.uns["scfm"][key_added]
-    record["input_scale"] = scale
+    record["input_scale"] = BULK_SCALES[record["input_kind"]]
     record["task"] = "bulk_features"
     return result

@@ -19,7 +19,13 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, LayerField
 from scvi.model.base import BaseModelClass
 
-from scfm.data import CellDataModule, MaskedValueCollator, TokenizedCellDataset, expression_source
+from scfm.data import (
+    CellDataModule,
+    MaskedValueCollator,
+    TokenizedCellDataset,
+    expressed_gene_counts,
+    expression_source,
+)
 from scfm.genes import GeneVocab, align_genes
 from scfm.tokenize import check_values
 from scfm.train import WarmupCosineTrainingPlan
@@ -314,7 +320,7 @@ class SCGPT(FoundationModelMixin, BaseModelClass):
         if label_codes is not None and not (label_codes >= 0).any():
             raise ValueError("cls_weight > 0 but no cell has a label among the model's label_categories")
         tokenizer = binning_config(self.config, max_len)
-        lengths = _expressed_counts(matrix, column_token_ids, tokenizer.max_len)
+        lengths = np.minimum(expressed_gene_counts(matrix, column_token_ids) + 1, tokenizer.max_len)  # + <cls>
 
         def make_dataset(rows: np.ndarray) -> TokenizedCellDataset:
             return TokenizedCellDataset(
@@ -684,14 +690,6 @@ def _vocab_from_var(var, gene_key: str | None) -> GeneVocab:
     names = names.dropna().astype(str)
     names = names[(names != "") & ~names.str.match(r"^<.*>$")]
     return GeneVocab(list(dict.fromkeys(names)))
-
-
-def _expressed_counts(matrix: sp.csr_matrix, column_token_ids: np.ndarray, max_len: int) -> np.ndarray:
-    """Tokens per cell (``<cls>`` + expressed in-vocabulary genes, capped at ``max_len``)."""
-    keep = (column_token_ids[matrix.indices] >= 0) & (matrix.data > 0)
-    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
-    counts = np.bincount(rows[keep], minlength=matrix.shape[0])
-    return np.minimum(counts + 1, max_len)
 
 
 def _default_card(model: SCGPT) -> str:

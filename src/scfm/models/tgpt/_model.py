@@ -16,9 +16,9 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField
 from scvi.model.base import BaseModelClass
 
-from scfm.data import CellDataModule, PadTokens, RankedSampleDataset, expression_source
+from scfm.data import CellDataModule, PadTokens, RankedSampleDataset, expressed_gene_counts, expression_source
 from scfm.genes import GeneAlignment, GeneVocab, align_genes
-from scfm.tokenize import check_values, rank_tokenize_csr
+from scfm.tokenize import check_values
 from scfm.train import WarmupCosineTrainingPlan
 
 from .._base import FoundationModelMixin
@@ -141,13 +141,11 @@ class TGPT(FoundationModelMixin, BaseModelClass):
         manager.register_fields(adata, **kwargs)
         cls.register_manager(manager)
 
-    def _matrix(self, adata: AnnData) -> tuple[sp.csr_matrix, np.ndarray]:
-        layer = self.adata_manager.registry["setup_args"].get("layer")
-        source = expression_source(adata, layer=layer)
-        alignment = self.alignment if adata is self.adata else self._align(source)
+    def _training_matrix(self) -> tuple[sp.csr_matrix, np.ndarray]:
+        source = expression_source(self.adata, layer=self.adata_manager.registry["setup_args"].get("layer"))
         matrix = sp.csr_matrix(source.matrix, dtype=np.float32)
         check_values(matrix, where=source.label)
-        return matrix, alignment.column_token_ids()
+        return matrix, self.alignment.column_token_ids()
 
     def _align(self, source) -> GeneAlignment:
         return align_genes(
@@ -175,11 +173,10 @@ class TGPT(FoundationModelMixin, BaseModelClass):
     ) -> None:
         """Next-gene pretraining (causal language modelling over ranked genes) with AdamW, warm-up and cosine decay."""
         seed_everything(seed, verbose=False)
-        matrix, column_token_ids = self._matrix(self.adata)
+        matrix, column_token_ids = self._training_matrix()
         config = self.config
-        lengths = np.array(
-            [min(len(t), config.max_len) for t in self._tokens(matrix, column_token_ids)], dtype=np.int64
-        )
+        # <begin> + genes + <end>, or the context when the ranking is cut
+        lengths = np.minimum(expressed_gene_counts(matrix, column_token_ids) + 2, config.max_len)
 
         def make_dataset(rows: np.ndarray) -> RankedSampleDataset:
             return RankedSampleDataset(
@@ -205,12 +202,6 @@ class TGPT(FoundationModelMixin, BaseModelClass):
             devices=devices,
             validation_size=validation_size,
             **trainer_kwargs,
-        )
-
-    def _tokens(self, matrix: sp.csr_matrix, column_token_ids: np.ndarray) -> list[np.ndarray]:
-        config = self.config
-        return rank_tokenize_csr(
-            matrix, column_token_ids, begin_id=config.begin_id, end_id=config.end_id, max_len=config.max_len
         )
 
     def get_latent_representation(
