@@ -4,6 +4,7 @@ from ._collate import expressed_gene_counts, length_bucketed_batches, pad_cells
 from ._matrix import ExpressionSource, expression_source, iter_row_blocks, read_rows
 from ._pretraining import BucketBatchSampler, CellDataModule, MaskedValueCollator, TokenizedCellDataset, TrainingCell
 from ._ranked import TOKEN_IDS, PadTokens, RankedSampleDataset
+from ._sentences import SentenceBatchSampler, SentenceCollator, SentenceDataModule, plan_sentences
 
 __all__ = [
     "TOKEN_IDS",
@@ -13,6 +14,9 @@ __all__ = [
     "MaskedValueCollator",
     "PadTokens",
     "RankedSampleDataset",
+    "SentenceBatchSampler",
+    "SentenceCollator",
+    "SentenceDataModule",
     "TokenizedCellDataset",
     "TrainingCell",
     "expressed_gene_counts",
@@ -20,5 +24,6 @@ __all__ = [
     "iter_row_blocks",
     "length_bucketed_batches",
     "pad_cells",
+    "plan_sentences",
     "read_rows",
 ]

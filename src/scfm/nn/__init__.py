@@ -1,10 +1,14 @@
 """Model-agnostic neural-network blocks (never sees AnnData)."""
 
 from ._attention import SelfAttention
+from ._counts import NegativeBinomialDecoder, negative_binomial_log_likelihood
 from ._domain import BatchDiscriminator, ClassifierHead, DomainBatchNorm, reverse_gradient
 from ._embeddings import CategoryValueEmbedding, ConditionEmbedding, ContinuousValueEmbedding, GeneEmbedding
+from ._flow_attention import FlowAttention
 from ._heads import CellToGeneHead, ExpressionHead
 from ._masks import generative_attention_mask, padding_attention_mask
+from ._mixture import GaussianMixtureLatent, MixtureLatentOutput, gaussian_log_density
+from ._positional import SinusoidalPosition2D
 from ._transformer import TransformerLayer, TransformerStack
 
 __all__ = [
@@ -16,11 +20,18 @@ __all__ = [
     "ContinuousValueEmbedding",
     "DomainBatchNorm",
     "ExpressionHead",
+    "FlowAttention",
+    "GaussianMixtureLatent",
     "GeneEmbedding",
+    "MixtureLatentOutput",
+    "NegativeBinomialDecoder",
     "SelfAttention",
+    "SinusoidalPosition2D",
     "TransformerLayer",
     "TransformerStack",
+    "gaussian_log_density",
     "generative_attention_mask",
+    "negative_binomial_log_likelihood",
     "padding_attention_mask",
     "reverse_gradient",
 ]

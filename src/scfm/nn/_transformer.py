@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._attention import SelfAttention
+from ._flow_attention import FlowAttention
 
 _ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
 
@@ -27,6 +28,9 @@ class TransformerLayer(nn.Module):
     attention_dropout
         Dropout on attention probabilities. Off by default: on CPU it forces SDPA's slow math path,
         which materialises a random mask of size ``batch x heads x length^2``.
+    attention
+        ``"softmax"`` (:class:`SelfAttention`, SDPA) or ``"flow"`` (:class:`FlowAttention`, linear in the length;
+        no masks).
     """
 
     def __init__(
@@ -39,11 +43,17 @@ class TransformerLayer(nn.Module):
         norm_first: bool = False,
         layer_norm_eps: float = 1e-5,
         attention_dropout: float = 0.0,
+        attention: str = "softmax",
     ) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
-        self.self_attn = SelfAttention(d_model, n_heads, attention_dropout)
+        if attention == "softmax":
+            self.self_attn = SelfAttention(d_model, n_heads, attention_dropout)
+        elif attention == "flow":
+            self.self_attn = FlowAttention(d_model, n_heads)
+        else:
+            raise ValueError(f"attention must be 'softmax' or 'flow', got {attention!r}")
         self.linear1 = nn.Linear(d_model, d_hidden)
         self.linear2 = nn.Linear(d_hidden, d_model)
         self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps)
@@ -72,7 +82,7 @@ class TransformerLayer(nn.Module):
 
 
 class TransformerStack(nn.Module):
-    """``n_layers`` :class:`TransformerLayer` blocks (plus a final norm when pre-norm)."""
+    """``n_layers`` :class:`TransformerLayer` blocks (plus a final norm when pre-norm); ``attention`` as there."""
 
     def __init__(
         self,
@@ -83,10 +93,12 @@ class TransformerStack(nn.Module):
         dropout: float = 0.0,
         activation: str = "relu",
         norm_first: bool = False,
+        attention: str = "softmax",
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            TransformerLayer(d_model, n_heads, d_hidden, dropout, activation, norm_first) for _ in range(n_layers)
+            TransformerLayer(d_model, n_heads, d_hidden, dropout, activation, norm_first, attention=attention)
+            for _ in range(n_layers)
         )
         self.final_norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
 

@@ -1,0 +1,23 @@
+"""CellPLM family: cells as tokens, samples or spatial neighbourhoods as sentences, a Gaussian-mixture latent."""
+
+from ._config import CellPLMConfig
+from ._context import sample_labels, sentences_of, spatial_coordinates
+from ._inference import CellFeatures, cell_features, iter_sentences
+from ._model import CellPLM, PretrainedCellPLM, cellplm_from_checkpoint, load_pretrained_cellplm
+from ._module import CellPLMModule, relative_coordinates
+
+__all__ = [
+    "CellFeatures",
+    "CellPLM",
+    "CellPLMConfig",
+    "CellPLMModule",
+    "PretrainedCellPLM",
+    "cell_features",
+    "cellplm_from_checkpoint",
+    "iter_sentences",
+    "load_pretrained_cellplm",
+    "relative_coordinates",
+    "sample_labels",
+    "sentences_of",
+    "spatial_coordinates",
+]

@@ -1,0 +1,132 @@
+"""Streaming CellPLM inference: per-cell features by row blocks, then the transformer sentence by sentence."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from tqdm.auto import tqdm
+
+from scfm.data import ExpressionSource, iter_row_blocks
+from scfm.genes import GeneAlignment
+from scfm.tokenize import check_values, detect_input_kind
+
+from .._device import autocast_context
+from ._module import CellPLMModule
+
+
+@dataclass
+class CellFeatures:
+    """Stage one of inference, for the cells read (in the order read).
+
+    Attributes
+    ----------
+    features
+        ``(n, d_model)`` float32: ``transform(x) @ gene_embedding`` over the matched genes.
+    library
+        ``(n,)`` counts over the matched genes (after undoing ``log1p`` for log-normalised input).
+    input_kind
+        What the values looked like: ``"counts"``, ``"log1p"`` or ``"nonnegative"``.
+    """
+
+    features: np.ndarray
+    library: np.ndarray
+    input_kind: str
+
+    @property
+    def n_empty_cells(self) -> int:
+        return int(np.count_nonzero(self.library == 0))
+
+
+def matched_counts(block: sp.csr_matrix, alignment: GeneAlignment, input_kind: str) -> sp.csr_matrix:
+    """The block's matched columns (in ``alignment.var_index`` order), back on a linear scale."""
+    matched = sp.csr_matrix(block[:, alignment.var_index], dtype=np.float64)
+    if input_kind == "log1p":
+        matched.data = np.expm1(matched.data)
+    return matched
+
+
+def _check_kind(input_kind: str, module: CellPLMModule, require_counts: bool, where: str) -> None:
+    if input_kind == "counts":
+        return
+    if require_counts:
+        raise ValueError(
+            f"{where} does not hold raw counts (values look {input_kind}); this operation predicts counts, so pass "
+            "the raw counts (e.g. layer='counts' or use_raw=True)"
+        )
+    if module.config.normalize_total is None:
+        raise ValueError(
+            f"{where} does not hold raw counts (values look {input_kind}) and this model embeds log1p of raw "
+            "counts (normalize_total=None, as the reference CellPLM); pass the raw counts (e.g. layer='counts')"
+        )
+
+
+@torch.inference_mode()
+def cell_features(
+    module: CellPLMModule,
+    source: ExpressionSource,
+    alignment: GeneAlignment,
+    *,
+    block_size: int = 4096,
+    rows: np.ndarray | None = None,
+    require_counts: bool = False,
+) -> CellFeatures:
+    """Stage one: read ``block_size`` rows at a time and keep only each cell's ``d_model`` features.
+
+    Raises
+    ------
+    ValueError
+        NaN/inf or negative values; input that is not counts when counts are needed (see ``require_counts``
+        and ``normalize_total``).
+    """
+    config = module.config
+    embedding = module.gene_embedding.detach().float().cpu().numpy()
+    gene_rows = embedding[alignment.token_ids - config.first_gene_id].astype(np.float64)
+    n_obs = source.n_obs if rows is None else len(rows)
+    features = np.zeros((n_obs, config.d_model), dtype=np.float32)
+    library = np.zeros(n_obs, dtype=np.float64)
+    input_kind = None
+    for start, stop, block in iter_row_blocks(source.matrix, block_size, rows):
+        check_values(block, where=source.label)
+        if input_kind is None:
+            input_kind = detect_input_kind(block)
+            _check_kind(input_kind, module, require_counts, source.label)
+        counts = matched_counts(block, alignment, input_kind)
+        row_library = np.asarray(counts.sum(1)).ravel()
+        library[start:stop] = row_library
+        if config.normalize_total is not None:
+            scale = config.normalize_total / np.maximum(row_library, 1e-8)
+            counts.data *= np.repeat(scale, np.diff(counts.indptr))
+        counts.data = np.log1p(counts.data)
+        features[start:stop] = counts @ gene_rows
+    return CellFeatures(features, library, input_kind or "counts")
+
+
+def sentence_coordinates(coordinates: np.ndarray | None, cells: np.ndarray) -> torch.Tensor | None:
+    return None if coordinates is None else torch.as_tensor(coordinates[cells], dtype=torch.float32)
+
+
+@torch.inference_mode()
+def iter_sentences(
+    module: CellPLMModule,
+    features: np.ndarray,
+    sentences: list[np.ndarray],
+    *,
+    coordinates: np.ndarray | None,
+    device: torch.device,
+    progress: bool = False,
+) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """Stage two: yield ``(cells, latent mean)`` per sentence (``cells`` index ``features``)."""
+    module.eval()
+    bar = tqdm(total=int(sum(len(s) for s in sentences)), desc="scfm (cellplm)", unit="cell", disable=not progress)
+    for cells in sentences:
+        x = torch.from_numpy(features[cells]).to(device)
+        where = sentence_coordinates(coordinates, cells)
+        with autocast_context(device):
+            latent = module.embed_sentence(x, None if where is None else where.to(device))
+        yield cells, latent.float()
+        bar.update(len(cells))
+    bar.close()

@@ -1,0 +1,80 @@
+"""Negative-binomial count likelihood and a decoder from a cell latent to NB parameters over genes."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def negative_binomial_log_likelihood(
+    counts: torch.Tensor, mean: torch.Tensor, theta: torch.Tensor, eps: float = 1e-8
+) -> torch.Tensor:
+    """Element-wise ``log NB(counts; mean, inverse dispersion theta)`` (the scVI parameterisation).
+
+    ``Var = mean + mean^2 / theta``. Shapes broadcast.
+    """
+    log_theta_mean = torch.log(theta + mean + eps)
+    return (
+        theta * (torch.log(theta + eps) - log_theta_mean)
+        + counts * (torch.log(mean + eps) - log_theta_mean)
+        + torch.lgamma(counts + theta)
+        - torch.lgamma(theta)
+        - torch.lgamma(counts + 1.0)
+    )
+
+
+class NegativeBinomialDecoder(nn.Module):
+    """Latent -> NB mean proportions over ``n_genes`` and a per-gene inverse dispersion.
+
+    ``n_layers - 1`` blocks of Linear, PReLU, dropout and LayerNorm, then a ReLU bottleneck and a linear map to
+    one logit per gene. Expected counts of a cell are ``softmax(logits over its measured genes) * library``, so
+    genes a dataset did not measure take no share of its library.
+
+    Parameters
+    ----------
+    d_in, d_hidden, n_genes, n_layers
+        Latent width, hidden width, output genes and depth (``n_layers >= 1``).
+    dropout
+        Dropout in the hidden blocks.
+    d_bottleneck
+        Width of the layer before the gene logits.
+    """
+
+    def __init__(
+        self, d_in: int, d_hidden: int, n_genes: int, n_layers: int = 2, dropout: float = 0.0, d_bottleneck: int = 128
+    ) -> None:
+        super().__init__()
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+        self.layers = nn.ModuleList(
+            nn.Sequential(
+                nn.Linear(d_in if i == 0 else d_hidden, d_hidden),
+                nn.PReLU(),
+                nn.Dropout(dropout),
+                nn.LayerNorm(d_hidden),
+            )
+            for i in range(n_layers - 1)
+        )
+        self.bottleneck = nn.Linear(d_hidden if n_layers > 1 else d_in, d_bottleneck)
+        self.gene_logits = nn.Linear(d_bottleneck, n_genes)
+        self.log_theta = nn.Parameter(torch.zeros(n_genes))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``(n, n_genes)`` logits of the expression proportions."""
+        for layer in self.layers:
+            z = layer(z)
+        return self.gene_logits(F.relu(self.bottleneck(z)))
+
+    def theta(self) -> torch.Tensor:
+        """``(n_genes,)`` inverse dispersion, clamped to ``[1e-4, 1e4]``."""
+        return self.log_theta.exp().clamp(1e-4, 1e4)
+
+    @staticmethod
+    def expected_counts(
+        logits: torch.Tensor, library: torch.Tensor, measured: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``softmax(logits)`` over the ``measured`` genes (bool, broadcastable; others get 0) times ``library``."""
+        if measured is not None:
+            logits = logits.masked_fill(~measured, float("-inf"))
+        return torch.softmax(logits, dim=-1) * library[..., None]
