@@ -90,8 +90,9 @@ def plan_sentences(
     small = np.flatnonzero(counts < min_sample_size)
     if small.size:
         uniques = pd.unique(np.asarray(samples)) if samples is not None else np.array(["all cells"])
+        examples = [str(u) for u in uniques[small][:5]]
         raise ValueError(
-            f"{small.size} samples have fewer than {min_sample_size} cells (e.g. {[str(u) for u in uniques[small][:5]]}); "
+            f"{small.size} samples have fewer than {min_sample_size} cells (e.g. {examples}); "
             "a CellPLM sentence needs other cells of the same sample as context: merge small samples, drop them, "
             "or pass sample_key=None to treat all cells as one sample"
         )
