@@ -64,7 +64,8 @@ def plan_sentences(
     samples
         Sample label per cell (``None``: one sample). Sentences never mix samples.
     coordinates
-        ``(n, 2)`` finite coordinates: group by spatial neighbourhood instead of by hash.
+        ``(n, 2)`` coordinates: group by spatial neighbourhood instead of by hash. A sample whose coordinates
+        are all NaN is grouped by hash (a non-spatial sample beside spatial ones).
     seed
         Seed of the hash grouping.
     min_sample_size
@@ -101,18 +102,23 @@ def plan_sentences(
     sentences: list[np.ndarray] = []
     for label in range(len(counts)):
         cells = np.flatnonzero(labels == label)
-        if coordinates is None:
-            sentences.extend(_split_evenly(cells[np.argsort(rank[cells])], context))
-        else:
+        if _has_positions(coordinates, cells):
             sentences.extend(_spatial_split(cells, np.asarray(coordinates, dtype=np.float64), rank, context))
+        else:
+            sentences.extend(_split_evenly(cells[np.argsort(rank[cells])], context))
     return sentences
+
+
+def _has_positions(coordinates: np.ndarray | None, cells: np.ndarray) -> bool:
+    return coordinates is not None and bool(np.isfinite(coordinates[cells]).all())
 
 
 class SentenceBatchSampler(Sampler[list[int]]):
     """Each epoch, cut the cells of each sample into random sentences of at most ``context`` cells.
 
-    Non-spatial samples are shuffled with torch's global RNG (seed it for reproducible runs), so the sentences
-    differ from epoch to epoch; spatial samples keep their k-d neighbourhoods. Sentences come in random order.
+    Non-spatial samples (no coordinates, or all NaN) are shuffled with torch's global RNG (seed it for
+    reproducible runs), so the sentences differ from epoch to epoch; spatial samples keep their k-d
+    neighbourhoods. Sentences come in random order.
     ``cells`` are positions into the full matrix; yielded batches are lists of such positions.
     """
 
@@ -128,28 +134,25 @@ class SentenceBatchSampler(Sampler[list[int]]):
         self.context = context
         labels = np.zeros(len(self.cells), dtype=np.int64) if samples is None else pd.factorize(samples[self.cells])[0]
         self.groups = [self.cells[labels == label] for label in range(labels.max() + 1 if len(labels) else 0)]
-        self.coordinates = coordinates
-        if coordinates is not None:
-            rank = np.zeros(int(self.cells.max()) + 1 if len(self.cells) else 0, dtype=np.int64)
-            self.spatial = [
-                s for group in self.groups for s in _spatial_split(group, np.asarray(coordinates, float), rank, context)
-            ]
+        rank = np.zeros(int(self.cells.max()) + 1 if len(self.cells) else 0, dtype=np.int64)
+        self.spatial = [
+            s
+            for group in self.groups
+            if _has_positions(coordinates, group)
+            for s in _spatial_split(group, np.asarray(coordinates, float), rank, context)
+        ]
+        self.shuffled = [group for group in self.groups if not _has_positions(coordinates, group)]
 
     def __iter__(self):
-        if self.coordinates is not None:
-            sentences = list(self.spatial)
-        else:
-            sentences = []
-            for group in self.groups:
-                order = group[torch.randperm(len(group)).numpy()]
-                sentences.extend(_split_evenly(order, self.context))
+        sentences = list(self.spatial)
+        for group in self.shuffled:
+            order = group[torch.randperm(len(group)).numpy()]
+            sentences.extend(_split_evenly(order, self.context))
         for i in torch.randperm(len(sentences)).tolist():
             yield sentences[i].tolist()
 
     def __len__(self) -> int:
-        if self.coordinates is not None:
-            return len(self.spatial)
-        return int(sum(-(-len(group) // self.context) for group in self.groups))
+        return len(self.spatial) + int(sum(-(-len(group) // self.context) for group in self.shuffled))
 
 
 class SentenceCollator:
@@ -179,14 +182,14 @@ class SentenceCollator:
 
     def __call__(self, rows: list[int]) -> dict[str, torch.Tensor]:
         rows = np.asarray(rows, dtype=np.int64)
-        batch = {
+        positions = torch.zeros(0, 2)
+        if _has_positions(self.coordinates, rows):
+            positions = torch.as_tensor(self.coordinates[rows], dtype=torch.float32)
+        return {
             "counts": torch.as_tensor(self.counts[rows].toarray(), dtype=torch.float32),
             "measured": self.measured_masks[torch.as_tensor(self.measured_groups[rows])],
-            "coordinates": torch.zeros(0, 2)
-            if self.coordinates is None
-            else torch.as_tensor(self.coordinates[rows], dtype=torch.float32),
+            "coordinates": positions,
         }
-        return batch
 
 
 class SentenceDataModule(LightningDataModule):

@@ -33,6 +33,8 @@ BUNDLED = {
     "scgpt-default": "scgpt_default",
     "tgpt": "tgpt_default",
     "tgpt-default": "tgpt_default",
+    "cellplm": "cellplm_default",
+    "cellplm-default": "cellplm_default",
 }
 
 

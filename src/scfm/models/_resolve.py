@@ -6,18 +6,24 @@ import os
 from collections.abc import Sequence
 
 from ._checkpoint import CheckpointError, load_checkpoint
+from .cellplm import CellPLM, PretrainedCellPLM, cellplm_from_checkpoint
 from .scgpt import SCGPT, PretrainedSCGPT, load_pretrained_module, scgpt_from_checkpoint
 from .scgpt._convert import is_reference_checkpoint_dir
 from .tgpt import TGPT, PretrainedTGPT, tgpt_from_checkpoint
 
-Pretrained = PretrainedSCGPT | PretrainedTGPT
-ModelArg = str | os.PathLike | SCGPT | TGPT | PretrainedSCGPT | PretrainedTGPT | None
+Pretrained = PretrainedSCGPT | PretrainedTGPT | PretrainedCellPLM
+ModelArg = str | os.PathLike | SCGPT | TGPT | CellPLM | PretrainedSCGPT | PretrainedTGPT | PretrainedCellPLM | None
 
-_FROM_CHECKPOINT = {"scgpt": scgpt_from_checkpoint, "tgpt": tgpt_from_checkpoint}
+_FROM_CHECKPOINT = {"scgpt": scgpt_from_checkpoint, "tgpt": tgpt_from_checkpoint, "cellplm": cellplm_from_checkpoint}
+_LOADED = {SCGPT: PretrainedSCGPT, TGPT: PretrainedTGPT, CellPLM: PretrainedCellPLM}
 
 
 def family_of(pretrained: Pretrained) -> str:
-    return "tgpt" if isinstance(pretrained, PretrainedTGPT) else "scgpt"
+    if isinstance(pretrained, PretrainedTGPT):
+        return "tgpt"
+    if isinstance(pretrained, PretrainedCellPLM):
+        return "cellplm"
+    return "scgpt"
 
 
 def resolve_model(model: ModelArg, families: Sequence[str] = ("scgpt",)) -> Pretrained:
@@ -28,14 +34,11 @@ def resolve_model(model: ModelArg, families: Sequence[str] = ("scgpt",)) -> Pret
     CheckpointError
         The checkpoint's family is not one of ``families`` (the tool cannot use it).
     """
-    if isinstance(model, PretrainedSCGPT | PretrainedTGPT):
+    if isinstance(model, PretrainedSCGPT | PretrainedTGPT | PretrainedCellPLM):
         pretrained = model
-    elif isinstance(model, SCGPT):
-        pretrained = PretrainedSCGPT(
-            model.module, model.vocab, model.checkpoint_name, "in-memory model", model.checkpoint_sha256 or "none"
-        )
-    elif isinstance(model, TGPT):
-        pretrained = PretrainedTGPT(
+    elif isinstance(model, SCGPT | TGPT | CellPLM):
+        loaded = next(cls for kind, cls in _LOADED.items() if isinstance(model, kind))
+        pretrained = loaded(
             model.module, model.vocab, model.checkpoint_name, "in-memory model", model.checkpoint_sha256 or "none"
         )
     elif model is not None and is_reference_checkpoint_dir(model):
@@ -54,5 +57,5 @@ def resolve_model(model: ModelArg, families: Sequence[str] = ("scgpt",)) -> Pret
 def _wrong_family(family: str, families: Sequence[str], where: str) -> str:
     return (
         f"{where} is a {family!r} model; this tool accepts {' or '.join(repr(f) for f in families)} models "
-        f"(bundled: 'default'/'scgpt' for scGPT, 'tgpt' for tGPT)"
+        f"(bundled: 'default'/'scgpt' for scGPT, 'tgpt' for tGPT, 'cellplm' for CellPLM)"
     )

@@ -11,6 +11,7 @@ from scfm.data import expression_source
 from scfm.genes import align_genes
 from scfm.models._device import resolve_device
 from scfm.models._resolve import ModelArg, family_of, resolve_model
+from scfm.models.cellplm import embed_cells_as_tokens, sentences_of
 from scfm.models.scgpt import embed_cells
 from scfm.models.tgpt import embed_ranked
 
@@ -32,6 +33,9 @@ def embed(
     min_genes: int = 50,
     on_duplicate: Literal["error", "first"] = "error",
     block_size: int = 4096,
+    sample_key: str | None = None,
+    spatial_key: str | None = None,
+    context: int | None = None,
     progress: bool = True,
     copy: bool = False,
 ) -> AnnData | None:
@@ -42,8 +46,12 @@ def embed(
     subsampled with a generator seeded from the cell itself, so a cell's embedding never depends on the batch,
     the chunk, or the order of cells. tGPT models (``model="tgpt"``): a cell is its expressed known genes
     ranked by expression (highest first, ties by vocabulary id, cut to the context) and the embedding is the
-    mean of the last hidden states over those genes. The matrix is read ``block_size`` rows at a time (dense,
-    CSR, CSC or backed ``.h5ad``), never densified as a whole; batches group cells of similar length.
+    mean of the last hidden states over those genes. CellPLM models (``model="cellplm"``): each cell is one token
+    and the cells of a sample (``sample_key``) or spatial neighbourhood (``spatial_key``) are read together in
+    sentences of at most ``context`` cells, grouped by a seeded hash of the cell names or by a k-d split of the
+    coordinates, so the result does not depend on cell order or batch size; the embedding is the posterior mean
+    of the Gaussian-mixture latent. The matrix is read ``block_size`` rows at a time (dense, CSR, CSC or
+    backed ``.h5ad``), never densified as a whole; batches group cells of similar length.
 
     Parameters
     ----------
@@ -52,10 +60,10 @@ def embed(
         A file opened with ``sc.read_h5ad(path, backed="r")`` is streamed from disk.
     model
         ``None`` for the bundled default (scGPT) checkpoint, a bundled name (``"default"``/``"scgpt"``,
-        ``"tgpt"``), an scfm checkpoint directory of either family, a checkpoint directory of the reference scGPT
-        code (``best_model.pt``, ``args.json``, ``vocab.json``; converted in memory, see
-        ``docs/scgpt_checkpoints.md``), or an :class:`~scfm.models.SCGPT`/:class:`~scfm.models.TGPT` instance.
-        Nothing is downloaded.
+        ``"tgpt"``, ``"cellplm"``), an scfm checkpoint directory of any family, a checkpoint directory of the
+        reference scGPT code (``best_model.pt``, ``args.json``, ``vocab.json``; converted in memory, see
+        ``docs/scgpt_checkpoints.md``), or an :class:`~scfm.models.SCGPT`/:class:`~scfm.models.TGPT`/
+        :class:`~scfm.models.CellPLM` instance. Nothing is downloaded.
     layer
         Layer to read instead of ``adata.X``.
     use_raw
@@ -64,7 +72,7 @@ def embed(
         ``adata.var`` column with gene symbols (default: ``var_names``; Ensembl var_names fall back to a
         symbol column such as ``gene_symbols`` when one exists).
     batch_size
-        Cells per forward pass (memory only; results do not depend on it).
+        Cells per forward pass (memory only; results do not depend on it). CellPLM runs one sentence per pass.
     key_added
         Results go to ``adata.obsm[key_added]`` and ``adata.uns["scfm"][key_added]``.
     device
@@ -78,6 +86,9 @@ def embed(
         Gene-alignment rules, see :func:`scfm.genes.align_genes`.
     block_size
         Rows read from the matrix at a time (bounds memory for backed data).
+    sample_key, spatial_key, context
+        CellPLM only: the ``obs`` column of samples (sentences never mix samples; default one sample), the
+        ``obsm`` key of ``(n_obs, 2)`` coordinates, and the most cells per sentence (default: the checkpoint's).
     progress
         Show a progress bar.
     copy
@@ -114,9 +125,19 @@ def embed(
     source = expression_source(adata, layer=layer, use_raw=use_raw)
     if source.var.shape[0] == 0:
         raise ValueError("the AnnData has no genes (n_vars == 0)")
-    pretrained = resolve_model(model, families=("scgpt", "tgpt"))
+    pretrained = resolve_model(model, families=("scgpt", "tgpt", "cellplm"))
     family = family_of(pretrained)
     config = pretrained.module.config
+    cellplm_args = {"sample_key": sample_key, "spatial_key": spatial_key, "context": context}
+    if family != "cellplm" and any(v is not None for v in cellplm_args.values()):
+        given = sorted(k for k, v in cellplm_args.items() if v is not None)
+        raise ValueError(f"{given} only apply to CellPLM models (cells as tokens); this is a {family!r} model")
+    if family == "cellplm" and max_len is not None:
+        raise ValueError("max_len does not apply to a CellPLM model (a cell is one token); use context= (cells)")
+    if family == "cellplm":
+        sentences, coordinates = sentences_of(
+            adata, sample_key=sample_key, spatial_key=spatial_key, context=context or config.context
+        )
     if family == "tgpt" and max_len is not None and max_len != config.max_len:
         raise ValueError(
             f"max_len={max_len} cannot be used with a tGPT model: its context is fixed at {config.max_len} tokens "
@@ -129,7 +150,19 @@ def embed(
     module = pretrained.module.to(target)
     start = time.perf_counter()
     common = {"device": target, "batch_size": batch_size, "block_size": block_size, "normalize": normalize}
-    if family == "tgpt":
+    if family == "cellplm":
+        result = embed_cells_as_tokens(
+            module, source, alignment, sentences, coordinates=coordinates, progress=progress, **common
+        )
+        tokenizer = {
+            "tokenizer": "cell",
+            "context": context or config.context,
+            "n_sentences": len(sentences),
+            "sample_key": sample_key,
+            "spatial_key": spatial_key,
+            "n_empty_cells": result.n_empty_cells,
+        }
+    elif family == "tgpt":
         result = embed_ranked(module, source, alignment, progress=progress, obs_names=adata.obs_names, **common)
         tokenizer = {"tokenizer": "rank", "max_len": config.max_len, "n_truncated_cells": result.n_subsampled_cells}
     else:

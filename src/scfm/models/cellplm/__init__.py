@@ -2,7 +2,8 @@
 
 from ._config import CellPLMConfig
 from ._context import sample_labels, sentences_of, spatial_coordinates
-from ._inference import CellFeatures, cell_features, iter_sentences
+from ._convert import convert_reference_state_dict, write_converted_cellplm
+from ._inference import CellFeatures, cell_features, embed_cells_as_tokens, iter_sentences
 from ._model import CellPLM, PretrainedCellPLM, cellplm_from_checkpoint, load_pretrained_cellplm
 from ._module import CellPLMModule, relative_coordinates
 
@@ -14,10 +15,13 @@ __all__ = [
     "PretrainedCellPLM",
     "cell_features",
     "cellplm_from_checkpoint",
+    "convert_reference_state_dict",
+    "embed_cells_as_tokens",
     "iter_sentences",
     "load_pretrained_cellplm",
     "relative_coordinates",
     "sample_labels",
     "sentences_of",
     "spatial_coordinates",
+    "write_converted_cellplm",
 ]

@@ -22,8 +22,14 @@ def sample_labels(adata: AnnData, sample_key: str | None) -> np.ndarray | None:
     return np.asarray(labels.astype(str))
 
 
-def spatial_coordinates(adata: AnnData, spatial_key: str | None) -> np.ndarray | None:
-    """``adata.obsm[spatial_key]`` as ``(n, 2)`` float64 (``None`` when no key), with clear errors."""
+def spatial_coordinates(
+    adata: AnnData, spatial_key: str | None, samples: np.ndarray | None = None
+) -> np.ndarray | None:
+    """``adata.obsm[spatial_key]`` as ``(n, 2)`` float64 (``None`` when no key), with clear errors.
+
+    With ``samples``, a sample whose cells all have NaN coordinates is a non-spatial sample (e.g. dissociated
+    cells trained beside spatial sections); NaN for only some cells of a sample is an error.
+    """
     if spatial_key is None:
         return None
     if spatial_key not in adata.obsm:
@@ -42,11 +48,17 @@ def spatial_coordinates(adata: AnnData, spatial_key: str | None) -> np.ndarray |
         raise ValueError(f"adata.obsm[{spatial_key!r}] is not numeric (dtype {coordinates.dtype})")
     coordinates = coordinates.astype(np.float64)
     bad = ~np.isfinite(coordinates).all(1)
+    if bad.any() and samples is not None:
+        partial = [str(label) for label in np.unique(samples[bad]) if not bad[samples == label].all()]
+        if not partial:
+            return coordinates
+        bad &= np.isin(samples, partial)
     if bad.any():
         names = list(adata.obs_names[bad][:5])
         raise ValueError(
             f"adata.obsm[{spatial_key!r}] has NaN/inf coordinates for {int(bad.sum())} cells (e.g. {names}); "
-            "drop those cells or pass spatial_key=None"
+            "drop those cells, pass spatial_key=None, or (with a sample_key) give a whole sample NaN coordinates "
+            "to read it without positions"
         )
     return coordinates
 
@@ -56,7 +68,7 @@ def sentences_of(
 ) -> tuple[list[np.ndarray], np.ndarray | None]:
     """Sentences of ``adata`` and its coordinates (validated), see :func:`scfm.data.plan_sentences`."""
     samples = sample_labels(adata, sample_key)
-    coordinates = spatial_coordinates(adata, spatial_key)
+    coordinates = spatial_coordinates(adata, spatial_key, samples)
     sentences = plan_sentences(
         np.asarray(adata.obs_names), context=context, samples=samples, coordinates=coordinates, seed=seed
     )

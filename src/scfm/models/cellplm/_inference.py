@@ -15,6 +15,7 @@ from scfm.genes import GeneAlignment
 from scfm.tokenize import check_values, detect_input_kind
 
 from .._device import autocast_context
+from .._embedding import EmbeddingResult, l2_normalise
 from ._module import CellPLMModule
 
 
@@ -106,7 +107,10 @@ def cell_features(
 
 
 def sentence_coordinates(coordinates: np.ndarray | None, cells: np.ndarray) -> torch.Tensor | None:
-    return None if coordinates is None else torch.as_tensor(coordinates[cells], dtype=torch.float32)
+    """Coordinates of a sentence's cells, ``None`` when there are none (or the sample has only NaN)."""
+    if coordinates is None or not np.isfinite(coordinates[cells]).all():
+        return None
+    return torch.as_tensor(coordinates[cells], dtype=torch.float32)
 
 
 @torch.inference_mode()
@@ -130,3 +134,29 @@ def iter_sentences(
         yield cells, latent.float()
         bar.update(len(cells))
     bar.close()
+
+
+def embed_cells_as_tokens(
+    module: CellPLMModule,
+    source: ExpressionSource,
+    alignment: GeneAlignment,
+    sentences: list[np.ndarray],
+    *,
+    coordinates: np.ndarray | None,
+    device: torch.device,
+    batch_size: int = 64,
+    block_size: int = 4096,
+    normalize: bool = True,
+    progress: bool = True,
+) -> EmbeddingResult:
+    """Latent means of every cell of ``source``, sentence by sentence (``batch_size`` is not used: one sentence
+    per forward pass). Cells that express none of the matched genes are embedded from their context alone."""
+    stage_one = cell_features(module, source, alignment, block_size=block_size)
+    embeddings = np.zeros((source.n_obs, module.config.latent_dim), dtype=np.float32)
+    for cells, latent in iter_sentences(
+        module, stage_one.features, sentences, coordinates=coordinates, device=device, progress=progress
+    ):
+        embeddings[cells] = latent.cpu().numpy()
+    if normalize:
+        l2_normalise(embeddings)
+    return EmbeddingResult(embeddings, stage_one.input_kind, stage_one.n_empty_cells, 0, source.n_obs)

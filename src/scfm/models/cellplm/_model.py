@@ -169,9 +169,8 @@ class CellPLM(FoundationModelMixin, BaseModelClass):
         """
         if gene_key is not None and gene_key not in adata.var:
             raise KeyError(f"gene_key={gene_key!r} is not a column of adata.var (columns: {list(adata.var.columns)})")
-        sample_labels(adata, sample_key)
         sample_labels(adata, batch_key)
-        spatial_coordinates(adata, spatial_key)
+        spatial_coordinates(adata, spatial_key, sample_labels(adata, sample_key or batch_key))
         source = expression_source(adata, layer=layer)
         if source.is_backed:
             raise ValueError("CellPLM.setup_anndata needs the matrix in memory; for backed files use scfm.tl.embed")
@@ -261,8 +260,8 @@ class CellPLM(FoundationModelMixin, BaseModelClass):
         seed_everything(seed, verbose=False)
         counts = self._vocab_counts()
         groups, masks = self._measured_masks()
-        coordinates = spatial_coordinates(self.adata, self._setup_args.get("spatial_key"))
         samples = sample_labels(self.adata, self._sample_key())
+        coordinates = spatial_coordinates(self.adata, self._setup_args.get("spatial_key"), samples)
         sentences_of(
             self.adata,
             sample_key=self._sample_key(),
