@@ -51,6 +51,14 @@ def _convert_scgpt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_cellplm(args: argparse.Namespace) -> int:
+    from scfm.models.cellplm import write_converted_cellplm
+
+    path = write_converted_cellplm(args.config, args.checkpoint, args.destination, overwrite=args.overwrite)
+    print(f"wrote scfm checkpoint {path} (model card: {path / 'model_card.md'})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scfm", description="Single-cell foundation models for scverse.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scgpt.add_argument("--overwrite", action="store_true", help="replace DESTINATION if it exists")
     scgpt.set_defaults(func=_convert_scgpt)
+    cellplm = families.add_parser(
+        "cellplm",
+        help="a reference CellPLM checkpoint ({prefix}.config.json and {prefix}.best.ckpt)",
+        description="Convert a reference CellPLM checkpoint (OmicsFormer: Flowformer encoder, Gaussian-mixture "
+        "latent, NB decoder) into an scfm checkpoint directory. Every tensor is mapped, dropped because the "
+        "released code never uses it (the positional encoding, embedder.norm0), or named in an error; the model "
+        "card records the source and the sha256 of the weights.",
+    )
+    cellplm.add_argument("config", help="the reference {prefix}.config.json (OmicsFormer arguments and gene_list)")
+    cellplm.add_argument("checkpoint", help="the reference {prefix}.best.ckpt ({'model_state_dict': ...})")
+    cellplm.add_argument("destination", help="scfm checkpoint directory to write")
+    cellplm.add_argument("--overwrite", action="store_true", help="replace DESTINATION if it exists")
+    cellplm.set_defaults(func=_convert_cellplm)
 
     demo = sub.add_parser("demo", help="embed pbmc68k_reduced, write a UMAP PNG and a report")
     demo.add_argument("--out", default="scfm_demo_output")
