@@ -13,6 +13,11 @@ gets the recipe's ``export`` settings (inference context, pooling) in its ``conf
 A recipe with ``family: tgpt`` trains TGPT (next-gene prediction over each cell's ranked genes) instead; its
 vocabulary keeps the genes that reach the top ``max_len - 1`` of at least ``vocab_min_top_cells`` cells, because
 a gene never ranked that high is never seen in training.
+
+A recipe with ``family: cellplm`` trains CellPLM (masked cells and genes reconstructed from the other cells of a
+sentence) on the corpora plus the training part of the spatial sections listed under ``data.spatial`` (each
+with the split it holds out for evaluation); its vocabulary is the ``vocab_size`` most often detected corpus
+genes plus the spatial panels' genes (mouse symbols upper-cased to meet the human ones).
 """
 
 from __future__ import annotations
@@ -30,15 +35,34 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 
 from scfm.genes import GeneVocab
-from scfm.models import SCGPT, TGPT
+from scfm.models import SCGPT, TGPT, CellPLM
 
 
-def load_corpus(paths: list[str], exclude: list[str], min_cells: int) -> tuple[ad.AnnData, GeneVocab]:
+def merge_prefixed_genes(part: ad.AnnData, prefix: str) -> ad.AnnData:
+    """Fold columns named ``<prefix><gene>`` into ``<gene>`` (counts added, ``measured_in`` masks or-ed)."""
+    names = part.var_names.to_series()
+    prefixed = names.str.startswith(prefix)
+    if not prefixed.any():
+        return part
+    stripped = names.where(~prefixed, names.str[len(prefix) :]).to_numpy()
+    genes, columns = np.unique(stripped, return_inverse=True)
+    fold = sp.csr_matrix((np.ones(len(columns), np.float32), (np.arange(len(columns)), columns)))
+    masks = part.var.filter(like="measured_in:").astype(bool).groupby(stripped).any().reindex(genes)
+    return ad.AnnData(sp.csr_matrix(part.X @ fold), obs=part.obs, var=masks)
+
+
+def load_corpus(
+    paths: list[str], exclude: list[str], min_cells: int, strip_prefixes: tuple[str, ...] = ()
+) -> tuple[ad.AnnData, GeneVocab]:
+    """Both corpora over one gene index; ``strip_prefixes`` removes genome prefixes such as ``hg19_`` from names
+    (the ECCITE-seq cells name every gene ``hg19_<symbol>``, which otherwise never meets the other datasets)."""
     parts = []
     for path in paths:
         part = ad.read_h5ad(path)
         part = part[~part.obs["dataset"].isin(exclude)].copy()
         part.X = sp.csr_matrix(part.X, dtype=np.float32)
+        for prefix in strip_prefixes:
+            part = merge_prefixed_genes(part, prefix)
         parts.append(part)
     cells_per_gene = (
         pd.concat([pd.Series(np.asarray((p.X > 0).sum(0)).ravel(), index=p.var_names) for p in parts], axis=1)
@@ -87,10 +111,57 @@ def top_ranked_vocab(corpus: ad.AnnData, n_top: int, min_cells: int) -> GeneVoca
     return GeneVocab(list(corpus.var_names[keep]))
 
 
+def spatial_training_cells(spec: dict) -> ad.AnnData:
+    """The training part of one spatial file: drop ``holdout_samples`` and the ``holdout_side`` half along x."""
+    adata = ad.read_h5ad(spec["path"])
+    adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
+    keep = np.ones(adata.n_obs, dtype=bool)
+    if "holdout_samples" in spec:
+        keep &= ~adata.obs["sample"].astype(str).isin([str(s) for s in spec["holdout_samples"]]).to_numpy()
+    if spec.get("holdout_side") == "right":
+        x = adata.obsm["spatial"][:, 0]
+        keep &= x < np.median(x)
+    adata = adata[keep].copy()
+    if "symbol_mapped" in adata.var:  # Visium: keep genes with a symbol, named by it
+        adata = adata[:, adata.var["symbol_mapped"].to_numpy(dtype=bool)].copy()
+    adata.var_names = adata.var_names.str.upper()
+    adata = adata[:, ~adata.var_names.duplicated()].copy()
+    adata.obs["sample"] = spec["name"] + ":" + adata.obs["sample"].astype(str)
+    adata.obs["dataset"] = spec["name"]
+    return adata
+
+
+def cellplm_corpus(corpus: ad.AnnData, recipe: dict) -> tuple[ad.AnnData, GeneVocab]:
+    """Corpus cells (non-spatial samples = datasets) plus spatial training cells over one vocabulary."""
+    data = recipe["data"]
+    spatial = [spatial_training_cells(spec) for spec in data.get("spatial", [])]
+    detected = np.asarray((corpus.X > 0).sum(0)).ravel()
+    order = np.lexsort((np.asarray(corpus.var_names), -detected))
+    genes = list(corpus.var_names[order[: data["vocab_size"]]])
+    panel = [g for part in spatial for g in part.var_names]
+    genes = list(dict.fromkeys(genes + panel))
+    vocab = GeneVocab(genes, specials=("<pad>", "<cls>"))
+    corpus = corpus[:, [g for g in genes if g in corpus.var_names]].copy()
+    corpus.obs["sample"] = corpus.obs["dataset"].astype(str)
+    corpus.obsm["spatial"] = np.full((corpus.n_obs, 2), np.nan)
+    parts = [corpus]
+    for part in spatial:
+        name = str(part.obs["dataset"].iloc[0])
+        part = part[:, [g for g in part.var_names if g in vocab]].copy()
+        part.var = pd.DataFrame({f"measured_in:{name}": np.ones(part.n_vars, dtype=bool)}, index=part.var_names)
+        part.obs = part.obs[["dataset", "sample"]].astype(str)
+        parts.append(part)
+    combined = ad.concat(parts, join="outer", merge="first")
+    for column in [c for c in combined.var if c.startswith("measured_in:")]:
+        combined.var[column] = combined.var[column].fillna(False).astype(bool)
+    combined.X = sp.csr_matrix(combined.X, dtype=np.float32)
+    return combined, vocab
+
+
 class EpochCheckpoint(Callback):
     """Write the checkpoint directory after every epoch so that an interrupted run loses at most one epoch."""
 
-    def __init__(self, model: SCGPT | TGPT, out: Path, card: callable, **save_kwargs) -> None:
+    def __init__(self, model: SCGPT | TGPT | CellPLM, out: Path, card: callable, **save_kwargs) -> None:
         self.model, self.out, self.card, self.save_kwargs = model, out, card, save_kwargs
         self.last_losses: dict[str, float] = {}
 
@@ -123,7 +194,10 @@ def main() -> None:
     recipe = yaml.safe_load(Path(args.config).read_text())
     start = time.time()
     corpus, vocab = load_corpus(
-        recipe["data"]["corpora"], recipe["data"]["exclude_datasets"], recipe["data"]["vocab_min_cells"]
+        recipe["data"]["corpora"],
+        recipe["data"]["exclude_datasets"],
+        recipe["data"]["vocab_min_cells"],
+        tuple(recipe["data"].get("strip_gene_prefixes", ())),
     )
     if args.limit_cells:
         keep = np.random.default_rng(0).choice(corpus.n_obs, args.limit_cells, replace=False)
@@ -132,9 +206,13 @@ def main() -> None:
     if family == "tgpt":
         vocab = top_ranked_vocab(corpus, recipe["model"]["max_len"] - 1, recipe["data"]["vocab_min_top_cells"])
         corpus = corpus[:, [g for g in vocab.genes if g in corpus.var_names]].copy()
+    setup = {}
+    if family == "cellplm":
+        corpus, vocab = cellplm_corpus(corpus, recipe)
+        setup = {"sample_key": "sample", "batch_key": "dataset", "spatial_key": "spatial"}
     print(f"corpus {corpus.n_obs} cells x {corpus.n_vars} genes, vocabulary {len(vocab)}", flush=True)
-    model_class = {"scgpt": SCGPT, "tgpt": TGPT}[family]
-    model_class.setup_anndata(corpus)
+    model_class = {"scgpt": SCGPT, "tgpt": TGPT, "cellplm": CellPLM}[family]
+    model_class.setup_anndata(corpus, **setup)
     model = model_class(corpus, vocab=vocab, **recipe["model"])
     train = dict(recipe["train"])
     if args.max_epochs is not None:
@@ -143,13 +221,17 @@ def main() -> None:
 
     def card(epochs_done: int, losses: dict) -> str:
         n_params = sum(p.numel() for p in model.module.parameters())
-        title = {"scgpt": "SCGPT", "tgpt": "TGPT"}[family]
-        usage = "`scfm.tl.embed(adata)`" if family == "scgpt" else '`scfm.tl.embed(adata, model="tgpt")`'
+        title = {"scgpt": "SCGPT", "tgpt": "TGPT", "cellplm": "CellPLM"}[family]
+        usage = "`scfm.tl.embed(adata)`" if family == "scgpt" else f'`scfm.tl.embed(adata, model="{family}")`'
+        held_out = recipe["data"]["exclude_datasets"] + [
+            f"{spec['name']} ({', '.join(f'{k}={v}' for k, v in spec.items() if k.startswith('holdout'))})"
+            for spec in recipe["data"].get("spatial", [])
+        ]
         return (
             f"# scfm default {title} checkpoint (`{Path(args.out).name}`)\n\n"
             f"A small {family} model trained from scratch by scfm on CPU; it is bundled so that\n"
             f"{usage} works offline. It is not a published checkpoint of the original authors.\n\n"
-            f"- parameters: {n_params:,}; vocabulary: {len(vocab)} tokens ({len(vocab) - 4} human gene symbols)\n"
+            f"- parameters: {n_params:,}; vocabulary: {len(vocab)} tokens ({len(vocab.genes)} gene symbols)\n"
             f"- architecture: {recipe['model']}; inference settings: {recipe.get('export', {})}\n"
             f"- training: {train}\n"
             + (f"- stopped after {stop_after} epochs of a {train['max_epochs']}-epoch schedule\n" if stop_after else "")
@@ -158,7 +240,7 @@ def main() -> None:
             f"- final epoch losses: {json.dumps({k: round(v, 4) for k, v in losses.items()})}\n"
             f"- data: {corpus.n_obs} cells from {len(datasets)} datasets "
             f"({', '.join(f'{k} {v}' for k, v in datasets.items())});\n"
-            f"  held out: {', '.join(recipe['data']['exclude_datasets'])}\n"
+            f"  held out: {', '.join(held_out)}\n"
             f"- recipe: `{args.config}`, command: "
             f"`python scripts/pretrain_default.py --config {args.config} --out {args.out}`\n"
         )

@@ -235,6 +235,12 @@ class CellPLM(FoundationModelMixin, BaseModelClass):
                 measured_columns = np.asarray(var[column], dtype=bool)[self.alignment.var_index]
                 masks[i] = False
                 masks[i, gene_index[measured_columns]] = True
+        empty = [str(c) for c, mask in zip(categories, masks, strict=True) if not mask.any()]
+        if empty:
+            raise ValueError(
+                f"batches {empty[:5]} measure none of the model's genes according to var['{MEASURED_PREFIX}<batch>']; "
+                "drop their cells or fix the gene names (e.g. strip a genome prefix such as 'hg19_')"
+            )
         return groups.astype(np.int64), masks
 
     # -- training ---------------------------------------------------------------------------------
