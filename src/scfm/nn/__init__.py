@@ -1,7 +1,7 @@
 """Model-agnostic neural-network blocks (never sees AnnData)."""
 
 from ._attention import SelfAttention
-from ._counts import NegativeBinomialDecoder, negative_binomial_log_likelihood
+from ._counts import NegativeBinomialDecoder, feature_norm, negative_binomial_log_likelihood
 from ._domain import BatchDiscriminator, ClassifierHead, DomainBatchNorm, reverse_gradient
 from ._embeddings import CategoryValueEmbedding, ConditionEmbedding, ContinuousValueEmbedding, GeneEmbedding
 from ._flow_attention import FlowAttention
@@ -29,6 +29,7 @@ __all__ = [
     "SinusoidalPosition2D",
     "TransformerLayer",
     "TransformerStack",
+    "feature_norm",
     "gaussian_log_density",
     "generative_attention_mask",
     "negative_binomial_log_likelihood",

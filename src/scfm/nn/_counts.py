@@ -7,6 +7,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def feature_norm(norm: str, width: int) -> nn.Module:
+    """``"layernorm"`` or ``"groupnorm"`` (4 groups, as in the reference CellPLM) over ``(n, width)`` features."""
+    if norm == "layernorm":
+        return nn.LayerNorm(width)
+    if norm == "groupnorm":
+        return nn.GroupNorm(4, width)
+    raise ValueError(f"norm must be 'layernorm' or 'groupnorm', got {norm!r}")
+
+
 def negative_binomial_log_likelihood(
     counts: torch.Tensor, mean: torch.Tensor, theta: torch.Tensor, eps: float = 1e-8
 ) -> torch.Tensor:
@@ -39,10 +48,23 @@ class NegativeBinomialDecoder(nn.Module):
         Dropout in the hidden blocks.
     d_bottleneck
         Width of the layer before the gene logits.
+    norm
+        Normalisation of the hidden blocks: ``"layernorm"`` or ``"groupnorm"`` (4 groups).
+    offsets
+        Add a learned constant vector after each hidden block (how converted checkpoints keep the reference's
+        average covariate embedding).
     """
 
     def __init__(
-        self, d_in: int, d_hidden: int, n_genes: int, n_layers: int = 2, dropout: float = 0.0, d_bottleneck: int = 128
+        self,
+        d_in: int,
+        d_hidden: int,
+        n_genes: int,
+        n_layers: int = 2,
+        dropout: float = 0.0,
+        d_bottleneck: int = 128,
+        norm: str = "layernorm",
+        offsets: bool = False,
     ) -> None:
         super().__init__()
         if n_layers < 1:
@@ -52,18 +74,19 @@ class NegativeBinomialDecoder(nn.Module):
                 nn.Linear(d_in if i == 0 else d_hidden, d_hidden),
                 nn.PReLU(),
                 nn.Dropout(dropout),
-                nn.LayerNorm(d_hidden),
+                feature_norm(norm, d_hidden),
             )
             for i in range(n_layers - 1)
         )
+        self.offsets = nn.Parameter(torch.zeros(n_layers - 1, d_hidden)) if offsets else None
         self.bottleneck = nn.Linear(d_hidden if n_layers > 1 else d_in, d_bottleneck)
         self.gene_logits = nn.Linear(d_bottleneck, n_genes)
         self.log_theta = nn.Parameter(torch.zeros(n_genes))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """``(n, n_genes)`` logits of the expression proportions."""
-        for layer in self.layers:
-            z = layer(z)
+        for i, layer in enumerate(self.layers):
+            z = layer(z) if self.offsets is None else layer(z) + self.offsets[i]
         return self.gene_logits(F.relu(self.bottleneck(z)))
 
     def theta(self) -> torch.Tensor:

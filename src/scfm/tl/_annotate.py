@@ -13,9 +13,11 @@ from scfm.bench._baselines import obs_categories
 from scfm.data import expression_source
 from scfm.genes import align_genes
 from scfm.models._device import resolve_device
-from scfm.models._resolve import ModelArg, resolve_model
+from scfm.models._resolve import ModelArg, family_of, resolve_model
+from scfm.models.cellplm import CellPLMClassifier
 from scfm.models.scgpt import SCGPT, embed_cells
 
+from ._annotate_cellplm import cellplm_annotation
 from ._finetune_data import HEAD_LR_FACTOR, accelerator_for, highly_variable_subset, training_copy
 from ._provenance import write_provenance
 
@@ -49,13 +51,19 @@ def annotate(
     return_model: bool = False,
     progress: bool = True,
     copy: bool = False,
-) -> SCGPT | AnnData | None:
+) -> SCGPT | CellPLMClassifier | AnnData | None:
     """Predict the cell types of ``adata`` from a labelled ``reference``.
 
     ``method="finetune"`` fine-tunes the model with a classification head on the reference's cell
     embeddings (scGPT's annotation recipe: cross-entropy only, no masking) and predicts the query with it.
     ``method="knn"`` is zero-shot: both datasets are embedded with the pretrained model and each query cell
     takes the majority label of its ``n_neighbors`` nearest reference cells (cosine distance).
+
+    With a CellPLM model (``model="cellplm"``) fine-tuning trains an MLP head on the latent mean together with
+    the transformer over cells (gene embeddings frozen; reference sentences re-drawn every epoch; every shared
+    gene is used, so ``n_top_genes``, ``batch_size`` and ``max_len`` do not apply). Each dataset is read as one
+    sample in sentences of the checkpoint's context. A learning rate around ``1e-3`` suits the small bundled
+    model.
 
     Parameters
     ----------
@@ -120,7 +128,126 @@ def annotate(
     labels = obs_categories(reference, labels_key, "labels_key", min_categories=2)
     categories = sorted(set(labels))
 
-    pretrained = resolve_model(model)
+    pretrained = resolve_model(model, families=("scgpt", "cellplm"))
+    start = time.perf_counter()
+    if family_of(pretrained) == "cellplm":
+        codes = pd.Categorical(labels, categories=categories).codes.astype(np.int64)
+        probabilities, genes_used, finetuned = cellplm_annotation(
+            pretrained,
+            adata,
+            reference,
+            codes,
+            len(categories),
+            method=method,
+            layer=layer,
+            reference_layer=reference_layer,
+            use_raw=use_raw,
+            gene_key=gene_key,
+            reference_gene_key=reference_gene_key,
+            shared_genes_only=shared_genes_only,
+            min_genes=min_genes,
+            max_epochs=max_epochs,
+            lr=lr,
+            n_neighbors=n_neighbors,
+            seed=seed,
+            device=device,
+            progress=progress,
+        )
+        n_reference, n_top_genes = reference.n_obs, None
+    else:
+        probabilities, genes_used, n_reference, finetuned = _scgpt_annotation(
+            pretrained,
+            adata,
+            reference,
+            labels,
+            categories,
+            method=method,
+            layer=layer,
+            reference_layer=reference_layer,
+            use_raw=use_raw,
+            gene_key=gene_key,
+            reference_gene_key=reference_gene_key,
+            shared_genes_only=shared_genes_only,
+            n_top_genes=n_top_genes,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            lr=lr,
+            max_len=max_len,
+            n_neighbors=n_neighbors,
+            min_genes=min_genes,
+            seed=seed,
+            device=device,
+            progress=progress,
+        )
+    seconds = time.perf_counter() - start
+
+    best = probabilities.argmax(1)
+    confidence = probabilities[np.arange(len(best)), best].astype(np.float32)
+    predicted = np.asarray(categories, dtype=object)[best]
+    output_categories = list(categories)
+    if unknown_threshold is not None:
+        predicted = np.where(confidence < unknown_threshold, UNKNOWN, predicted)
+        if UNKNOWN not in output_categories:
+            output_categories.append(UNKNOWN)
+    if copy:
+        adata = adata.copy()
+    adata.obs[key_added] = pd.Categorical(predicted, categories=output_categories)
+    adata.obs[f"{key_added}_confidence"] = confidence
+    write_provenance(
+        adata,
+        key_added,
+        {
+            "tool": "annotate",
+            "method": method,
+            "model": pretrained.name,
+            "checkpoint_sha256": pretrained.sha256,
+            "labels_key": labels_key,
+            "categories": categories,
+            "family": family_of(pretrained),
+            "reference_cells": int(n_reference),
+            "reference_cells_without_label": int((~labelled).sum()),
+            "genes_used": int(genes_used),
+            "n_top_genes": n_top_genes if method == "finetune" else None,
+            "shared_genes_only": shared_genes_only,
+            "unknown_threshold": unknown_threshold,
+            "n_unknown": int((predicted == UNKNOWN).sum()) if unknown_threshold is not None else 0,
+            "max_epochs": max_epochs if method == "finetune" else 0,
+            "n_neighbors": n_neighbors if method == "knn" else 0,
+            "seconds": seconds,
+            "seed": seed,
+        },
+    )
+    if return_model:
+        return finetuned
+    return adata if copy else None
+
+
+def _scgpt_annotation(
+    pretrained,
+    adata: AnnData,
+    reference: AnnData,
+    labels,
+    categories: list,
+    *,
+    method: str,
+    layer: str | None,
+    reference_layer: str | None,
+    use_raw: bool,
+    gene_key: str | None,
+    reference_gene_key: str | None,
+    shared_genes_only: bool,
+    n_top_genes: int | None,
+    max_epochs: int,
+    batch_size: int,
+    lr: float,
+    max_len: int | None,
+    n_neighbors: int,
+    min_genes: int,
+    seed: int,
+    device: str,
+    progress: bool,
+) -> tuple[np.ndarray, int, int, SCGPT | None]:
+    """Class probabilities of the query with an scGPT model, genes used, reference cells, fine-tuned model."""
     vocab = pretrained.vocab
     query = training_copy(adata, {}, layer=layer, use_raw=use_raw, gene_key=gene_key, vocab=vocab, min_genes=min_genes)
     ref = training_copy(
@@ -142,7 +269,6 @@ def annotate(
         query = query[:, query.var_names.isin(shared)].copy()
         ref = ref[:, ref.var_names.isin(shared)].copy()
 
-    start = time.perf_counter()
     finetuned = None
     if method == "finetune":
         ref = highly_variable_subset(ref, n_top_genes)
@@ -169,46 +295,7 @@ def annotate(
         probabilities = finetuned.predict(query, max_len=max_len, device=device).to_numpy()
     else:
         probabilities = _knn_probabilities(pretrained, ref, query, categories, n_neighbors, max_len, device, progress)
-    seconds = time.perf_counter() - start
-
-    best = probabilities.argmax(1)
-    confidence = probabilities[np.arange(len(best)), best].astype(np.float32)
-    predicted = np.asarray(categories, dtype=object)[best]
-    output_categories = list(categories)
-    if unknown_threshold is not None:
-        predicted = np.where(confidence < unknown_threshold, UNKNOWN, predicted)
-        if UNKNOWN not in output_categories:
-            output_categories.append(UNKNOWN)
-    if copy:
-        adata = adata.copy()
-    adata.obs[key_added] = pd.Categorical(predicted, categories=output_categories)
-    adata.obs[f"{key_added}_confidence"] = confidence
-    write_provenance(
-        adata,
-        key_added,
-        {
-            "tool": "annotate",
-            "method": method,
-            "model": pretrained.name,
-            "checkpoint_sha256": pretrained.sha256,
-            "labels_key": labels_key,
-            "categories": categories,
-            "reference_cells": int(ref.n_obs),
-            "reference_cells_without_label": int((~labelled).sum()),
-            "genes_used": int(query.n_vars),
-            "n_top_genes": n_top_genes if method == "finetune" else None,
-            "shared_genes_only": shared_genes_only,
-            "unknown_threshold": unknown_threshold,
-            "n_unknown": int((predicted == UNKNOWN).sum()) if unknown_threshold is not None else 0,
-            "max_epochs": max_epochs if method == "finetune" else 0,
-            "n_neighbors": n_neighbors if method == "knn" else 0,
-            "seconds": seconds,
-            "seed": seed,
-        },
-    )
-    if return_model:
-        return finetuned
-    return adata if copy else None
+    return probabilities, query.n_vars, ref.n_obs, finetuned
 
 
 def _knn_probabilities(pretrained, ref: AnnData, query: AnnData, categories, n_neighbors, max_len, device, progress):

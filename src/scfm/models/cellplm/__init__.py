@@ -1,5 +1,6 @@
 """CellPLM family: cells as tokens, samples or spatial neighbourhoods as sentences, a Gaussian-mixture latent."""
 
+from ._annotation import CellPLMClassifier, classifier_probabilities, finetune_classifier
 from ._config import CellPLMConfig
 from ._context import sample_labels, sentences_of, spatial_coordinates
 from ._convert import convert_reference_state_dict, write_converted_cellplm
@@ -10,13 +11,16 @@ from ._module import CellPLMModule, relative_coordinates
 __all__ = [
     "CellFeatures",
     "CellPLM",
+    "CellPLMClassifier",
     "CellPLMConfig",
     "CellPLMModule",
     "PretrainedCellPLM",
     "cell_features",
     "cellplm_from_checkpoint",
+    "classifier_probabilities",
     "convert_reference_state_dict",
     "embed_cells_as_tokens",
+    "finetune_classifier",
     "iter_sentences",
     "load_pretrained_cellplm",
     "relative_coordinates",

@@ -33,6 +33,12 @@ class CellPLMConfig(ConfigDict):
         Width of the latent, number of Gaussian-mixture prior components, hidden width of ``q(z|h,y)``.
     decoder_hidden, decoder_layers, decoder_bottleneck
         Negative-binomial decoder widths and depth.
+    norm
+        Normalisation after the input projection and in the decoder: ``"layernorm"`` or ``"groupnorm"``
+        (4 groups; the released CellPLM checkpoint uses it).
+    decoder_offsets
+        A learned constant after each decoder block (set by the converter for reference checkpoints trained
+        with batch/dataset covariates: their average covariate embedding).
     positional_encoding
         ``"sin2d"``: 2-D sinusoidal encoding of spatial coordinates (cells without coordinates get a learned
         "no position" vector); ``"none"``: no positional input at all.
@@ -66,6 +72,8 @@ class CellPLMConfig(ConfigDict):
     decoder_hidden: int = 128
     decoder_layers: int = 2
     decoder_bottleneck: int = 128
+    norm: str = "layernorm"
+    decoder_offsets: bool = False
     positional_encoding: str = "sin2d"
     context: int = 512
     normalize_total: float | None = 1e4
@@ -85,6 +93,10 @@ class CellPLMConfig(ConfigDict):
             problems.append(f"d_model ({self.d_model}) is not divisible by n_heads ({self.n_heads})")
         if self.attention not in ATTENTIONS:
             problems.append(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        if self.norm not in ("layernorm", "groupnorm"):
+            problems.append(f"norm must be 'layernorm' or 'groupnorm', got {self.norm!r}")
+        elif self.norm == "groupnorm" and (self.d_model % 4 or self.decoder_hidden % 4):
+            problems.append("groupnorm (4 groups) needs d_model and decoder_hidden divisible by 4")
         if self.positional_encoding not in POSITIONAL_ENCODINGS:
             problems.append(
                 f"positional_encoding must be one of {POSITIONAL_ENCODINGS}, got {self.positional_encoding!r}"

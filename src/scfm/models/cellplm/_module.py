@@ -12,6 +12,7 @@ from scfm.nn import (
     NegativeBinomialDecoder,
     SinusoidalPosition2D,
     TransformerStack,
+    feature_norm,
     negative_binomial_log_likelihood,
 )
 
@@ -59,7 +60,9 @@ class CellPLMModule(BaseModuleClass):
         else:
             self.position = None
             self.no_position = None
-        self.input_projection = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Dropout(config.dropout), nn.LayerNorm(d))
+        self.input_projection = nn.Sequential(
+            nn.Linear(d, d), nn.ReLU(), nn.Dropout(config.dropout), feature_norm(config.norm, d)
+        )
         self.encoder = TransformerStack(
             config.n_layers,
             d,
@@ -78,6 +81,8 @@ class CellPLMModule(BaseModuleClass):
             config.decoder_layers,
             config.dropout,
             config.decoder_bottleneck,
+            norm=config.norm,
+            offsets=config.decoder_offsets,
         )
 
     # -- building blocks --------------------------------------------------------------------------
