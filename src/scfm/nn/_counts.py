@@ -83,11 +83,14 @@ class NegativeBinomialDecoder(nn.Module):
         self.gene_logits = nn.Linear(d_bottleneck, n_genes)
         self.log_theta = nn.Parameter(torch.zeros(n_genes))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """``(n, n_genes)`` logits of the expression proportions."""
+    def forward(self, z: torch.Tensor, genes: torch.Tensor | None = None) -> torch.Tensor:
+        """``(n, n_genes)`` logits of the expression proportions, or ``(n, len(genes))`` for those gene indices."""
         for i, layer in enumerate(self.layers):
             z = layer(z) if self.offsets is None else layer(z) + self.offsets[i]
-        return self.gene_logits(F.relu(self.bottleneck(z)))
+        z = F.relu(self.bottleneck(z))
+        if genes is None:
+            return self.gene_logits(z)
+        return F.linear(z, self.gene_logits.weight[genes], self.gene_logits.bias[genes])
 
     def theta(self) -> torch.Tensor:
         """``(n_genes,)`` inverse dispersion, clamped to ``[1e-4, 1e4]``."""

@@ -132,6 +132,8 @@ class CellPLMModule(BaseModuleClass):
         masked cell, summed over genes), ``kl`` (per cell), ``n_masked``.
         """
         config = self.config
+        genes = measured.any(0).nonzero().squeeze(1)  # only the genes this sentence measured are computed
+        counts, measured = counts[:, genes], measured[:, genes]
         n_cells = counts.shape[0]
         n_masked = max(1, round(config.mask_cell_rate * n_cells))
         masked_cells = torch.zeros(n_cells, dtype=torch.bool, device=counts.device)
@@ -139,11 +141,11 @@ class CellPLMModule(BaseModuleClass):
         hidden_entries = (torch.rand(counts.shape, device=counts.device) < config.mask_gene_rate) & measured
         hidden_entries &= masked_cells[:, None]
         visible = counts.masked_fill(hidden_entries, 0.0)
-        hidden = self.encode(self.cell_features(self.transform(visible)), coordinates)
+        hidden = self.encode(self.transform(visible) @ self.gene_embedding[genes], coordinates)
         latent = self.latent_of(hidden)
-        logits = self.decoder(latent.z)
+        logits = self.decoder(latent.z, genes)
         mean = self.decoder.expected_counts(logits, counts.sum(-1), measured)
-        log_likelihood = negative_binomial_log_likelihood(counts, mean, self.decoder.theta()) * measured
+        log_likelihood = negative_binomial_log_likelihood(counts, mean, self.decoder.theta()[genes]) * measured
         reconstruction = -log_likelihood.sum(-1)[masked_cells].mean()
         hidden_reconstruction = -(log_likelihood * hidden_entries).sum(-1)[masked_cells].mean()
         kl = latent.kl.mean()
