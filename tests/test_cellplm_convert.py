@@ -63,7 +63,11 @@ def reference_config(**changes) -> dict:
 
 
 def reference_shapes(config: dict) -> dict[str, tuple[int, ...]]:
-    """``OmicsFormer(**config).state_dict()`` names and shapes for Flowformer / gmvae / nbmlp / layernorm."""
+    """``OmicsFormer(**config).state_dict()`` names and shapes for Flowformer / gmvae / nbmlp.
+
+    The norm (layernorm or groupnorm) has the same tensors either way. With ``batch_num``, ``dataset_num`` or
+    ``platform_num`` > 0, ``NBMLPDecoder`` holds ``covariate_layers.{i}.{cov}`` = Embedding, PReLU, norm.
+    """
     d, n = config["enc_hid"], len(config["gene_list"])
     k, z, h = config["num_clusters"], config["post_latent_dim"], config["dec_hid"]
     shapes = {
@@ -101,6 +105,11 @@ def reference_shapes(config: dict) -> dict[str, tuple[int, ...]]:
         p = f"decoder.layers.{i}."
         shapes.update({f"{p}0.weight": (h, z if i == 0 else h), f"{p}0.bias": (h,), f"{p}1.weight": (1,)})
         shapes.update({f"{p}3.weight": (h,), f"{p}3.bias": (h,)})
+        for cov in ("batch", "dataset", "platform"):
+            if config.get(f"{cov}_num", 0) > 0:
+                c = f"decoder.covariate_layers.{i}.{cov}."
+                shapes.update({f"{c}0.weight": (config[f"{cov}_num"], h), f"{c}1.weight": (1,)})
+                shapes.update({f"{c}2.weight": (h,), f"{c}2.bias": (h,)})
     shapes.update(
         {
             "decoder.out_layer.dec_disp": (config["out_dim"],),
@@ -285,11 +294,14 @@ def test_ddp_prefix_is_stripped(reference):
         ({"dec_mod": "mlp"}, r"dec_mod='mlp'"),
         ({"enc_mod": "transformer"}, r"RMSNorm"),
         ({"enc_mod": "performer"}, r"enc_mod='performer'"),
-        ({"norm": "groupnorm"}, r"norm='groupnorm'"),
+        ({"norm": "batchnorm"}, r"norm='batchnorm'"),
+        ({"norm": "rmsnorm"}, r"norm='rmsnorm'"),
+        ({"norm": None}, r"norm=None"),
         ({"head_type": "annotation"}, r"fine-tuned"),
         ({"dsbn": True}, r"dsbn"),
         ({"cat_pe": True}, r"cat_pe=true"),
-        ({"batch_num": 5}, r"batch_num=5.*covariate"),
+        ({"input_covariate": True, "batch_num": 5}, r"input_covariate=true"),
+        ({"batch_num": -1}, r"batch_num=-1"),
         ({"out_dim": 70}, r"out_dim=70"),
     ],
 )
@@ -343,3 +355,117 @@ def test_tl_embed_accepts_the_converted_directory(reference, tmp_path):
     adata = counts_adata()
     embed(adata, str(out), sample_key="sample", progress=False)
     assert adata.obsm["X_scfm"].shape == (adata.n_obs, LATENT) and np.isfinite(adata.obsm["X_scfm"]).all()
+
+
+def _norm(x: torch.Tensor, state: dict, prefix: str, norm: str) -> torch.Tensor:
+    """The reference's ``create_norm(norm, n)`` (GroupNorm with 4 groups) with the tensors at ``prefix``."""
+    weight, bias = state[f"{prefix}weight"], state[f"{prefix}bias"]
+    if norm == "groupnorm":
+        return torch.nn.functional.group_norm(x, 4, weight, bias, eps=1e-5)
+    return torch.nn.functional.layer_norm(x, x.shape[-1:], weight, bias, eps=1e-5)
+
+
+def test_groupnorm_is_mapped():
+    config = reference_config(norm="groupnorm")
+    state = random_state_dict(config, seed=1)
+    scfm_config, _, mapped = convert_reference_state_dict(config, state)
+    assert scfm_config.norm == "groupnorm" and not scfm_config.decoder_offsets
+    module = CellPLMModule(scfm_config)
+    module.load_state_dict(mapped, strict=True)
+    module.eval()
+    # where the reference's create_norm(norm) is: the input projection and the decoder blocks
+    assert isinstance(module.input_projection[3], torch.nn.GroupNorm) and module.input_projection[3].num_groups == 4
+    assert all(isinstance(layer[3], torch.nn.GroupNorm) for layer in module.decoder.layers)
+    # the Flowformer layers and the pre-latent norm stay LayerNorms (the reference never passes norm there)
+    assert isinstance(module.encoder.final_norm, torch.nn.LayerNorm)
+    assert all(isinstance(m, torch.nn.LayerNorm) for layer in module.encoder.layers for m in (layer.norm1, layer.norm2))
+    x = torch.randn(6, D)
+    linear = torch.relu(x @ state["embedder.extra_linear.0.weight"].T + state["embedder.extra_linear.0.bias"])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            module.input_projection(x), _norm(linear, state, "embedder.extra_linear.3.", "groupnorm")
+        )
+    # a LayerNorm would give something else on the same tensors
+    assert not torch.allclose(
+        _norm(linear, state, "embedder.extra_linear.3.", "groupnorm"),
+        _norm(linear, state, "embedder.extra_linear.3.", "layernorm"),
+        atol=1e-3,
+    )
+
+
+def reference_decoder_logits(z: torch.Tensor, config: dict, state: dict) -> torch.Tensor:
+    """``NBMLPDecoder.forward({"h": z})`` by hand (no covariate label given), up to the log of ``mean``."""
+    norm, x = config["norm"], z
+    for i in range(config["dec_layers"] - 1):
+        p = f"decoder.layers.{i}."
+        x = torch.nn.functional.prelu(x @ state[f"{p}0.weight"].T + state[f"{p}0.bias"], state[f"{p}1.weight"])
+        x = _norm(x, state, f"{p}3.", norm)
+        for cov in ("batch", "dataset", "platform"):
+            if config.get(f"{cov}_num", 0) > 0:  # the SUM of the embedding rows, through PReLU and the norm
+                c = f"decoder.covariate_layers.{i}.{cov}."
+                summed = state[f"{c}0.weight"].sum(0, keepdim=True)
+                x = x + _norm(torch.nn.functional.prelu(summed, state[f"{c}1.weight"]), state, f"{c}2.", norm)
+    h = torch.relu(x @ state["decoder.out_layer.dec_1.weight"].T + state["decoder.out_layer.dec_1.bias"])
+    return h @ state["decoder.out_layer.dec_mean.0.weight"].T + state["decoder.out_layer.dec_mean.0.bias"]
+
+
+@pytest.mark.parametrize(
+    "covariates",
+    [
+        {"norm": "groupnorm", "batch_num": 7, "dataset_num": 3},
+        {"norm": "layernorm", "batch_num": 5, "dataset_num": 2, "platform_num": 4},
+        {"norm": "groupnorm", "platform_num": 1, "dec_layers": 2},
+    ],
+)
+def test_decoder_covariates_are_folded_into_offsets(covariates):
+    config = reference_config(**covariates)
+    state = random_state_dict(config, seed=2)
+    assert any(k.startswith("decoder.covariate_layers.") for k in state)
+    scfm_config, _, mapped = convert_reference_state_dict(config, state)
+    assert scfm_config.decoder_offsets and scfm_config.norm == config["norm"]
+    assert mapped["decoder.offsets"].shape == (config["dec_layers"] - 1, DEC_HID)
+    assert mapped["decoder.offsets"].dtype == torch.float32
+    assert not any(k.startswith("decoder.covariate_layers.") for k in mapped)
+    folded = scfm_config.extra["folded_covariates"]
+    expected_sizes = {c: config[f"{c}_num"] for c in ("batch", "dataset", "platform") if config.get(f"{c}_num")}
+    assert folded["sizes"] == expected_sizes and "not reproduced" in folded["note"]
+    module = CellPLMModule(scfm_config)
+    module.load_state_dict(mapped, strict=True)
+    module.eval()
+    z = torch.randn(9, LATENT)
+    with torch.no_grad():
+        ours = torch.softmax(module.decoder(z), -1)
+    reference = torch.softmax(reference_decoder_logits(z, config, state), -1)
+    torch.testing.assert_close(ours, reference, atol=1e-6, rtol=1e-4)
+    # without the offsets the output differs: the covariate constants matter
+    without = reference_decoder_logits(z, dict(config, batch_num=0, dataset_num=0, platform_num=0), state)
+    assert not torch.allclose(ours, torch.softmax(without, -1), atol=1e-4)
+
+
+def test_covariate_tensors_must_match_the_config():
+    config = reference_config(batch_num=7, dataset_num=3)
+    state = random_state_dict(config)
+    broken = {k: v for k, v in state.items() if ".dataset." not in k}
+    with pytest.raises(CheckpointError, match=r"missing tensors \['decoder\.covariate_layers\.0\.dataset\.0\.weight'"):
+        convert_reference_state_dict(config, broken)
+    with pytest.raises(CheckpointError, match=r"decoder\.covariate_layers\.0\.batch\.0\.weight \(7, 12\) vs \(6, 12\)"):
+        convert_reference_state_dict(dict(config, batch_num=6), state)
+    with pytest.raises(CheckpointError, match=r"unexpected tensors \['decoder\.covariate_layers"):
+        convert_reference_state_dict(reference_config(), state)
+
+
+def test_folded_checkpoint_round_trip(tmp_path):
+    config = reference_config(norm="groupnorm", batch_num=7, dataset_num=3)
+    state = random_state_dict(config, seed=3)
+    config_file, ckpt_file = write_reference(tmp_path / "ref", config, state)
+    out = write_converted_cellplm(config_file, ckpt_file, tmp_path / "converted")
+    checkpoint = load_checkpoint(out)
+    assert checkpoint.config["norm"] == "groupnorm" and checkpoint.config["decoder_offsets"] is True
+    assert checkpoint.config["extra"]["folded_covariates"]["sizes"] == {"batch": 7, "dataset": 3}
+    assert "Decoder covariates folded: batch (7 embeddings), dataset (3 embeddings)" in checkpoint.model_card
+    module = load_pretrained_cellplm(out).module
+    _, _, mapped = convert_reference_state_dict(config, state)
+    torch.testing.assert_close(module.decoder.offsets.detach(), mapped["decoder.offsets"], rtol=0, atol=0)
+    adata = counts_adata()
+    latent = CellPLM.from_pretrained(out, adata, sample_key="sample").get_latent_representation()
+    assert latent.shape == (adata.n_obs, LATENT) and np.isfinite(latent).all()

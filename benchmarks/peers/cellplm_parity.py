@@ -1,15 +1,18 @@
 """Numerical parity between the reference CellPLM package (0.1.0.post2) and scfm on converted checkpoints.
 
     bash benchmarks/peers/setup_cellplm_env.sh                # once: the peer environment
-    .venv/bin/python benchmarks/peers/cellplm_parity.py       # tiny and paper shapes
+    .venv/bin/python benchmarks/peers/cellplm_parity.py       # tiny, paper and released shapes
+    .venv/bin/python benchmarks/peers/cellplm_parity.py --shapes released
     .venv/bin/python benchmarks/peers/cellplm_parity.py --shapes tiny --n-cells 128
 
 For each model shape the reference package builds an ``OmicsFormer`` with random weights over the 2,000 genes
 detected in most cells of ``integration/pbmc_10x_3chemistries.h5ad`` (from ``../shared/data``; synthetic counts
-if absent) and writes it as ``{prefix}.config.json`` + ``{prefix}.best.ckpt`` (``cellplm_reference.py build``,
-``norm="layernorm"``: scfm refuses the released ``groupnorm``). scfm converts the pair with
-``write_converted_cellplm``. Both sides embed the same raw counts (all genes of the file; each side matches
-them to the gene list itself):
+if absent) and writes it as ``{prefix}.config.json`` + ``{prefix}.best.ckpt`` (``cellplm_reference.py build``).
+``tiny`` and ``paper`` use ``norm="layernorm"``; ``released`` is the released ``20230926_85M`` layout: the paper
+shape with ``norm="groupnorm"`` and decoder covariate layers (``batch_num=7``, ``dataset_num=3``; the released
+tables are larger, which changes only how many embedding rows are summed). scfm converts the pair with
+``write_converted_cellplm`` (covariates folded into ``decoder.offsets``). Both sides embed the same raw counts
+(all genes of the file; each side matches them to the gene list itself):
 
 - **chunks**: the reference's ``CellEmbeddingPipeline.predict`` with ``batch_size`` cells per sentence (each
   ``obs["batch"]`` sample in label order, chunked in file order) and zero Gumbel noise
@@ -21,7 +24,8 @@ them to the gene list itself):
   drawn at random) against the same run without noise, for scale; not part of the pass criterion.
 - **NB proportions**: each side's decoder on its own latents of the chunk run; the reference runs its own
   ``NBMLPDecoder`` (``load_pretrain``, inline in the peer environment) and its expected counts are normalised
-  per cell, scfm takes ``softmax(decoder(z))``.
+  per cell, scfm takes ``softmax(decoder(z))``. With covariates the reference decoder gets no covariate label,
+  so it adds its summed covariate embeddings; a control row shows scfm's decoder with the folded offsets zeroed.
 
 Printed per shape: per-cell cosine (min and median; target >= 0.999) and the largest absolute difference.
 """
@@ -51,6 +55,8 @@ REFERENCE = HERE / "cellplm_reference.py"
 DATA = HERE.parents[1].parent / "shared" / "data" / "integration" / "pbmc_10x_3chemistries.h5ad"
 N_GENES = 2000
 TARGET = 0.999
+# the norm each shape is built with (the released checkpoint uses groupnorm)
+NORMS = {"tiny": "layernorm", "paper": "layernorm", "released": "groupnorm"}
 
 # Runs in the peer environment: the reference's own NB decoder on the reference latents.
 DECODER_SNIPPET = """
@@ -135,7 +141,7 @@ def run_shape(shape: str, adata: ad.AnnData, genes: list[str], workdir: Path, py
     genes_file.write_text(json.dumps(genes))
     adata.write_h5ad(cells_file)
     build = ["--config-out", ref_dir, "--prefix", prefix, "--shape", shape, "--genes", genes_file]
-    built = run(python, "build", *build, "--norm", "layernorm")
+    built = run(python, "build", *build, "--norm", NORMS[shape])
     write_converted_cellplm(
         ref_dir / f"{prefix}.config.json", ref_dir / f"{prefix}.best.ckpt", scfm_dir, overwrite=True
     )
@@ -163,6 +169,12 @@ def run_shape(shape: str, adata: ad.AnnData, genes: list[str], workdir: Path, py
         ours[cells] = latent.numpy()
     with torch.inference_mode():
         proportions = torch.softmax(module.decoder(torch.from_numpy(ours)), -1).numpy()
+        offsets = module.decoder.offsets
+        if offsets is not None:  # control: the decoder without the folded covariate constants
+            saved = offsets.detach().clone()
+            offsets.zero_()
+            without_offsets = torch.softmax(module.decoder(torch.from_numpy(ours)), -1).numpy()
+            offsets.copy_(saved)
 
     # scfm.tl.embed end to end, one sentence per sample
     tool = adata.copy()
@@ -179,17 +191,21 @@ def run_shape(shape: str, adata: ad.AnnData, genes: list[str], workdir: Path, py
     noisy = reference["noisy"]["embedding"], reference["chunks"]["embedding"]
     per_sample = reference["samples"]["embedding"]
     per_sample = per_sample / np.linalg.norm(per_sample, axis=1, keepdims=True)  # tl.embed L2-normalises
-    return [
+    rows = [
         row(shape, f"embedding, chunks of {chunk}", params, ours, reference["chunks"]["embedding"]),
         row(shape, "embedding, tl.embed per sample", params, tool.obsm["X_scfm"], per_sample),
         row(shape, "NB proportions (chunks)", params, proportions, np.load(proportions_file)),
         row(shape, "control: reference with vs without Gumbel noise", params, *noisy),
     ]
+    if offsets is not None:
+        control = "control: scfm decoder without the folded offsets vs reference"
+        rows.append(row(shape, control, params, without_offsets, np.load(proportions_file)))
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", nargs="+", default=["tiny", "paper"], choices=["tiny", "paper"])
+    parser.add_argument("--shapes", nargs="+", default=list(NORMS), choices=list(NORMS))
     parser.add_argument("--n-cells", type=int, default=512)
     parser.add_argument("--chunk", type=int, default=100, help="cells per sentence in the chunk comparison")
     parser.add_argument("--peer-python", default=None, help="python of the peer environment")

@@ -11,11 +11,24 @@ Dropped on purpose, because the released reference code never uses them:
   The converted model therefore has ``positional_encoding="none"``.
 - ``embedder.norm0.*``: a norm whose only use in ``OmicsEmbeddingLayer.forward`` is commented out.
 
+``norm`` (``"layernorm"`` or ``"groupnorm"``, 4 groups) is the norm of ``embedder.extra_linear[3]`` and of the
+decoder blocks (``decoder.layers[i][3]``), and becomes :attr:`CellPLMConfig.norm`; the Flowformer layers and the
+pre-latent norm are LayerNorms in the reference whatever ``norm`` says, as in scfm.
+
+Folded: the decoder covariate layers of a model trained with ``batch_num``, ``dataset_num`` or ``platform_num``
+> 0 (``decoder.covariate_layers.{i}.{batch,dataset,platform}`` = Embedding, PReLU, norm). Given no covariate
+label, ``NBMLPDecoder.forward`` adds after block ``i``, for each covariate type, the constant
+``norm(PReLU(embedding.weight.sum(0)))`` (the sum of the embedding rows). Their sum per block becomes
+``decoder.offsets[i]`` (computed in float64, stored in float32; ``decoder_offsets=True``). Only that
+"no label" behaviour is kept: scfm's decoder has no per-batch covariates, so the reference's decoding with a
+given batch, dataset or platform label is not reproduced. The embedding path never sees these covariates
+(``OmicsEmbeddingLayer`` injects them only with ``input_covariate=True``, which is refused).
+
 Refused, each with an error naming the problem: encoders other than Flowformer (the reference's vanilla
 transformer uses RMSNorm and spectrally re-parameterised linear layers), latents other than the Gaussian
-mixture (``gmvae``), decoders other than ``nbmlp``, covariate decoder layers, norms other than LayerNorm,
-fine-tuned task heads, DSBN, input covariates, the adversarial batch discriminator, a concatenated positional
-encoding (``cat_pe=True``), and state dicts with missing, unexpected or mis-shaped tensors.
+mixture (``gmvae``), decoders other than ``nbmlp``, norms other than LayerNorm and GroupNorm, fine-tuned task
+heads, DSBN, input covariates, the adversarial batch discriminator, a concatenated positional encoding
+(``cat_pe=True``), and state dicts with missing, unexpected or mis-shaped tensors.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from scfm.genes import GeneVocab
 
@@ -73,6 +87,18 @@ REQUIRED_KEYS = (
 # Fixed widths of the reference: the hidden layer of q(z|h,y) (InferenceNet) and the NB decoder's dec_1.
 GMVAE_HIDDEN = 512
 NB_BOTTLENECK = 128
+# Norms the conversion maps (the reference's create_norm: GroupNorm with 4 groups; both with eps 1e-5).
+NORMS = ("layernorm", "groupnorm")
+NORM_GROUPS = 4
+NORM_EPS = 1e-5
+# Covariate types of NBMLPDecoder, in its order, with the config key that sizes each embedding table.
+COVARIATES = {"batch": "batch_num", "dataset": "dataset_num", "platform": "platform_num"}
+COVARIATE_NOTE = (
+    "decoder.covariate_layers.* folded into constant offsets: after decoder block i, the sum over covariate types "
+    "of norm(PReLU(embedding.weight.sum(0))), which the reference decoder adds when given no covariate label. "
+    "scfm has no per-batch decoder covariates: decoding with a specific batch/dataset/platform label (the "
+    "reference's covariate-aware denoising) is not reproduced."
+)
 # Reference tensors that the released code never uses (see the module docstring).
 DROPPED_PREFIXES = ("embedder.pe_enc.", "embedder.norm0.")
 
@@ -104,7 +130,6 @@ _QKV_ORDER = ("query", "key", "value")
 # State-dict prefixes of reference modules scfm has no counterpart for, with what they are.
 _UNSUPPORTED_PREFIXES = {
     "head.": "a fine-tuned task head (head.*): this is a fine-tuned model, not a pretrained CellPLM",
-    "decoder.covariate_layers.": "batch/dataset/platform covariate layers in the decoder",
     "pre_latent_norm.norm.bns.": "domain-specific batch norm (dsbn)",
     "embedder.cov_enc.": "input covariate embeddings (input_covariate)",
 }
@@ -114,7 +139,7 @@ def reference_key_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]
     """Every tensor a supported reference ``OmicsFormer`` must hold, with its shape (dropped tensors excluded).
 
     Supported means what :func:`check_reference_config` accepts: Flowformer encoder, ``gmvae`` latent,
-    ``nbmlp`` decoder without covariates, LayerNorms.
+    ``nbmlp`` decoder (with its covariate layers when the config has covariates), LayerNorm or GroupNorm.
     """
     d, n_genes = int(config["enc_hid"]), len(config["gene_list"])
     latent, clusters = int(config["post_latent_dim"]), int(_setting(config, "num_clusters"))
@@ -157,6 +182,12 @@ def reference_key_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]
         shapes[f"{prefix}1.weight"] = (1,)  # PReLU
         shapes[f"{prefix}3.weight"] = (dec_hid,)
         shapes[f"{prefix}3.bias"] = (dec_hid,)
+        for cov, n in decoder_covariates(config).items():
+            cov_prefix = f"decoder.covariate_layers.{i}.{cov}."
+            shapes[f"{cov_prefix}0.weight"] = (n, dec_hid)  # Embedding
+            shapes[f"{cov_prefix}1.weight"] = (1,)  # PReLU
+            shapes[f"{cov_prefix}2.weight"] = (dec_hid,)  # norm
+            shapes[f"{cov_prefix}2.bias"] = (dec_hid,)
     shapes["decoder.out_layer.dec_1.weight"] = (NB_BOTTLENECK, dec_hid)
     shapes["decoder.out_layer.dec_1.bias"] = (NB_BOTTLENECK,)
     shapes["decoder.out_layer.dec_mean.0.weight"] = (out_dim, NB_BOTTLENECK)
@@ -167,6 +198,14 @@ def reference_key_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]
 
 def _setting(config: Mapping[str, Any], key: str) -> Any:
     return config[key] if key in config else REFERENCE_DEFAULTS[key]
+
+
+def decoder_covariates(config: Mapping[str, Any]) -> dict[str, int]:
+    """The covariate types of the reference decoder with their table sizes (empty without decoder blocks)."""
+    if int(config["dec_layers"]) < 2:  # no hidden block, hence no covariate layer
+        return {}
+    sizes = {cov: int(_setting(config, key) or 0) for cov, key in COVARIATES.items()}
+    return {cov: n for cov, n in sizes.items() if n > 0}
 
 
 def check_reference_config(config: Mapping[str, Any], source: str = "the CellPLM config") -> None:
@@ -193,10 +232,10 @@ def check_reference_config(config: Mapping[str, Any], source: str = "the CellPLM
         )
     if config["dec_mod"] != "nbmlp":
         problems.append(f"dec_mod={config['dec_mod']!r}: only the negative-binomial MLP decoder ('nbmlp') converts")
-    if _setting(config, "norm") != "layernorm":
+    if _setting(config, "norm") not in NORMS:
         problems.append(
-            f"norm={_setting(config, 'norm')!r}: the reference then puts that norm after the gene-embedding "
-            "projection and in the decoder, where scfm's CellPLM has LayerNorms; only norm='layernorm' converts"
+            f"norm={_setting(config, 'norm')!r}: the reference puts that norm after the gene-embedding projection "
+            "and in the decoder; only norm='layernorm' or 'groupnorm' converts"
         )
     if _setting(config, "head_type") is not None:
         problems.append(
@@ -214,12 +253,10 @@ def check_reference_config(config: Mapping[str, Any], source: str = "the CellPLM
             "(the released embedder even fails there: it concatenates the float 0. instead of the encoding); only "
             "cat_pe=false (the encoding is replaced by 0) or pe_type=null converts"
         )
-    covariates = {key: int(_setting(config, key) or 0) for key in ("batch_num", "dataset_num", "platform_num")}
-    if any(covariates.values()) and int(config["dec_layers"]) > 1:
-        given = ", ".join(f"{key}={n}" for key, n in covariates.items() if n)
-        problems.append(
-            f"{given}: the decoder has covariate layers (decoder.covariate_layers.*) that scfm's NB decoder lacks"
-        )
+    for key in COVARIATES.values():
+        value = _setting(config, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            problems.append(f"{key}={value!r} must be a non-negative integer")
     if int(config["out_dim"]) != len(genes):
         problems.append(f"out_dim={config['out_dim']} but gene_list has {len(genes)} genes (the decoder's outputs)")
     if int(config["dec_layers"]) < 1:
@@ -254,6 +291,8 @@ def config_from_reference(config: Mapping[str, Any], source: str = "the CellPLM 
             decoder_hidden=int(config["dec_hid"]),
             decoder_layers=int(config["dec_layers"]),
             decoder_bottleneck=NB_BOTTLENECK,
+            norm=str(_setting(config, "norm")),
+            decoder_offsets=bool(decoder_covariates(config)),
             positional_encoding="none",
             normalize_total=None,
             **settings,
@@ -275,6 +314,8 @@ def _mapped_state_dict(
     """Rename the (already checked) reference tensors; q, k and v are stacked into ``in_proj``."""
     mapped: dict[str, torch.Tensor] = {}
     for key in expected:
+        if key.startswith("decoder.covariate_layers."):  # folded into decoder.offsets below
+            continue
         value = state_dict[key].detach().float()
         if (match := _QKV.match(key)) is not None:
             layer, part, kind = match.groups()
@@ -287,6 +328,29 @@ def _mapped_state_dict(
             raise CheckpointError(f"{source}: no scfm name for reference tensor {key!r}")
         mapped[target] = value
     return mapped
+
+
+def covariate_offsets(config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``(dec_layers - 1, dec_hid)``: what the reference decoder adds after each block when given no covariates.
+
+    ``NBMLPDecoder.forward`` without a ``batch``/``dataset``/``platform`` label adds, for each covariate type,
+    ``norm(PReLU(embedding.weight.sum(0)))``. Computed in float64, returned in float32.
+    """
+    covariates = decoder_covariates(config)
+    norm, dec_hid = _setting(config, "norm"), int(config["dec_hid"])
+    offsets = torch.zeros(int(config["dec_layers"]) - 1, dec_hid, dtype=torch.float64)
+    for i in range(offsets.shape[0]):
+        for cov in covariates:
+            prefix = f"decoder.covariate_layers.{i}.{cov}."
+            x = state_dict[f"{prefix}0.weight"].detach().double().sum(0, keepdim=True)
+            x = F.prelu(x, state_dict[f"{prefix}1.weight"].detach().double())
+            weight, bias = state_dict[f"{prefix}2.weight"].detach().double(), state_dict[f"{prefix}2.bias"].detach()
+            if norm == "groupnorm":
+                x = F.group_norm(x, NORM_GROUPS, weight, bias.double(), eps=NORM_EPS)
+            else:
+                x = F.layer_norm(x, (dec_hid,), weight, bias.double(), eps=NORM_EPS)
+            offsets[i] += x[0]
+    return offsets.float()
 
 
 def convert_reference_state_dict(
@@ -351,12 +415,21 @@ def convert_reference_state_dict(
         raise CheckpointError(f"the weights of {source} do not match its config: " + "; ".join(parts))
 
     mapped = _mapped_state_dict(state_dict, expected, source)
+    covariates = decoder_covariates(config)
+    if covariates:
+        mapped["decoder.offsets"] = covariate_offsets(config, state_dict)
     scfm_config.extra = {
         "converted_from": "cellplm",
         "reference": REFERENCE,
         "reference_config": {k: v for k, v in config.items() if k != "gene_list"},
         "dropped": dropped,
     }
+    if covariates:
+        scfm_config.extra["folded_covariates"] = {
+            "sizes": covariates,
+            "into": "decoder.offsets",
+            "note": COVARIATE_NOTE,
+        }
     return scfm_config, vocab, mapped
 
 
@@ -448,6 +521,14 @@ def _model_card(module: CellPLMModule, config_path: Path, ckpt_path: Path, sha25
     config = module.config
     n_params = sum(p.numel() for p in module.parameters())
     dropped = ", ".join(config.extra["dropped"]) or "none"
+    folded = config.extra.get("folded_covariates")
+    covariates = ""
+    if folded:
+        sizes = ", ".join(f"{cov} ({n} embeddings)" for cov, n in folded["sizes"].items())
+        covariates = (
+            f"- Decoder covariates folded: {sizes}. {folded['note']} The embeddings never depend on them "
+            "(the reference injects covariates into the input only with `input_covariate=True`).\n"
+        )
     reference = json.dumps(config.extra["reference_config"], indent=2, sort_keys=True, default=str)
     return f"""# CellPLM checkpoint converted by scfm
 
@@ -457,7 +538,8 @@ def _model_card(module: CellPLMModule, config_path: Path, ckpt_path: Path, sha25
 - converted: {dt.date.today().isoformat()} with `scfm convert cellplm`
 - parameters: {n_params:,}; {config.n_layers} Flowformer layers, d_model {config.d_model}, {config.n_heads} heads,
   feed-forward {config.d_hidden}; {config.n_components}-component Gaussian-mixture latent of {config.latent_dim};
-  NB decoder {config.decoder_layers} layers of {config.decoder_hidden}; {config.n_genes} genes
+  NB decoder {config.decoder_layers} layers of {config.decoder_hidden}; {config.n_genes} genes; norm {config.norm}
+  after the input projection and in the decoder
 - dropped (never used by the released reference code): {dropped}
 
 ## Differences from the reference at inference
@@ -469,7 +551,7 @@ def _model_card(module: CellPLMModule, config_path: Path, ckpt_path: Path, sha25
 - Sentences: scfm groups the cells of a sample into sentences of at most `context` = {config.context} cells by a
   seeded hash of the cell names; the reference pipeline reads a whole sample (or chunks of `batch_size` cells in
   file order) as one sentence.
-
+{covariates}
 ## Reference config (gene_list left out)
 
 ```json
@@ -483,6 +565,7 @@ __all__ = [
     "config_from_reference",
     "convert_cellplm_checkpoint",
     "convert_reference_state_dict",
+    "covariate_offsets",
     "read_reference_config",
     "read_reference_state_dict",
     "reference_key_shapes",
