@@ -3,7 +3,9 @@
 from ._annotate import annotate
 from ._associate import associate
 from ._bulk import bulk_features
+from ._denoise import denoise
 from ._embed import embed
+from ._impute import impute
 from ._integrate import integrate
 
-__all__ = ["annotate", "associate", "bulk_features", "embed", "integrate"]
+__all__ = ["annotate", "associate", "bulk_features", "denoise", "embed", "impute", "integrate"]

@@ -1,0 +1,315 @@
+"""``scfm.tl.denoise``: expected counts of every cell from a CellPLM model's negative-binomial decoder.
+
+The helpers shared with :func:`scfm.tl.impute` (the validated plan of a run, the streamed counts check and the
+per-sentence decoder predictions) live here too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from anndata import AnnData
+
+from scfm.data import ExpressionSource, expression_source, iter_row_blocks
+from scfm.genes import GeneAlignment, align_genes
+from scfm.models._device import resolve_device
+from scfm.models._resolve import ModelArg, resolve_model
+from scfm.models.cellplm import PretrainedCellPLM, cell_features, iter_sentences, sentences_of
+from scfm.tokenize import check_values, detect_input_kind
+
+from ._provenance import write_provenance
+
+_BYTES_PER_GB = 1e9
+
+
+@dataclass
+class CountsPlan:
+    """Everything a CellPLM count prediction needs, validated before anything is computed."""
+
+    pretrained: PretrainedCellPLM
+    source: ExpressionSource
+    alignment: GeneAlignment
+    sentences: list[np.ndarray]
+    coordinates: np.ndarray | None
+    context: int
+    device: torch.device
+
+    def record(self, **extra: Any) -> dict[str, Any]:
+        """Provenance fields common to the CellPLM count tools."""
+        pretrained, alignment = self.pretrained, self.alignment
+        return {
+            "model": pretrained.name,
+            "family": pretrained.module.config.family,
+            "checkpoint": pretrained.path,
+            "checkpoint_sha256": pretrained.sha256,
+            "vocab_size": len(pretrained.vocab),
+            "vocab_fingerprint": pretrained.vocab.fingerprint(),
+            "genes_matched": alignment.n_matched,
+            "genes_total": alignment.n_vars,
+            "gene_source": alignment.source,
+            "gene_id_type": alignment.id_type,
+            "genes_casefold": alignment.n_casefold,
+            "matrix": self.source.label,
+            "input_kind": "counts",
+            "context": self.context,
+            "n_sentences": len(self.sentences),
+            "device": str(self.device),
+            **extra,
+        }
+
+
+def check_arguments(adata: AnnData, *, copy: bool, block_size: int, max_dense_gb: float, key: str, what: str) -> None:
+    """Checks shared by the count tools that need neither the model nor the matrix."""
+    if adata.n_obs == 0:
+        raise ValueError(f"the AnnData has no cells (n_obs == 0); nothing to {what}")
+    if adata.n_vars == 0:
+        raise ValueError("the AnnData has no genes (n_vars == 0)")
+    if copy and adata.isbacked:
+        raise ValueError("copy=True is not supported for a backed AnnData; use copy=False (results are kept in memory)")
+    if isinstance(block_size, bool) or not isinstance(block_size, int | np.integer) or block_size < 1:
+        raise ValueError(f"block_size must be an integer >= 1, got {block_size!r}")
+    if not max_dense_gb > 0:
+        raise ValueError(f"max_dense_gb must be positive, got {max_dense_gb!r}")
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"the result key must be a non-empty string, got {key!r}")
+
+
+def check_dense_size(n_obs: int, n_columns: int, max_dense_gb: float, what: str) -> None:
+    """Refuse a dense float32 result larger than ``max_dense_gb`` gigabytes (10^9 bytes)."""
+    size_gb = n_obs * n_columns * 4 / _BYTES_PER_GB
+    if size_gb > max_dense_gb:
+        raise ValueError(
+            f"the dense float32 {what} would take {size_gb:.2f} GB ({n_obs} cells x {n_columns} genes), more than "
+            f"max_dense_gb={max_dense_gb:g}; subset the cells or genes (e.g. run on batches of cells) or raise "
+            "max_dense_gb"
+        )
+
+
+def plan_counts(
+    adata: AnnData,
+    model: ModelArg,
+    *,
+    layer: str | None,
+    gene_key: str | None,
+    sample_key: str | None,
+    spatial_key: str | None,
+    context: int | None,
+    seed: int,
+    min_genes: int,
+    on_duplicate: Literal["error", "first"],
+    device: str,
+) -> CountsPlan:
+    """Resolve the matrix, the model, the gene alignment and the sentences (all validated, nothing computed)."""
+    source = expression_source(adata, layer=layer)
+    target = resolve_device(device)
+    if not isinstance(model, ModelArg):
+        raise TypeError(
+            "model must be a CellPLM checkpoint directory, the bundled name 'cellplm', or a CellPLM model, "
+            f"got {type(model).__name__}"
+        )
+    pretrained = resolve_model("cellplm" if model is None else model, families=("cellplm",))
+    alignment = align_genes(
+        source.var, pretrained.vocab, gene_key=gene_key, min_genes=min_genes, on_duplicate=on_duplicate
+    )
+    context = pretrained.module.config.context if context is None else context
+    if isinstance(context, bool) or not isinstance(context, int | np.integer):
+        raise ValueError(f"context must be an integer number of cells, got {context!r}")
+    sentences, coordinates = sentences_of(
+        adata, sample_key=sample_key, spatial_key=spatial_key, context=int(context), seed=seed
+    )
+    return CountsPlan(pretrained, source, alignment, sentences, coordinates, int(context), target)
+
+
+def check_counts(
+    source: ExpressionSource, block_size: int, columns: np.ndarray | None = None, out: np.ndarray | None = None
+) -> None:
+    """Stream the matrix and refuse NaN/inf, negative or non-integer values (every block, not just the first).
+
+    With ``columns`` and ``out``, the observed values of those columns are copied into ``out`` on the way.
+    """
+    for start, stop, block in iter_row_blocks(source.matrix, block_size):
+        check_values(block, where=source.label)
+        kind = detect_input_kind(block)
+        if kind != "counts":
+            raise ValueError(
+                f"{source.label} does not hold raw counts (rows {start}-{stop - 1} look {kind}"
+                f"{', i.e. log-normalised' if kind == 'log1p' else ''}); CellPLM predicts counts from the observed "
+                "library, so pass the raw counts (e.g. layer='counts')"
+            )
+        if out is not None and columns is not None and columns.size:
+            out[start:stop, columns] = block[:, columns].toarray()
+
+
+def iter_panel_predictions(
+    plan: CountsPlan, targets: np.ndarray, *, block_size: int, progress: bool
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(cells, expected counts)`` per sentence for the vocabulary genes ``targets`` (0-based gene indices).
+
+    The decoder's proportions are renormalised over the cell's measured panel (the matched genes): a target gene
+    ``g`` gets ``exp(logit_g - logsumexp(logits over the panel)) * library`` with ``library`` the cell's counts
+    over the panel. For a panel gene this is ``softmax(panel logits) * library``; for a gene outside the panel it
+    is ``p_g / s * library`` with ``s`` the panel's share of the softmax over the whole vocabulary.
+    """
+    module = plan.pretrained.module
+    first = module.config.first_gene_id
+    target = plan.device
+    module.to(target)
+    stage_one = cell_features(module, plan.source, plan.alignment, block_size=block_size, require_counts=True)
+    n_panel = plan.alignment.n_matched
+    # only the logits of the panel and of the targets are needed: p_g / s = exp(logit_g - logsumexp(panel logits))
+    genes = np.concatenate([plan.alignment.token_ids - first, np.asarray(targets, dtype=np.int64)])
+    genes = torch.as_tensor(genes, device=target)
+    with torch.inference_mode():
+        for cells, z in iter_sentences(
+            module, stage_one.features, plan.sentences, coordinates=plan.coordinates, device=target, progress=progress
+        ):
+            logits = module.decoder(z.float(), genes).float()
+            log_share = logits[:, n_panel:] - torch.logsumexp(logits[:, :n_panel], dim=1, keepdim=True)
+            proportions = torch.exp(log_share).cpu().numpy().astype(np.float64)
+            yield cells, (proportions * stage_one.library[cells, None]).astype(np.float32)
+
+
+def denoise(
+    adata: AnnData,
+    model: ModelArg = "cellplm",
+    *,
+    layer: str | None = None,
+    gene_key: str | None = None,
+    sample_key: str | None = None,
+    spatial_key: str | None = None,
+    context: int | None = None,
+    seed: int = 0,
+    layer_added: str = "scfm_denoised",
+    min_genes: int = 10,
+    on_duplicate: Literal["error", "first"] = "error",
+    max_dense_gb: float = 8.0,
+    device: str = "auto",
+    block_size: int = 4096,
+    progress: bool = True,
+    copy: bool = False,
+) -> AnnData | None:
+    """Denoise counts with a CellPLM model: each cell's expected counts from its tissue context.
+
+    Cells are grouped into sentences (chunks of a sample, or spatial neighbourhoods with ``spatial_key``), the
+    transformer reads each sentence, and the negative-binomial decoder gives every cell a proportion per gene from
+    its latent (posterior mean). A cell's denoised counts over the genes of ``adata`` that the model knows are
+    ``softmax(decoder logits over those genes) * library``, ``library`` being the cell's observed counts over
+    the same genes: the library is preserved, only its distribution over genes changes. Genes outside the
+    vocabulary keep their observed values.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes raw counts (dense, sparse or backed ``.h5ad``; read ``block_size`` rows at a time).
+        Log-normalised or otherwise non-integer values are refused.
+    model
+        A CellPLM checkpoint directory (written by :meth:`~scfm.models.CellPLM.save`), the bundled name
+        ``"cellplm"``, or a :class:`~scfm.models.CellPLM` instance. Nothing is downloaded.
+    layer
+        Layer holding the counts (default ``X``).
+    gene_key
+        ``adata.var`` column with gene symbols (default: ``var_names``).
+    sample_key
+        ``adata.obs`` column: cells of one sample (tissue section, donor...) form sentences together
+        (default: all cells are one sample). A sample with a single cell is an error.
+    spatial_key
+        ``adata.obsm`` key of ``(n_obs, 2)`` coordinates: sentences become spatial neighbourhoods and the model's
+        positional encoding sees them.
+    context
+        Cells per sentence (default: the checkpoint's).
+    seed
+        Seed of the grouping of non-spatial cells into sentences.
+    layer_added
+        The result goes to ``adata.layers[layer_added]``, the flag of denoised genes to
+        ``adata.var[f"{layer_added}_matched"]`` and the provenance to ``adata.uns["scfm"][layer_added]``.
+    min_genes, on_duplicate
+        Gene-alignment rules, see :func:`scfm.genes.align_genes` (a spatial panel may hold only a few dozen
+        genes).
+    max_dense_gb
+        The result layer is a dense float32 ``n_obs x n_vars`` array (denoised counts are not sparse); a result
+        larger than this many gigabytes is refused before anything is computed.
+    device
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``...
+    block_size
+        Rows read from the matrix at a time (memory only; results do not depend on it).
+    progress
+        Show a progress bar.
+    copy
+        Return a modified copy instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None`` (or the copy when ``copy=True``). Sets
+
+    ``adata.layers[layer_added]``
+        Dense ``n_obs x n_vars`` float32: denoised counts for the matched genes, observed values elsewhere.
+    ``adata.var[f"{layer_added}_matched"]``
+        Whether the gene was denoised (known to the model).
+    ``adata.uns["scfm"][layer_added]``
+        Provenance: model, checkpoint sha256, genes matched, sentence plan, parameters, version.
+
+    Notes
+    -----
+    The result depends on which cells share a sentence (``sample_key``, ``spatial_key``, ``context``, ``seed``)
+    but not on the order of the cells or on ``block_size``. A cell with no counts over the matched genes stays
+    all zero there. On error nothing is written: the AnnData is left unchanged.
+
+    Examples
+    --------
+    >>> scfm.tl.denoise(adata, "path/to/cellplm_checkpoint", sample_key="sample")
+    >>> sc.pp.normalize_total(adata, layer="scfm_denoised")
+    """
+    start_time = time.perf_counter()
+    check_arguments(adata, copy=copy, block_size=block_size, max_dense_gb=max_dense_gb, key=layer_added, what="denoise")
+    if layer is not None and layer_added == layer:
+        raise ValueError(f"layer_added={layer_added!r} would overwrite the input counts; choose another layer_added")
+    check_dense_size(adata.n_obs, adata.n_vars, max_dense_gb, "denoised layer")
+    plan = plan_counts(
+        adata,
+        model,
+        layer=layer,
+        gene_key=gene_key,
+        sample_key=sample_key,
+        spatial_key=spatial_key,
+        context=context,
+        seed=seed,
+        min_genes=min_genes,
+        on_duplicate=on_duplicate,
+        device=device,
+    )
+    matched = np.zeros(adata.n_vars, dtype=bool)
+    matched[plan.alignment.var_index] = True
+    denoised = np.zeros((adata.n_obs, adata.n_vars), dtype=np.float32)
+    check_counts(plan.source, block_size, columns=np.flatnonzero(~matched), out=denoised)
+
+    first = plan.pretrained.module.config.first_gene_id
+    var_index = plan.alignment.var_index
+    n_empty = 0
+    for cells, values in iter_panel_predictions(
+        plan, plan.alignment.token_ids - first, block_size=block_size, progress=progress
+    ):
+        denoised[np.ix_(cells, var_index)] = values
+        n_empty += int(np.count_nonzero(values.sum(1) == 0))
+
+    if copy:
+        adata = adata.copy()
+    adata.layers[layer_added] = denoised
+    adata.var[f"{layer_added}_matched"] = matched
+    write_provenance(
+        adata,
+        layer_added,
+        plan.record(
+            task="denoise",
+            sample_key=sample_key,
+            spatial_key=spatial_key,
+            seed=seed,
+            n_empty_cells=n_empty,
+            seconds=time.perf_counter() - start_time,
+        ),
+    )
+    return adata if copy else None
