@@ -22,6 +22,9 @@ def _embed(args: argparse.Namespace) -> int:
         key_added=args.key_added,
         device=args.device,
         max_len=args.max_len,
+        sample_key=args.sample_key,
+        spatial_key=args.spatial_key,
+        context=args.context,
         progress=not args.quiet,
     )
     if args.backed:
@@ -67,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("input", help="input .h5ad")
     embed.add_argument("output", help="output .h5ad (with --backed: obs, var names and the embedding, no matrix)")
     embed.add_argument(
-        "--model", default=None, help="checkpoint directory or bundled name: default (scGPT) or tgpt (default: default)"
+        "--model",
+        default=None,
+        help="checkpoint directory or bundled name: default (scGPT), tgpt or cellplm (default: default)",
     )
     embed.add_argument("--layer", default=None)
     embed.add_argument("--use-raw", action="store_true", help="read adata.raw")
@@ -76,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--key-added", default="X_scfm")
     embed.add_argument("--device", default="auto")
     embed.add_argument("--max-len", type=int, default=None)
+    embed.add_argument("--sample-key", default=None, help="CellPLM: obs column of samples (sentences never mix them)")
+    embed.add_argument("--spatial-key", default=None, help="CellPLM: obsm key of (n_obs, 2) coordinates")
+    embed.add_argument("--context", type=int, default=None, help="CellPLM: most cells per sentence")
     embed.add_argument("--backed", action="store_true", help="stream the input from disk")
     embed.add_argument("--quiet", action="store_true", help="no progress bar")
     embed.set_defaults(func=_embed)
