@@ -50,6 +50,25 @@ def matched_counts(block: sp.csr_matrix, alignment: GeneAlignment, input_kind: s
     return matched
 
 
+_PRODUCT_ROWS = 256
+
+
+def _dense_product(matrix: sp.csr_matrix, weights: torch.Tensor) -> np.ndarray:
+    """``matrix @ weights`` in float32 through dense chunks of exactly ``_PRODUCT_ROWS`` rows (zero-padded).
+
+    Dense GEMM is several times faster than a sparse product here, and a fixed chunk shape makes every row's
+    result the same bits whatever block it was read in (the GEMM path depends on the shape, not on other rows).
+    """
+    out = np.empty((matrix.shape[0], weights.shape[1]), dtype=np.float32)
+    chunk = np.zeros((_PRODUCT_ROWS, matrix.shape[1]), dtype=np.float32)
+    for start in range(0, matrix.shape[0], _PRODUCT_ROWS):
+        rows = matrix[start : start + _PRODUCT_ROWS]
+        chunk[:] = 0.0
+        chunk[: rows.shape[0]] = rows.toarray()
+        out[start : start + rows.shape[0]] = (torch.from_numpy(chunk) @ weights)[: rows.shape[0]].numpy()
+    return out
+
+
 def _check_kind(input_kind: str, module: CellPLMModule, require_counts: bool, where: str) -> None:
     if input_kind == "counts":
         return
@@ -84,8 +103,8 @@ def cell_features(
         and ``normalize_total``).
     """
     config = module.config
-    embedding = module.gene_embedding.detach().float().cpu().numpy()
-    gene_rows = embedding[alignment.token_ids - config.first_gene_id].astype(np.float64)
+    embedding = module.gene_embedding.detach().float().cpu()
+    gene_rows = embedding[torch.as_tensor(alignment.token_ids - config.first_gene_id)].contiguous()
     n_obs = source.n_obs if rows is None else len(rows)
     features = np.zeros((n_obs, config.d_model), dtype=np.float32)
     library = np.zeros(n_obs, dtype=np.float64)
@@ -102,7 +121,7 @@ def cell_features(
             scale = config.normalize_total / np.maximum(row_library, 1e-8)
             counts.data *= np.repeat(scale, np.diff(counts.indptr))
         counts.data = np.log1p(counts.data)
-        features[start:stop] = counts @ gene_rows
+        features[start:stop] = _dense_product(counts, gene_rows)
     return CellFeatures(features, library, input_kind or "counts")
 
 
