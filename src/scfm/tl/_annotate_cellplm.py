@@ -14,7 +14,7 @@ from scfm.models.cellplm import (
     cell_features,
     classifier_probabilities,
     finetune_classifier,
-    iter_sentences,
+    sentence_latents,
 )
 
 
@@ -89,10 +89,7 @@ def cellplm_annotation(
 
     def latent(features: np.ndarray, names) -> np.ndarray:
         sentences = plan_sentences(np.asarray(names), context=context, seed=seed, min_sample_size=1)
-        out = np.zeros((features.shape[0], module.config.latent_dim), dtype=np.float32)
-        for cells, z in iter_sentences(module, features, sentences, coordinates=None, device=target, progress=progress):
-            out[cells] = z.cpu().numpy()
-        return out
+        return sentence_latents(module, features, sentences, coordinates=None, device=target, progress=progress)
 
     knn = KNeighborsClassifier(n_neighbors=min(n_neighbors, reference.n_obs), metric="cosine")
     knn.fit(latent(reference_features, reference.obs_names), label_codes)

@@ -1,26 +1,26 @@
 """``scfm.tl.denoise``: expected counts of every cell from a CellPLM model's negative-binomial decoder.
 
-The helpers shared with :func:`scfm.tl.impute` (the validated plan of a run, the streamed counts check and the
-per-sentence decoder predictions) live here too.
+The helpers shared with :func:`scfm.tl.impute` (the validated plan of a run and the per-sentence decoder
+predictions) live here too.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
-from scfm.data import ExpressionSource, expression_source, iter_row_blocks
+from scfm.data import ExpressionSource, expression_source
 from scfm.genes import GeneAlignment, align_genes
 from scfm.models._device import resolve_device
 from scfm.models._resolve import ModelArg, resolve_model
 from scfm.models.cellplm import PretrainedCellPLM, cell_features, iter_sentences, sentences_of
-from scfm.tokenize import check_values, detect_input_kind
 
 from ._provenance import write_provenance
 
@@ -125,30 +125,18 @@ def plan_counts(
     return CountsPlan(pretrained, source, alignment, sentences, coordinates, int(context), target)
 
 
-def check_counts(
-    source: ExpressionSource, block_size: int, columns: np.ndarray | None = None, out: np.ndarray | None = None
-) -> None:
-    """Stream the matrix and refuse NaN/inf, negative or non-integer values (every block, not just the first).
-
-    With ``columns`` and ``out``, the observed values of those columns are copied into ``out`` on the way.
-    """
-    for start, stop, block in iter_row_blocks(source.matrix, block_size):
-        check_values(block, where=source.label)
-        kind = detect_input_kind(block)
-        if kind != "counts":
-            raise ValueError(
-                f"{source.label} does not hold raw counts (rows {start}-{stop - 1} look {kind}"
-                f"{', i.e. log-normalised' if kind == 'log1p' else ''}); CellPLM predicts counts from the observed "
-                "library, so pass the raw counts (e.g. layer='counts')"
-            )
-        if out is not None and columns is not None and columns.size:
-            out[start:stop, columns] = block[:, columns].toarray()
-
-
 def iter_panel_predictions(
-    plan: CountsPlan, targets: np.ndarray, *, block_size: int, progress: bool
+    plan: CountsPlan,
+    targets: np.ndarray,
+    *,
+    block_size: int,
+    progress: bool,
+    on_block: Callable[[int, int, sp.csr_matrix], None] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(cells, expected counts)`` per sentence for the vocabulary genes ``targets`` (0-based gene indices).
+
+    The matrix is read once, checked block by block for raw counts (an error before anything is yielded);
+    ``on_block`` sees each raw block on the way (see :func:`~scfm.models.cellplm.cell_features`).
 
     The decoder's proportions are renormalised over the cell's measured panel (the matched genes): a target gene
     ``g`` gets ``exp(logit_g - logsumexp(logits over the panel)) * library`` with ``library`` the cell's counts
@@ -159,7 +147,9 @@ def iter_panel_predictions(
     first = module.config.first_gene_id
     target = plan.device
     module.to(target)
-    stage_one = cell_features(module, plan.source, plan.alignment, block_size=block_size, require_counts=True)
+    stage_one = cell_features(
+        module, plan.source, plan.alignment, block_size=block_size, require_counts=True, on_block=on_block
+    )
     n_panel = plan.alignment.n_matched
     # only the logits of the panel and of the targets are needed: p_g / s = exp(logit_g - logsumexp(panel logits))
     genes = np.concatenate([plan.alignment.token_ids - first, np.asarray(targets, dtype=np.int64)])
@@ -285,13 +275,17 @@ def denoise(
     matched = np.zeros(adata.n_vars, dtype=bool)
     matched[plan.alignment.var_index] = True
     denoised = np.zeros((adata.n_obs, adata.n_vars), dtype=np.float32)
-    check_counts(plan.source, block_size, columns=np.flatnonzero(~matched), out=denoised)
+    unmatched = np.flatnonzero(~matched)
+
+    def keep_observed(start: int, stop: int, block: sp.csr_matrix) -> None:
+        if unmatched.size:
+            denoised[start:stop, unmatched] = block[:, unmatched].toarray()
 
     first = plan.pretrained.module.config.first_gene_id
     var_index = plan.alignment.var_index
     n_empty = 0
     for cells, values in iter_panel_predictions(
-        plan, plan.alignment.token_ids - first, block_size=block_size, progress=progress
+        plan, plan.alignment.token_ids - first, block_size=block_size, progress=progress, on_block=keep_observed
     ):
         denoised[np.ix_(cells, var_index)] = values
         n_empty += int(np.count_nonzero(values.sum(1) == 0))

@@ -15,7 +15,6 @@ from scfm.models._resolve import ModelArg
 
 from ._denoise import (
     check_arguments,
-    check_counts,
     check_dense_size,
     iter_panel_predictions,
     plan_counts,
@@ -178,7 +177,6 @@ def impute(
     )
     vocab = plan.pretrained.vocab
     ids = _gene_ids(requested, vocab)
-    check_counts(plan.source, block_size)
     panel = set(plan.alignment.token_ids.tolist())
     in_panel = [gene for gene, i in zip(requested, ids.tolist(), strict=True) if i in panel]
 

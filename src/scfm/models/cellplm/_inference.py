@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,13 +69,14 @@ def _dense_product(matrix: sp.csr_matrix, weights: torch.Tensor) -> np.ndarray:
     return out
 
 
-def _check_kind(input_kind: str, module: CellPLMModule, require_counts: bool, where: str) -> None:
+def _check_kind(input_kind: str, module: CellPLMModule, require_counts: bool, where: str, rows: str) -> None:
     if input_kind == "counts":
         return
     if require_counts:
+        log_hint = ", i.e. log-normalised" if input_kind == "log1p" else ""
         raise ValueError(
-            f"{where} does not hold raw counts (values look {input_kind}); this operation predicts counts, so pass "
-            "the raw counts (e.g. layer='counts' or use_raw=True)"
+            f"{where} does not hold raw counts (rows {rows} look {input_kind}{log_hint}); CellPLM predicts counts "
+            "from the observed library, so pass the raw counts (e.g. layer='counts')"
         )
     if module.config.normalize_total is None:
         raise ValueError(
@@ -93,8 +94,12 @@ def cell_features(
     block_size: int = 4096,
     rows: np.ndarray | None = None,
     require_counts: bool = False,
+    on_block: Callable[[int, int, sp.csr_matrix], None] | None = None,
 ) -> CellFeatures:
     """Stage one: read ``block_size`` rows at a time and keep only each cell's ``d_model`` features.
+
+    ``require_counts`` checks every block for integer counts (otherwise the first block decides the input kind);
+    ``on_block(start, stop, block)`` sees every raw block as it is read, so callers need no second pass.
 
     Raises
     ------
@@ -111,9 +116,11 @@ def cell_features(
     input_kind = None
     for start, stop, block in iter_row_blocks(source.matrix, block_size, rows):
         check_values(block, where=source.label)
-        if input_kind is None:
+        if input_kind is None or require_counts:
             input_kind = detect_input_kind(block)
-            _check_kind(input_kind, module, require_counts, source.label)
+            _check_kind(input_kind, module, require_counts, source.label, f"{start}-{stop - 1}")
+        if on_block is not None:
+            on_block(start, stop, block)
         counts = matched_counts(block, alignment, input_kind)
         row_library = np.asarray(counts.sum(1)).ravel()
         library[start:stop] = row_library
@@ -155,6 +162,24 @@ def iter_sentences(
     bar.close()
 
 
+def sentence_latents(
+    module: CellPLMModule,
+    features: np.ndarray,
+    sentences: list[np.ndarray],
+    *,
+    coordinates: np.ndarray | None,
+    device: torch.device,
+    progress: bool = False,
+) -> np.ndarray:
+    """``(n, latent_dim)`` float32 latent means of every cell of ``features``, sentence by sentence."""
+    latents = np.zeros((features.shape[0], module.config.latent_dim), dtype=np.float32)
+    for cells, latent in iter_sentences(
+        module, features, sentences, coordinates=coordinates, device=device, progress=progress
+    ):
+        latents[cells] = latent.cpu().numpy()
+    return latents
+
+
 def embed_cells_as_tokens(
     module: CellPLMModule,
     source: ExpressionSource,
@@ -171,11 +196,9 @@ def embed_cells_as_tokens(
     """Latent means of every cell of ``source``, sentence by sentence (``batch_size`` is not used: one sentence
     per forward pass). Cells that express none of the matched genes are embedded from their context alone."""
     stage_one = cell_features(module, source, alignment, block_size=block_size)
-    embeddings = np.zeros((source.n_obs, module.config.latent_dim), dtype=np.float32)
-    for cells, latent in iter_sentences(
+    embeddings = sentence_latents(
         module, stage_one.features, sentences, coordinates=coordinates, device=device, progress=progress
-    ):
-        embeddings[cells] = latent.cpu().numpy()
+    )
     if normalize:
         l2_normalise(embeddings)
     return EmbeddingResult(embeddings, stage_one.input_kind, stage_one.n_empty_cells, 0, source.n_obs)

@@ -26,7 +26,7 @@ from .._checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_wei
 from .._device import resolve_device
 from ._config import CellPLMConfig
 from ._context import sample_labels, sentences_of, spatial_coordinates
-from ._inference import cell_features, iter_sentences
+from ._inference import cell_features, sentence_latents
 from ._module import CellPLMModule
 
 SPECIALS = ("<pad>", "<cls>")
@@ -330,11 +330,9 @@ class CellPLM(FoundationModelMixin, BaseModelClass):
         target = resolve_device(device)
         self.module.to(target)
         stage_one = cell_features(self.module, source, alignment, block_size=block_size, rows=rows)
-        latent = np.zeros((stage_one.features.shape[0], self.config.latent_dim), dtype=np.float32)
-        for cells, z in iter_sentences(
+        latent = sentence_latents(
             self.module, stage_one.features, sentences, coordinates=coordinates, device=target, progress=progress
-        ):
-            latent[cells] = z.cpu().numpy()
+        )
         if normalize:
             latent /= np.maximum(np.linalg.norm(latent, axis=1, keepdims=True), 1e-12)
         return latent
