@@ -194,6 +194,15 @@ class BucketBatchSampler(Sampler[list[int]]):
         return -(-len(self.lengths) // self.batch_size)
 
 
+def split_cells(n_obs: int, validation_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted ``(train, validation)`` row positions: a seeded random ``validation_size`` share is held out."""
+    if not 0.0 <= validation_size < 1.0:
+        raise ValueError(f"validation_size must be in [0, 1), got {validation_size}")
+    permutation = np.random.default_rng(seed).permutation(n_obs)
+    n_val = round(validation_size * n_obs)
+    return np.sort(permutation[n_val:]), np.sort(permutation[:n_val])
+
+
 class CellDataModule(LightningDataModule):
     """Train/validation split of a :class:`TokenizedCellDataset` (the ``data_splitter`` of scvi's TrainRunner)."""
 
@@ -210,12 +219,7 @@ class CellDataModule(LightningDataModule):
         lengths: np.ndarray | None = None,
     ) -> None:
         super().__init__()
-        if not 0.0 <= validation_size < 1.0:
-            raise ValueError(f"validation_size must be in [0, 1), got {validation_size}")
-        permutation = np.random.default_rng(seed).permutation(n_obs)
-        n_val = round(validation_size * n_obs)
-        self.val_idx = np.sort(permutation[:n_val])
-        self.train_idx = np.sort(permutation[n_val:])
+        self.train_idx, self.val_idx = split_cells(n_obs, validation_size, seed)
         self.test_idx = np.array([], dtype=np.int64)
         self.n_train, self.n_val = len(self.train_idx), len(self.val_idx)
         self._make_dataset = make_dataset

@@ -17,6 +17,8 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Sampler
 
+from ._pretraining import split_cells
+
 
 def _hash_order(names: np.ndarray, seed: int) -> np.ndarray:
     key = f"scfm-cells{seed:06d}"[-16:].rjust(16, "0")
@@ -42,6 +44,32 @@ def _spatial_split(cells: np.ndarray, coordinates: np.ndarray, rank: np.ndarray,
     return _spatial_split(order[:n_left], coordinates, rank, context) + _spatial_split(
         order[n_left:], coordinates, rank, context
     )
+
+
+def sample_codes(
+    samples: Sequence | np.ndarray | None, n: int, min_sample_size: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
+    """Integer sample code per cell (in order of first appearance) and cells per sample.
+
+    Raises
+    ------
+    ValueError
+        A missing sample label, or a sample smaller than ``min_sample_size`` (named, with the fix).
+    """
+    labels = np.zeros(n, dtype=np.int64) if samples is None else pd.factorize(np.asarray(samples))[0]
+    if (labels < 0).any():
+        raise ValueError(f"{int((labels < 0).sum())} cells have a missing sample label; fill or drop them first")
+    counts = np.bincount(labels, minlength=labels.max() + 1 if n else 0)
+    small = np.flatnonzero(counts < min_sample_size)
+    if small.size:
+        uniques = pd.unique(np.asarray(samples)) if samples is not None else np.array(["all cells"])
+        examples = [str(u) for u in uniques[small][:5]]
+        raise ValueError(
+            f"{small.size} samples have fewer than {min_sample_size} cells (e.g. {examples}); "
+            "a CellPLM sentence needs other cells of the same sample as context: merge small samples, drop them, "
+            "or pass sample_key=None to treat all cells as one sample"
+        )
+    return labels, counts
 
 
 def plan_sentences(
@@ -84,19 +112,7 @@ def plan_sentences(
         raise ValueError(f"context must be >= 1 cell, got {context}")
     names = np.asarray(obs_names)
     n = len(names)
-    labels = np.zeros(n, dtype=np.int64) if samples is None else pd.factorize(np.asarray(samples))[0]
-    if (labels < 0).any():
-        raise ValueError(f"{int((labels < 0).sum())} cells have a missing sample label; fill or drop them first")
-    counts = np.bincount(labels, minlength=labels.max() + 1 if n else 0)
-    small = np.flatnonzero(counts < min_sample_size)
-    if small.size:
-        uniques = pd.unique(np.asarray(samples)) if samples is not None else np.array(["all cells"])
-        examples = [str(u) for u in uniques[small][:5]]
-        raise ValueError(
-            f"{small.size} samples have fewer than {min_sample_size} cells (e.g. {examples}); "
-            "a CellPLM sentence needs other cells of the same sample as context: merge small samples, drop them, "
-            "or pass sample_key=None to treat all cells as one sample"
-        )
+    labels, counts = sample_codes(samples, n, min_sample_size)
     rank = np.empty(n, dtype=np.int64)
     rank[_hash_order(names, seed)] = np.arange(n)
     sentences: list[np.ndarray] = []
@@ -208,12 +224,7 @@ class SentenceDataModule(LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        if not 0.0 <= validation_size < 1.0:
-            raise ValueError(f"validation_size must be in [0, 1), got {validation_size}")
-        permutation = np.random.default_rng(seed).permutation(n_obs)
-        n_val = round(validation_size * n_obs)
-        self.val_idx = np.sort(permutation[:n_val])
-        self.train_idx = np.sort(permutation[n_val:])
+        self.train_idx, self.val_idx = split_cells(n_obs, validation_size, seed)
         self.test_idx = np.array([], dtype=np.int64)
         self.n_train, self.n_val = len(self.train_idx), len(self.val_idx)
         self.collator = collator

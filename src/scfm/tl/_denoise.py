@@ -22,7 +22,7 @@ from scfm.models._device import resolve_device
 from scfm.models._resolve import ModelArg, resolve_model
 from scfm.models.cellplm import PretrainedCellPLM, cell_features, iter_sentences, sentences_of
 
-from ._provenance import write_provenance
+from ._provenance import checkpoint_and_genes, write_provenance
 
 _BYTES_PER_GB = 1e9
 
@@ -41,20 +41,8 @@ class CountsPlan:
 
     def record(self, **extra: Any) -> dict[str, Any]:
         """Provenance fields common to the CellPLM count tools."""
-        pretrained, alignment = self.pretrained, self.alignment
         return {
-            "model": pretrained.name,
-            "family": pretrained.module.config.family,
-            "checkpoint": pretrained.path,
-            "checkpoint_sha256": pretrained.sha256,
-            "vocab_size": len(pretrained.vocab),
-            "vocab_fingerprint": pretrained.vocab.fingerprint(),
-            "genes_matched": alignment.n_matched,
-            "genes_total": alignment.n_vars,
-            "gene_source": alignment.source,
-            "gene_id_type": alignment.id_type,
-            "genes_casefold": alignment.n_casefold,
-            "matrix": self.source.label,
+            **checkpoint_and_genes(self.pretrained, self.alignment, self.source),
             "input_kind": "counts",
             "context": self.context,
             "n_sentences": len(self.sentences),

@@ -15,7 +15,7 @@ from scfm.models.cellplm import embed_cells_as_tokens, sentences_of
 from scfm.models.scgpt import embed_cells
 from scfm.models.tgpt import embed_ranked
 
-from ._provenance import write_provenance
+from ._provenance import checkpoint_and_genes, write_provenance
 
 
 def embed(
@@ -184,18 +184,7 @@ def embed(
         adata,
         key_added,
         {
-            "model": pretrained.name,
-            "family": config.family,
-            "checkpoint": pretrained.path,
-            "checkpoint_sha256": pretrained.sha256,
-            "vocab_size": len(pretrained.vocab),
-            "vocab_fingerprint": pretrained.vocab.fingerprint(),
-            "genes_matched": alignment.n_matched,
-            "genes_total": alignment.n_vars,
-            "gene_source": alignment.source,
-            "gene_id_type": alignment.id_type,
-            "genes_casefold": alignment.n_casefold,
-            "matrix": source.label,
+            **checkpoint_and_genes(pretrained, alignment, source),
             "input_kind": result.input_kind,
             "mean_tokens_per_cell": result.n_tokens / adata.n_obs,
             **tokenizer,

@@ -15,3 +15,21 @@ def write_provenance(adata: AnnData, key_added: str, record: dict[str, Any]) -> 
     clean["scfm_version"] = __version__
     adata.uns.setdefault("scfm", {})
     adata.uns["scfm"][key_added] = clean
+
+
+def checkpoint_and_genes(pretrained, alignment, source) -> dict[str, Any]:
+    """The fields every model-based tool records: which checkpoint, which genes matched, which matrix was read."""
+    return {
+        "model": pretrained.name,
+        "family": pretrained.module.config.family,
+        "checkpoint": pretrained.path,
+        "checkpoint_sha256": pretrained.sha256,
+        "vocab_size": len(pretrained.vocab),
+        "vocab_fingerprint": pretrained.vocab.fingerprint(),
+        "genes_matched": alignment.n_matched,
+        "genes_total": alignment.n_vars,
+        "gene_source": alignment.source,
+        "gene_id_type": alignment.id_type,
+        "genes_casefold": alignment.n_casefold,
+        "matrix": source.label,
+    }

@@ -16,7 +16,7 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField
 from scvi.model.base import BaseModelClass
 
-from scfm.data import SentenceCollator, SentenceDataModule, expression_source
+from scfm.data import SentenceCollator, SentenceDataModule, expression_source, sample_codes
 from scfm.genes import GeneAlignment, GeneVocab, align_genes
 from scfm.tokenize import check_values, detect_input_kind
 from scfm.train import WarmupCosineTrainingPlan
@@ -268,12 +268,7 @@ class CellPLM(FoundationModelMixin, BaseModelClass):
         groups, masks = self._measured_masks()
         samples = sample_labels(self.adata, self._sample_key())
         coordinates = spatial_coordinates(self.adata, self._setup_args.get("spatial_key"), samples)
-        sentences_of(
-            self.adata,
-            sample_key=self._sample_key(),
-            spatial_key=self._setup_args.get("spatial_key"),
-            context=self.config.context,
-        )  # validates sample sizes
+        sample_codes(samples, self.adata.n_obs)
         data_module = SentenceDataModule(
             SentenceCollator(counts, groups, masks, coordinates),
             self.adata.n_obs,
