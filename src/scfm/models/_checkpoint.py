@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -209,3 +210,34 @@ def save_checkpoint(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def read_torch_state_dict(
+    file: Path, resave_hint: str, layout: str = "a mapping of parameter names to tensors"
+) -> dict[str, torch.Tensor]:
+    """A state dict from a PyTorch file of another code base, read with ``torch.load(weights_only=True)``.
+
+    Nothing but tensors and plain containers is unpickled: a file that needs more is refused, with
+    ``resave_hint`` (how to re-save only the tensors) in the message. A dict nesting the weights under
+    ``model_state_dict``, ``state_dict`` or ``model`` is unwrapped; otherwise the error names ``layout``.
+    """
+    try:
+        loaded = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{file} contains pickled Python objects that torch.load(weights_only=True) refuses to load "
+            f"({str(err).splitlines()[0]}); scfm refuses to unpickle arbitrary code. In an environment you trust, "
+            f"re-save only the tensors: {resave_hint}."
+        ) from err
+    except (RuntimeError, OSError, EOFError, ValueError) as err:
+        raise CheckpointError(f"cannot read {file} as a PyTorch state dict ({err})") from err
+    for key in ("model_state_dict", "state_dict", "model"):
+        if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
+            loaded = loaded[key]
+            break
+    if not isinstance(loaded, dict) or not loaded:
+        raise CheckpointError(f"{file} does not hold a state dict: expected {layout}")
+    not_tensors = sorted(k for k, v in loaded.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise CheckpointError(f"{file}: entries that are not tensors: {not_tensors[:8]}; expected {layout}")
+    return dict(loaded)

@@ -36,7 +36,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -47,7 +46,7 @@ import torch.nn.functional as F
 
 from scfm.genes import GeneVocab
 
-from .._checkpoint import CheckpointError, file_sha256, load_weights_strict, save_checkpoint
+from .._checkpoint import CheckpointError, file_sha256, load_weights_strict, read_torch_state_dict, save_checkpoint
 from ._config import CellPLMConfig
 from ._model import SPECIALS
 from ._module import CellPLMModule
@@ -455,23 +454,11 @@ def read_reference_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"no CellPLM weights at {str(path)!r} (the reference's {{prefix}}.best.ckpt)")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"{path} contains pickled Python objects that torch.load(weights_only=True) refuses to load "
-            f"({str(err).splitlines()[0]}); scfm refuses to unpickle arbitrary code. In an environment you trust, "
-            "re-save only the tensors: torch.save({'model_state_dict': model.state_dict()}, path)."
-        ) from err
-    except (RuntimeError, OSError, EOFError, ValueError) as err:
-        raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint ({err})") from err
-    if isinstance(loaded, dict) and isinstance(loaded.get("model_state_dict"), dict):
-        loaded = loaded["model_state_dict"]
-    if not isinstance(loaded, dict) or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise CheckpointError(
-            f"{path} holds no state dict: expected {{'model_state_dict': {{name: tensor}}}} as the reference saves it"
-        )
-    return dict(loaded)
+    return read_torch_state_dict(
+        path,
+        "torch.save({'model_state_dict': model.state_dict()}, path)",
+        layout="{'model_state_dict': {name: tensor}} as the reference saves it",
+    )
 
 
 def convert_cellplm_checkpoint(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 
 from scfm.genes import GeneVocab
 
-from .._checkpoint import CheckpointError, file_sha256, load_weights_strict, save_checkpoint
+from .._checkpoint import CheckpointError, file_sha256, load_weights_strict, read_torch_state_dict, save_checkpoint
 from ._config import SCGPTConfig
 from ._module import SCGPTModule
 
@@ -118,7 +117,7 @@ def read_reference_checkpoint(path: str | os.PathLike) -> ReferenceCheckpoint:
     args = _read_json_object(path / ARGS_FILE)
     token_to_id = _read_json_object(path / VOCAB_FILE)
     vocab, appended = _reference_vocab(token_to_id, path / VOCAB_FILE)
-    state_dict = _load_state_dict(path / WEIGHTS_FILE)
+    state_dict = read_torch_state_dict(path / WEIGHTS_FILE, "torch.save(model.state_dict(), 'best_model.pt')")
     return ReferenceCheckpoint(path, args, vocab, state_dict, file_sha256(path / WEIGHTS_FILE), appended)
 
 
@@ -142,29 +141,6 @@ def _reference_vocab(token_to_id: dict[str, Any], file: Path) -> tuple[GeneVocab
         return GeneVocab.from_dict(full), appended
     except ValueError as err:
         raise CheckpointError(f"{file} is not a usable gene vocabulary: {err}") from err
-
-
-def _load_state_dict(file: Path) -> dict[str, torch.Tensor]:
-    try:
-        loaded = torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"{file} contains pickled Python objects that torch.load(weights_only=True) refuses to load "
-            f"({str(err).splitlines()[0]}). scfm never unpickles arbitrary code: in an environment you trust, "
-            "re-save only the tensors with torch.save(model.state_dict(), 'best_model.pt')."
-        ) from err
-    except (RuntimeError, OSError, EOFError, ValueError) as err:
-        raise CheckpointError(f"cannot read {file} as a PyTorch state dict ({err})") from err
-    for key in ("model_state_dict", "state_dict", "model"):
-        if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
-            loaded = loaded[key]
-            break
-    if not isinstance(loaded, dict) or not loaded:
-        raise CheckpointError(f"{file} does not hold a state dict (a mapping of parameter names to tensors)")
-    not_tensors = sorted(k for k, v in loaded.items() if not isinstance(v, torch.Tensor))
-    if not_tensors:
-        raise CheckpointError(f"{file}: entries that are not tensors: {not_tensors[:8]}")
-    return dict(loaded)
 
 
 def map_reference_state_dict(
