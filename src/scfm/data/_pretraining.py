@@ -121,11 +121,13 @@ class MaskedValueCollator:
         self.mode = mode
         self.n_zero_queries = n_zero_queries
 
-    def _queries(self, cells: Sequence[TrainingCell]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _queries(
+        self, cells: Sequence[TrainingCell], generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         query_ids, query_values = [], []
         for cell in cells:
             n_zero = min(self.n_zero_queries, len(cell.zero_gene_ids), max(len(cell.tokens.gene_ids) - 1, 1))
-            pick = torch.randperm(len(cell.zero_gene_ids))[:n_zero].numpy()
+            pick = torch.randperm(len(cell.zero_gene_ids), generator=generator)[:n_zero].numpy()
             ids = np.concatenate([cell.tokens.gene_ids[1:], cell.zero_gene_ids[np.sort(pick)]])
             values = np.concatenate([cell.tokens.values[1:], np.zeros(n_zero, dtype=np.float32)])
             query_ids.append(ids)
@@ -138,14 +140,17 @@ class MaskedValueCollator:
             values_out[row, : len(values)] = torch.from_numpy(values)
         return ids_out, values_out
 
-    def __call__(self, cells: Sequence[TrainingCell]) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, cells: Sequence[TrainingCell], generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Pad ``cells`` and draw the masks from ``generator`` (``None``: torch's global generator)."""
         gene_ids, targets = pad_cells([cell.tokens for cell in cells], pad_id=self.pad_id, pad_value=self.pad_value)
         is_gene = gene_ids != self.pad_id
         is_gene[:, 0] = False
-        masked = (torch.rand(gene_ids.shape) < self.mask_ratio) & is_gene
+        masked = (torch.rand(gene_ids.shape, generator=generator) < self.mask_ratio) & is_gene
         values = targets.clone()
         values[masked] = self.mask_value
-        query_ids, query_values = self._queries(cells)
+        query_ids, query_values = self._queries(cells, generator)
         batch = {
             "gene_ids": gene_ids,
             "values": values,

@@ -33,6 +33,10 @@ class WarmupCosineTrainingPlan(TrainingPlan):
         discriminator, a classifier) on top of a pretrained encoder must learn faster than the encoder moves.
     head_prefixes
         Parameter-name prefixes of those heads.
+    total_steps
+        Length of the schedule in optimiser steps (default: Lightning's estimate for the run).
+    log_every_step
+        Log the losses and the learning rate at every step too (pretraining curves), not only per epoch.
     loss_kwargs
         Passed to ``module.loss`` (objective weights).
     """
@@ -46,6 +50,8 @@ class WarmupCosineTrainingPlan(TrainingPlan):
         warmup_steps: int = 200,
         head_lr_factor: float = 1.0,
         head_prefixes: tuple[str, ...] = (),
+        total_steps: int | None = None,
+        log_every_step: bool = False,
         **loss_kwargs,
     ):
         super().__init__(module, lr=lr, weight_decay=weight_decay, optimizer="AdamW", **loss_kwargs)
@@ -54,13 +60,18 @@ class WarmupCosineTrainingPlan(TrainingPlan):
         self.warmup_steps = warmup_steps
         self.head_lr_factor = head_lr_factor
         self.head_prefixes = tuple(head_prefixes)
+        self.total_steps = total_steps
+        self.log_every_step = log_every_step
 
     def training_step(self, batch, batch_idx):
         _, _, loss_output = self.forward(batch, loss_kwargs=self.loss_kwargs)
         size = loss_output.n_obs_minibatch
-        self.log("train_loss", loss_output.loss, on_epoch=True, on_step=False, prog_bar=True, batch_size=size)
+        per_step = self.log_every_step
+        self.log("train_loss", loss_output.loss, on_epoch=True, on_step=per_step, prog_bar=True, batch_size=size)
         for name, value in loss_output.reconstruction_loss.items():
-            self.log(f"train_{name}", value.mean(), on_epoch=True, on_step=False, batch_size=size)
+            self.log(f"train_{name}", value.mean(), on_epoch=True, on_step=per_step, batch_size=size)
+        if per_step:
+            self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=size)
         return loss_output.loss
 
     def validation_step(self, batch, batch_idx):
@@ -89,7 +100,7 @@ class WarmupCosineTrainingPlan(TrainingPlan):
             ],
             lr=self.lr,
         )
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        total = self.total_steps or max(int(self.trainer.estimated_stepping_batches), 1)
         warmup = min(self.warmup_steps, max(total // 10, 1))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
