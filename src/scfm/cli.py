@@ -39,6 +39,26 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrain(args: argparse.Namespace) -> int:
+    from scfm.train import PretrainConfig, pretrain
+
+    config = PretrainConfig.from_yaml(args.config)
+    if args.no_progress:
+        config.trainer.progress_bar = False
+    result = pretrain(config, resume=args.resume)
+    if result.export is not None:
+        print(f"trained to step {result.global_step}; exported {result.export} (load it with scfm.tl.embed(model=...))")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from scfm.train import export_run
+
+    path = export_run(args.run, args.destination, checkpoint=args.checkpoint, overwrite=args.overwrite)
+    print(f"wrote scfm checkpoint {path}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from scfm._demo import run_demo
 
@@ -120,6 +140,25 @@ def build_parser() -> argparse.ArgumentParser:
     cellplm.add_argument("destination", help="scfm checkpoint directory to write")
     cellplm.add_argument("--overwrite", action="store_true", help="replace DESTINATION if it exists")
     cellplm.set_defaults(func=_convert_cellplm)
+
+    pretrain = sub.add_parser(
+        "pretrain",
+        help="pretrain a model on streamed .h5ad shards or a SOMA experiment (one process, DDP or many nodes)",
+        description="Pretrain from a YAML recipe (see configs/pretrain_example.yaml and docs/pretraining.md). With "
+        "trainer.strategy: ddp, Lightning starts one process per device, or launch with torchrun / srun. Training "
+        "checkpoints go to OUTPUT/checkpoints; the finished model is exported to OUTPUT/export.",
+    )
+    pretrain.add_argument("--config", required=True, help="the YAML recipe")
+    pretrain.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of the run")
+    pretrain.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pretrain.set_defaults(func=_pretrain)
+
+    export = sub.add_parser("export", help="export a pretraining run's checkpoint as an scfm checkpoint directory")
+    export.add_argument("run", help="the run directory (the recipe's output)")
+    export.add_argument("destination", nargs="?", default=None, help="where to write (default RUN/export)")
+    export.add_argument("--checkpoint", default=None, help="a step-*.ckpt of the run (default: the newest)")
+    export.add_argument("--overwrite", action="store_true", help="replace DESTINATION if it exists")
+    export.set_defaults(func=_export)
 
     demo = sub.add_parser("demo", help="embed pbmc68k_reduced, write a UMAP PNG and a report")
     demo.add_argument("--out", default="scfm_demo_output")

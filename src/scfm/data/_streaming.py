@@ -112,7 +112,8 @@ class StreamingCellDataset(IterableDataset):
         return deal_blocks(blocks, self.n_slots)
 
     def __len__(self) -> int:
-        return self.batches_per_slot * max(self.num_workers, 1) - self.skip_batches
+        """Batches of the whole epoch on this rank, skipped ones included (Lightning counts on from the skip)."""
+        return self.batches_per_slot * max(self.num_workers, 1)
 
     def _worker(self) -> tuple[int, int]:
         info = get_worker_info()

@@ -1,6 +1,27 @@
-"""Objectives and training plans."""
+"""Objectives, training plans and the streaming pretraining entry point (``scfm pretrain``)."""
 
+from ._callbacks import AtomicCheckpointIO, CellTrace, StepCheckpoint, Throughput, checkpoint_files
+from ._export import export_run
 from ._objectives import elastic_cell_similarity, masked_mse, masked_zero_bce
 from ._plan import WarmupCosineTrainingPlan, warmup_cosine
+from ._pretrain import PretrainResult, pretrain, schedule_steps, union_vocab
+from ._pretrain_config import PretrainConfig
 
-__all__ = ["WarmupCosineTrainingPlan", "elastic_cell_similarity", "masked_mse", "masked_zero_bce", "warmup_cosine"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "CellTrace",
+    "PretrainConfig",
+    "PretrainResult",
+    "StepCheckpoint",
+    "Throughput",
+    "WarmupCosineTrainingPlan",
+    "checkpoint_files",
+    "elastic_cell_similarity",
+    "export_run",
+    "masked_mse",
+    "masked_zero_bce",
+    "pretrain",
+    "schedule_steps",
+    "union_vocab",
+    "warmup_cosine",
+]

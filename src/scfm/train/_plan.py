@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
+from lightning.pytorch import Trainer
 from scvi.train import TrainingPlan
 
 
@@ -34,7 +36,8 @@ class WarmupCosineTrainingPlan(TrainingPlan):
     head_prefixes
         Parameter-name prefixes of those heads.
     total_steps
-        Length of the schedule in optimiser steps (default: Lightning's estimate for the run).
+        Length of the schedule in optimiser steps, or a function of the trainer giving it (default: Lightning's
+        estimate for the run).
     log_every_step
         Log the losses and the learning rate at every step too (pretraining curves), not only per epoch.
     loss_kwargs
@@ -50,7 +53,7 @@ class WarmupCosineTrainingPlan(TrainingPlan):
         warmup_steps: int = 200,
         head_lr_factor: float = 1.0,
         head_prefixes: tuple[str, ...] = (),
-        total_steps: int | None = None,
+        total_steps: int | Callable[[Trainer], int] | None = None,
         log_every_step: bool = False,
         **loss_kwargs,
     ):
@@ -66,10 +69,18 @@ class WarmupCosineTrainingPlan(TrainingPlan):
     def training_step(self, batch, batch_idx):
         _, _, loss_output = self.forward(batch, loss_kwargs=self.loss_kwargs)
         size = loss_output.n_obs_minibatch
-        per_step = self.log_every_step
-        self.log("train_loss", loss_output.loss, on_epoch=True, on_step=per_step, prog_bar=True, batch_size=size)
+        per_step, sync = self.log_every_step, self.trainer.world_size > 1
+        self.log(
+            "train_loss",
+            loss_output.loss,
+            on_epoch=True,
+            on_step=per_step,
+            prog_bar=True,
+            batch_size=size,
+            sync_dist=sync,
+        )
         for name, value in loss_output.reconstruction_loss.items():
-            self.log(f"train_{name}", value.mean(), on_epoch=True, on_step=per_step, batch_size=size)
+            self.log(f"train_{name}", value.mean(), on_epoch=True, on_step=per_step, batch_size=size, sync_dist=sync)
         if per_step:
             self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=size)
         return loss_output.loss
@@ -100,7 +111,10 @@ class WarmupCosineTrainingPlan(TrainingPlan):
             ],
             lr=self.lr,
         )
-        total = self.total_steps or max(int(self.trainer.estimated_stepping_batches), 1)
+        if callable(self.total_steps):
+            total = self.total_steps(self.trainer)
+        else:
+            total = self.total_steps or max(int(self.trainer.estimated_stepping_batches), 1)
         warmup = min(self.warmup_steps, max(total // 10, 1))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

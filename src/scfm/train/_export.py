@@ -1,0 +1,110 @@
+"""Turn a pretraining run's training checkpoint into an scfm checkpoint directory (``config.json``, ``vocab.json``,
+``model.safetensors``, ``model_card.md``) that :meth:`scfm.models.SCGPT.from_pretrained` and ``tl.embed`` load."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import torch
+import yaml
+
+from scfm.genes import GeneVocab
+
+from ._callbacks import checkpoint_files
+
+RUN_CONFIG_FILE = "config.yaml"
+MODEL_CONFIG_FILE = "model_config.json"
+RUN_VOCAB_FILE = "vocab.json"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary sibling and rename it over ``path``."""
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging.write_text(text)
+    os.replace(staging, path)
+
+
+def _last_logged(run: Path, key: str) -> float | None:
+    files = sorted((run / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    value = None
+    for path in files:
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                if row.get(key):
+                    value = float(row[key])
+    return value
+
+
+def export_run(
+    run_dir: str | os.PathLike,
+    destination: str | os.PathLike | None = None,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Export a pretraining run's newest (or a chosen) training checkpoint as an scfm checkpoint directory.
+
+    Parameters
+    ----------
+    run_dir
+        The run's ``output`` directory.
+    destination
+        Where to write (default ``<run_dir>/export``).
+    checkpoint
+        A ``step-*.ckpt`` of the run (default: the newest).
+    overwrite
+        Replace an existing destination.
+    """
+    from scfm.models._checkpoint import load_weights_strict, save_checkpoint
+    from scfm.models.scgpt import SCGPTConfig, SCGPTModule
+
+    from ._pretrain_config import PretrainConfig
+
+    run = Path(run_dir)
+    for name in (RUN_CONFIG_FILE, MODEL_CONFIG_FILE, RUN_VOCAB_FILE):
+        if not (run / name).is_file():
+            raise FileNotFoundError(f"{str(run)!r} is not a pretraining run directory: {name} is missing")
+    if checkpoint is None:
+        found = checkpoint_files(run / "checkpoints")
+        if not found:
+            raise FileNotFoundError(f"no step-*.ckpt in {str(run / 'checkpoints')!r} to export")
+        checkpoint = found[-1]
+    config = PretrainConfig.from_dict(yaml.safe_load((run / RUN_CONFIG_FILE).read_text()))
+    model_config = SCGPTConfig.from_dict(json.loads((run / MODEL_CONFIG_FILE).read_text()))
+    for key in ("max_len", "cell_embedding"):
+        if getattr(config.export, key) is not None:
+            setattr(model_config, key, getattr(config.export, key))
+    model_config.extra = {**model_config.extra, "pretrained_by": "scfm pretrain", "run": run.name}
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    weights = {key.removeprefix("module."): value for key, value in state["state_dict"].items()}
+    module = SCGPTModule(model_config)
+    load_weights_strict(module, weights, str(checkpoint))
+    vocab = GeneVocab.load(run / RUN_VOCAB_FILE)
+    n_params = sum(p.numel() for p in module.parameters())
+    loss = _last_logged(run, "train_loss_step")
+    sources = config.data.shards + ([f"SOMA {config.data.soma.get('uri')}"] if config.data.soma else [])
+    card = (
+        f"# scfm SCGPT checkpoint pretrained with `scfm pretrain` (run `{run.name}`)\n\n"
+        f"- parameters: {n_params:,}; vocabulary: {len(vocab)} tokens\n"
+        f"- architecture: d_model {model_config.d_model}, {model_config.n_layers} layers, "
+        f"{model_config.n_heads} heads; inference max_len {model_config.max_len}, "
+        f"cell embedding {model_config.cell_embedding}\n"
+        f"- training: {state['global_step']} optimiser steps (epoch counter {state['epoch']}), "
+        f"context {config.model.max_len} tokens, objectives {config.objectives}, optimiser {config.optimizer}\n"
+        f"- last logged train loss: {loss if loss is not None else 'not logged'}\n"
+        f"- data: {', '.join(sources)}\n"
+        f"- exported from: `{Path(checkpoint).name}`\n"
+    )
+    target = Path(destination) if destination is not None else run / "export"
+    return save_checkpoint(
+        target,
+        config=model_config.to_dict(),
+        vocab=vocab,
+        state_dict=module.state_dict(),
+        model_card=card,
+        overwrite=overwrite,
+        half_precision=config.export.half_precision,
+    )
