@@ -11,9 +11,11 @@ import torch
 from scfm.tokenize import CellTokens
 
 
-def pad_cells(cells: Sequence[CellTokens], *, pad_id: int, pad_value: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack cells into ``(batch, longest)`` id and value tensors, padding shorter cells."""
-    length = max(len(cell.gene_ids) for cell in cells)
+def pad_cells(
+    cells: Sequence[CellTokens], *, pad_id: int, pad_value: float, min_length: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack cells into ``(batch, max(longest, min_length))`` id and value tensors, padding shorter cells."""
+    length = max(max(len(cell.gene_ids) for cell in cells), min_length)
     gene_ids = np.full((len(cells), length), pad_id, dtype=np.int64)
     values = np.full((len(cells), length), pad_value, dtype=np.float32)
     for row, cell in enumerate(cells):

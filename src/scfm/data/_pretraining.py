@@ -97,7 +97,8 @@ class MaskedValueCollator:
     their bins as GEP targets (``mask_ratio=0``: nothing is masked, for classification-only fine-tuning).
     ``mode="generative"``: the same tokens become "unknown" under scGPT's
     generative attention mask. GEPC queries are the cell's gene tokens plus up to ``n_zero_queries``
-    measured-but-unexpressed genes (target 0).
+    measured-but-unexpressed genes (target 0). ``pad_to_length`` pads every batch to at least that many tokens
+    (static shapes; the reference implementation's padding to the full context, kept as a benchmark baseline).
     """
 
     def __init__(
@@ -109,6 +110,7 @@ class MaskedValueCollator:
         mask_ratio: float = 0.4,
         mode: str = "masked",
         n_zero_queries: int = 128,
+        pad_to_length: int = 0,
     ) -> None:
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
@@ -120,6 +122,7 @@ class MaskedValueCollator:
         self.mask_ratio = mask_ratio
         self.mode = mode
         self.n_zero_queries = n_zero_queries
+        self.pad_to_length = pad_to_length
 
     def _queries(
         self, cells: Sequence[TrainingCell], generator: torch.Generator | None
@@ -144,7 +147,9 @@ class MaskedValueCollator:
         self, cells: Sequence[TrainingCell], generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
         """Pad ``cells`` and draw the masks from ``generator`` (``None``: torch's global generator)."""
-        gene_ids, targets = pad_cells([cell.tokens for cell in cells], pad_id=self.pad_id, pad_value=self.pad_value)
+        gene_ids, targets = pad_cells(
+            [cell.tokens for cell in cells], pad_id=self.pad_id, pad_value=self.pad_value, min_length=self.pad_to_length
+        )
         is_gene = gene_ids != self.pad_id
         is_gene[:, 0] = False
         masked = (torch.rand(gene_ids.shape, generator=generator) < self.mask_ratio) & is_gene

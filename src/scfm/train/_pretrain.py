@@ -111,6 +111,7 @@ def _data_module(config: PretrainConfig, sources: list[RowSource], module, vocab
         mask_ratio=objectives.mask_ratio,
         mode=objectives.mode,
         n_zero_queries=objectives.n_zero_queries,
+        pad_to_length=config.model.max_len if config.data.pad_to_max_len else 0,
     )
     encoder = SCGPTCellEncoder(
         vocab,

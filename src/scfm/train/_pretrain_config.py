@@ -23,7 +23,10 @@ class DataSettings:
     :class:`scfm.data.SomaExperimentSource` (``uri``, ``measurement``, ``layer``, ``obs_value_filter``, ...), for
     TileDB-SOMA / CELLxGENE Census experiments (``pip install scfm[soma]``). ``dataset_key``: obs column naming each
     cell's dataset, whose ``var['measured_in:<dataset>']`` masks say which genes it measured. ``vocab``: ``"union"``
-    (every gene named by a source) or a ``vocab.json`` path; ignored with ``model.init_from``.
+    (every gene named by a source) or a ``vocab.json`` path; ignored with ``model.init_from``. ``block_size`` rows
+    are read at a time and ``buffer_blocks`` blocks are shuffled together (the memory bound); ``length_bucketing``
+    groups cells of similar length into a batch; ``pad_to_max_len`` pads every batch to ``model.max_len`` (static
+    shapes, as the reference code does; a benchmark baseline). ``num_workers``: DataLoader workers per rank.
     """
 
     shards: list[str] = field(default_factory=list)
@@ -37,6 +40,7 @@ class DataSettings:
     block_size: int = 512
     buffer_blocks: int = 8
     length_bucketing: bool = True
+    pad_to_max_len: bool = False
     num_workers: int = 0
 
 
