@@ -58,14 +58,19 @@ def shards(tmp_path_factory) -> list[Path]:
     return paths
 
 
-def run_cli(config: dict, tmp_path: Path, *args: str, script: str | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    config: dict, tmp_path: Path, *args: str, script: str | None = None, torchrun: int = 0
+) -> subprocess.CompletedProcess:
     path = tmp_path / f"recipe_{len(list(tmp_path.glob('recipe_*')))}.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "MASTER_PORT": str(29500 + os.getpid() % 1000)}
+    launcher = [sys.executable]
+    if torchrun:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"]
     command = (
         [sys.executable, "-c", script, str(path)]
         if script
-        else [sys.executable, "-m", "scfm.cli", "pretrain", "--config", str(path), *args]
+        else [*launcher, "-m", "scfm.cli", "pretrain", "--config", str(path), *args]
     )
     return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
@@ -129,10 +134,11 @@ def test_pretrain_exports_a_checkpoint_that_scgpt_and_embed_load(tmp_path, shard
 
 
 # -- DDP: 2 gloo processes -------------------------------------------------------------------------------------------
-def test_ddp_two_processes_read_disjoint_cells_and_learn(tmp_path, shards):
+@pytest.mark.parametrize("launcher", ["lightning", "torchrun"])
+def test_ddp_two_processes_read_disjoint_cells_and_learn(tmp_path, shards, launcher):
     output = tmp_path / "ddp"
     config = recipe(shards, output, trainer={"devices": 2, "strategy": "ddp", "max_epochs": 3})
-    done = run_cli(config, tmp_path)
+    done = run_cli(config, tmp_path, torchrun=2 if launcher == "torchrun" else 0)
     assert done.returncode == 0, done.stderr[-3000:]
     cells = trace(output)
     assert set(cells["rank"]) == {0, 1}
