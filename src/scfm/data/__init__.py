@@ -7,6 +7,7 @@ from ._ranked import TOKEN_IDS, PadTokens, RankedSampleDataset
 from ._scgpt_stream import SCGPTCellEncoder
 from ._sentences import SentenceBatchSampler, SentenceCollator, SentenceDataModule, plan_sentences, sample_codes
 from ._shards import H5adShard, RowSource, expand_shard_paths, measured_masks
+from ._soma import SomaExperimentSource
 from ._stream_plan import Block, batches_per_slot, deal_blocks, epoch_blocks, iter_windows
 from ._streaming import CellEncoder, StreamingCellDataset, StreamingDataModule
 
@@ -26,6 +27,7 @@ __all__ = [
     "SentenceBatchSampler",
     "SentenceCollator",
     "SentenceDataModule",
+    "SomaExperimentSource",
     "StreamingCellDataset",
     "StreamingDataModule",
     "TokenizedCellDataset",
