@@ -197,16 +197,21 @@ def test_zero_targets_skip_genes_the_dataset_did_not_measure(shards):
     vocab = GeneVocab(GENES)
     unmeasured_ids = {vocab[g] for g in UNMEASURED}
     datasets = {i: np.asarray(s.datasets(0, s.n_obs)) for i, s in enumerate(sources)}
-    checked = 0
+    matrices = [s.read_rows(0, s.n_obs) for s in sources]
+    checked = truncated = 0
     for batch in StreamingCellDataset(sources, encoder(), batch_size=8, block_size=32):
         for row, (source, cell) in enumerate(zip(batch["cell_source"], batch["cell_row"], strict=True)):
             zero_ids = set(batch["query_gene_ids"][row][batch["query_values"][row] == 0].tolist()) - {vocab.pad_id}
+            counts = matrices[int(source)][int(cell)]
+            expressed = {vocab[sources[int(source)].var.index[j]] for j in counts.indices[counts.data > 0]}
+            assert not zero_ids & expressed  # also for cells cut to max_len: their unsampled genes are not zeros
+            truncated += len(expressed) > 23
             if datasets[int(source)][int(cell)] == "b":
                 assert not zero_ids & unmeasured_ids
                 checked += 1
             else:
                 assert zero_ids  # dataset a measured every gene, so unexpressed genes are zero targets
-    assert checked > 50
+    assert checked > 50 and truncated > 50
 
 
 def test_skipping_batches_reads_nothing_twice_and_continues_exactly(shards):

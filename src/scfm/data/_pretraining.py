@@ -26,6 +26,22 @@ class TrainingCell:
     label: int = -1
 
 
+def unexpressed_measured_ids(
+    block: sp.csr_matrix, column_token_ids: np.ndarray, measured_ids: Sequence[np.ndarray]
+) -> list[np.ndarray]:
+    """Per row: the measured vocabulary ids the cell does not express (GEPC zero targets).
+
+    Expression is read from the row itself, so a gene left out of the cell's tokens by ``max_len`` subsampling is
+    still expressed and never a zero target.
+    """
+    out = []
+    for row, measured in enumerate(measured_ids):
+        start, stop = block.indptr[row], block.indptr[row + 1]
+        ids = column_token_ids[block.indices[start:stop][block.data[start:stop] > 0]]
+        out.append(np.setdiff1d(measured, ids[ids >= 0]))
+    return out
+
+
 class TokenizedCellDataset(Dataset):
     """Cells of an in-memory CSR matrix, tokenised on access.
 
@@ -82,9 +98,10 @@ class TokenizedCellDataset(Dataset):
 
     def __getitem__(self, item: int) -> TrainingCell:
         row = int(self.rows[item])
-        tokens = tokenize_csr(self.matrix[row], self.column_token_ids, cls_id=self.cls_id, config=self.config)[0]
+        cell = self.matrix[row]
+        tokens = tokenize_csr(cell, self.column_token_ids, cls_id=self.cls_id, config=self.config)[0]
         measured = self.measured_token_ids[self.measured_groups[row]]
-        zero_ids = np.setdiff1d(measured, tokens.gene_ids[1:], assume_unique=False)
+        zero_ids = unexpressed_measured_ids(cell, self.column_token_ids, [measured])[0]
         batch = int(self.batch_indices[row]) if self.batch_indices is not None else 0
         label = int(self.labels[row]) if self.labels is not None else -1
         return TrainingCell(tokens, zero_ids, batch, label)

@@ -12,7 +12,7 @@ import torch
 from scfm.genes import GeneVocab, align_genes
 from scfm.tokenize import BinningConfig, tokenize_csr
 
-from ._pretraining import MaskedValueCollator, TrainingCell
+from ._pretraining import MaskedValueCollator, TrainingCell, unexpressed_measured_ids
 from ._shards import RowSource, measured_masks
 
 
@@ -88,11 +88,11 @@ class SCGPTCellEncoder:
         genes = self._genes[source_index]
         datasets = self._sources[source_index].datasets(start, start + rows.shape[0])
         tokens = tokenize_csr(rows, genes.column_token_ids, cls_id=self.vocab.cls_id, config=self.binning)
-        cells = []
-        for cell_tokens, dataset in zip(tokens, datasets, strict=True):
-            zero_ids = np.setdiff1d(genes.measured_ids[dataset], cell_tokens.gene_ids[1:], assume_unique=True)
-            cells.append(TrainingCell(cell_tokens, zero_ids, 0))
-        return cells
+        rows = sp.csr_matrix(rows)
+        rows.sum_duplicates()
+        measured = [genes.measured_ids[dataset] for dataset in datasets]
+        zero_ids = unexpressed_measured_ids(rows, genes.column_token_ids, measured)
+        return [TrainingCell(t, z, 0) for t, z in zip(tokens, zero_ids, strict=True)]
 
     def collate(self, items: Sequence[TrainingCell], generator: torch.Generator) -> dict[str, torch.Tensor]:
         return self.collator(items, generator=generator)
