@@ -151,9 +151,8 @@ def main() -> None:
 
     results = []
     with tempfile.TemporaryDirectory(prefix="scfm_throughput_") as tmp:
-        for index, (name, context, bucketing, pad_to_max, devices, accelerator, precision, threads) in enumerate(
-            variants
-        ):
+        for index, variant in enumerate(variants):
+            name, context, bucketing, pad_to_max, devices, accelerator, precision, threads, size = variant
             config = variant_config(
                 Path(tmp) / f"v{index}",
                 context=context,
@@ -163,7 +162,7 @@ def main() -> None:
                 devices=devices,
                 accelerator=accelerator,
                 precision=precision,
-                batch_size=args.batch_size,
+                batch_size=size,
             )
             result = run_variant(name, config, threads, args.warmup)
             result["context"] = context
