@@ -16,8 +16,10 @@ import torch
 import yaml
 from test_streaming import write_shard
 
+from scfm.cli import main
 from scfm.models import SCGPT
-from scfm.train import PretrainConfig, checkpoint_files, export_run, pretrain
+from scfm.train import PretrainConfig, checkpoint_files, export_run, pretrain, schedule_steps
+from scfm.train._pretrain import load_sources
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -131,13 +133,34 @@ def test_pretrain_exports_a_checkpoint_that_scgpt_and_embed_load(tmp_path, shard
         pretrain(recipe(shards, output, data={"batch_size": 4}), resume=True)
     exported = export_run(output, tmp_path / "again", checkpoint=checkpoint_files(output / "checkpoints")[0])
     assert (exported / "model_card.md").read_text().startswith("# scfm SCGPT checkpoint pretrained")
+    assert main(["export", str(output), str(tmp_path / "cli_export")]) == 0
+    assert SCGPT.from_pretrained(str(tmp_path / "cli_export"), adata, min_genes=10) is not None
+    assert main(["export", str(tmp_path), str(tmp_path / "nothing")]) == 2
+
+    continued = recipe(shards, tmp_path / "continued", model={"init_from": str(result.export), "architecture": {}})
+    continued["trainer"] = {**continued["trainer"], "max_epochs": 1, "max_steps": 4, "log_every_n_steps": 2}
+    again = pretrain(continued)
+    first_loss = logged(tmp_path / "continued", "train_loss_step")[0]
+    assert first_loss < 0.9 * losses[0]  # starts from the pretrained weights, not from scratch
+    assert (again.export / "vocab.json").read_text() == (result.export / "vocab.json").read_text()
+
+
+def test_gradient_accumulation_and_bf16_autocast(tmp_path, shards):
+    overrides = {"accumulate_grad_batches": 3, "max_epochs": 1, "precision": "bf16-mixed"}
+    config = PretrainConfig.from_dict(recipe(shards, tmp_path / "accumulate", trainer=overrides), base_dir=tmp_path)
+    result = pretrain(config)
+    assert np.isfinite(logged(Path(config.output), "train_loss_step")).all()
+    batches = trace(Path(config.output)).groupby("batch").ngroups
+    assert result.global_step == schedule_steps(config, load_sources(config), 1) == -(-batches // 3)
 
 
 # -- DDP: 2 gloo processes -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("launcher", ["lightning", "torchrun"])
-def test_ddp_two_processes_read_disjoint_cells_and_learn(tmp_path, shards, launcher):
+@pytest.mark.parametrize(("launcher", "workers"), [("lightning", 0), ("torchrun", 2)])
+def test_ddp_two_processes_read_disjoint_cells_and_learn(tmp_path, shards, launcher, workers):
     output = tmp_path / "ddp"
-    config = recipe(shards, output, trainer={"devices": 2, "strategy": "ddp", "max_epochs": 3})
+    config = recipe(
+        shards, output, trainer={"devices": 2, "strategy": "ddp", "max_epochs": 3}, data={"num_workers": workers}
+    )
     done = run_cli(config, tmp_path, torchrun=2 if launcher == "torchrun" else 0)
     assert done.returncode == 0, done.stderr[-3000:]
     cells = trace(output)

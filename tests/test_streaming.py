@@ -245,3 +245,15 @@ def test_dataset_errors(shards):
     )
     with pytest.raises(ValueError, match="shard0"):
         few.prepare(sources)
+
+
+def test_memory_holds_one_window_plus_the_carried_cells(shards):
+    sources = [CountingShard(str(p)) for p in shards]
+    settings = {"batch_size": 8, "block_size": 16, "buffer_blocks": 2}
+    bound = settings["buffer_blocks"] * settings["block_size"] + settings["batch_size"]
+    yielded = 0
+    for batch in StreamingCellDataset(sources, encoder(), **settings):
+        yielded += len(batch["cell_row"])
+        read = sum(stop - start for s in sources for start, stop in s.reads)
+        assert read - yielded <= bound
+    assert yielded > 300

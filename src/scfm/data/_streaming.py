@@ -199,35 +199,21 @@ class StreamingCellDataset(IterableDataset):
 class StreamingDataModule(LightningDataModule):
     """A :class:`StreamingCellDataset` per epoch and rank; its state is the position within the epoch.
 
+    ``plan_settings`` are the :class:`StreamingCellDataset` settings (``batch_size``, ``block_size``,
+    ``buffer_blocks``, ``bucketing``, ``max_len``, ``seed``); rank, world size and epoch come from the trainer.
     Use it with ``Trainer(reload_dataloaders_every_n_epochs=1)`` so that every epoch gets its own plan. The
     state saved in a checkpoint (epoch, batches done, plan settings) lets a resumed run skip exactly the batches
     already trained on; resuming with settings that change the plan is refused.
     """
 
     def __init__(
-        self,
-        sources: Sequence[RowSource],
-        encoder: CellEncoder,
-        *,
-        batch_size: int,
-        block_size: int = 512,
-        buffer_blocks: int = 8,
-        bucketing: bool = True,
-        max_len: int = 1_000_000,
-        seed: int = 0,
-        num_workers: int = 0,
+        self, sources: Sequence[RowSource], encoder: CellEncoder, *, num_workers: int = 0, **plan_settings: Any
     ) -> None:
         super().__init__()
         self.sources = list(sources)
         self.encoder = encoder
-        self.settings = {
-            "batch_size": batch_size,
-            "block_size": block_size,
-            "buffer_blocks": buffer_blocks,
-            "bucketing": bucketing,
-            "max_len": max_len,
-            "seed": seed,
-        }
+        self.settings = plan_settings
+        StreamingCellDataset(self.sources, encoder, num_workers=num_workers, **plan_settings)  # fail early
         self.num_workers = num_workers
         self._resume: dict | None = None
 
