@@ -328,3 +328,28 @@ def test_missing_tiledbsoma_is_an_import_error_only_when_used(corpus, monkeypatc
     spec.loader.exec_module(module)  # importing the module does not need tiledbsoma
     with pytest.raises(ImportError, match=r"pip install 'scfm\[soma\]'"):
         module.SomaExperimentSource(corpus["uri"])
+
+
+def test_pretrain_reads_a_soma_experiment_next_to_h5ad_shards(corpus, tmp_path):
+    from scfm.train import pretrain
+
+    recipe = {
+        "output": str(tmp_path / "run"),
+        "data": {
+            "shards": [corpus["h5ad"]],
+            "dataset_key": "dataset_id",
+            "soma": {"uri": corpus["uri"], "var_gene_column": "feature_name", "name": "soma_cells"},
+            "gene_key": "feature_name",
+            "batch_size": 16,
+            "block_size": 32,
+            "min_genes": 10,
+        },
+        "model": {"max_len": 24, "architecture": {"d_model": 16, "n_heads": 2, "n_layers": 1, "d_hidden": 32}},
+        "trainer": {"max_steps": 6, "accelerator": "cpu", "devices": 1, "progress_bar": False},
+        "trace_cells": True,
+    }
+    result = pretrain(recipe)
+    assert result.global_step == 6
+    traced = pd.read_csv(tmp_path / "run" / "trace" / "rank0.csv")
+    assert set(traced["source"]) == {"cells", "soma_cells"} and not traced.duplicated(["source", "row"]).any()
+    assert (result.export / "model.safetensors").is_file()

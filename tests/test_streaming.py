@@ -257,3 +257,9 @@ def test_memory_holds_one_window_plus_the_carried_cells(shards):
         read = sum(stop - start for s in sources for start, stop in s.reads)
         assert read - yielded <= bound
     assert yielded > 300
+
+
+def test_windows_mix_shards():
+    blocks = epoch_blocks([1000, 1000, 1000], 50, seed=0, epoch=0)
+    first_window = {block.source for block in deal_blocks(blocks, 2)[0][:8]}
+    assert len(first_window) >= 2

@@ -6,7 +6,7 @@ trained on without reading their data.
 
 Per epoch:
 
-1. the sources (shards) are shuffled, and the row blocks of each source are shuffled;
+1. every source (shard) is cut into row blocks, and the blocks of all sources are shuffled together;
 2. the blocks are dealt to ``n_slots = world_size * num_workers`` slots, each block to the slot holding the fewest
    cells so far, so the slots' shares are disjoint and differ by at most one block;
 3. a slot reads its blocks in windows of ``buffer_blocks`` blocks; the cells of a window plus the cells left over
@@ -51,16 +51,19 @@ class Window:
 
 
 def epoch_blocks(n_obs: Sequence[int], block_size: int, seed: int, epoch: int) -> list[Block]:
-    """Every source's rows cut into blocks; sources shuffled, then blocks shuffled within each source."""
+    """Every source's rows cut into blocks, the blocks of all sources shuffled together.
+
+    A window of consecutive blocks therefore mixes sources in proportion to their size, so batches mix datasets.
+    """
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
-    rng = np.random.default_rng([seed, epoch, 0])
-    blocks = []
-    for source in rng.permutation(len(n_obs)):
-        starts = np.arange(0, int(n_obs[source]), block_size)
-        for start in rng.permutation(starts):
-            blocks.append(Block(int(source), int(start), int(min(start + block_size, n_obs[source]))))
-    return blocks
+    blocks = [
+        Block(source, start, min(start + block_size, n))
+        for source, n in enumerate(int(n) for n in n_obs)
+        for start in range(0, n, block_size)
+    ]
+    order = np.random.default_rng([seed, epoch, 0]).permutation(len(blocks))
+    return [blocks[i] for i in order]
 
 
 def deal_blocks(blocks: Sequence[Block], n_slots: int) -> list[list[Block]]:

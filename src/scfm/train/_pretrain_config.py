@@ -172,6 +172,9 @@ class PretrainConfig:
         self.data.shards = [s if os.path.isabs(s) else str(base / s) for s in self.data.shards]
         if self.data.vocab != "union" and not os.path.isabs(self.data.vocab):
             self.data.vocab = str(base / self.data.vocab)
+        uri = (self.data.soma or {}).get("uri")
+        if isinstance(uri, str) and "://" not in uri and not os.path.isabs(uri):
+            self.data.soma = {**self.data.soma, "uri": str(base / uri)}
 
     def validate(self) -> None:
         problems = []
