@@ -7,15 +7,19 @@ files) with the bundled default SCGPT's size and vocabulary (d_model 128, 4 laye
 random batches padded to their longest cell, and every batch padded to the full context (the reference code's
 static shapes).
 
-Tokens/s counts real (non-padding) tokens over all ranks, read from the run's CSV log after the first ``--warmup``
-steps; peak memory is rank 0's resident set (CPU) or the allocator's peak (GPU). Model FLOPs per token follow the
+Each shuffling window holds 16 batches (blocks of 8 batches, 2 blocks per window); of the default 48 steps,
+those after the first window are measured. A single-process variant therefore trains on exactly the same cells in the
+measured steps, whatever its batching, and only the grouping into batches differs. Tokens/s is the
+total of real (non-padding) tokens over all ranks divided by the total time of the measured steps, from the
+run's CSV log (throughput is logged per 8 batches); peak memory is
+rank 0's resident set (CPU) or the allocator's peak (GPU). Model FLOPs per token follow the
 ``6 * parameters + 12 * layers * d_model * tokens per cell`` estimate (forward + backward over real tokens;
 embeddings and output heads excluded), so the achieved TFLOP/s and, with ``--peak-tflops``, the model FLOP
 utilisation can be compared across devices.
 
 Usage::
 
-    python benchmarks/pretrain_throughput.py                       # CPU table (about 25 min on 2 cores)
+    python benchmarks/pretrain_throughput.py                       # CPU table (about 30 min on 2 cores)
     python benchmarks/pretrain_throughput.py --gpu --peak-tflops 989  # on a GPU: fp32 vs bf16-mixed, MFU (H100 bf16)
 """
 
@@ -36,6 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "pretraining"
 CORPORA = [DATA / "human_raw_counts_corpus.h5ad", DATA / "human_extra_corpus.h5ad"]
 DEFAULT = REPO / "src" / "scfm" / "checkpoints" / "scgpt_default"
+LOG_EVERY = 8  # throughput is logged per 8 batches: windows of 16 batches are covered exactly
+WINDOW_BATCHES = 16  # a shuffling window holds 16 batches of cells: every variant trains on the same cells per window
 WHOLE_CELL = 3072  # ~97% of the corpora's cells express fewer vocabulary genes: almost nothing is truncated
 
 
@@ -59,8 +65,8 @@ def variant_config(
             "shards": [str(p) for p in CORPORA],
             "vocab": str(DEFAULT / "vocab.json"),
             "batch_size": batch_size,
-            "block_size": 512,
-            "buffer_blocks": 8,
+            "block_size": batch_size * WINDOW_BATCHES // 2,
+            "buffer_blocks": 2,
             "length_bucketing": bucketing,
             "pad_to_max_len": pad_to_max,
         },
@@ -73,7 +79,7 @@ def variant_config(
             "devices": devices,
             "strategy": "ddp" if devices > 1 else "auto",
             "precision": precision,
-            "log_every_n_steps": 5,
+            "log_every_n_steps": LOG_EVERY,
             "progress_bar": False,
         },
         "checkpoint": {"every_n_steps": 10_000},
@@ -103,12 +109,16 @@ def run_variant(name: str, config: dict, threads: int, warmup: int) -> dict:
         raise RuntimeError(f"{name} failed:\n{done.stderr[-3000:]}")
     log = pd.read_csv(next((output / "logs").glob("version_*/metrics.csv")))
     rows = log.dropna(subset=["tokens_per_s"])
-    rows = rows[rows["step"] >= warmup]
+    rows = rows[rows["step"] >= warmup + LOG_EVERY // 2]  # logging windows wholly after the warm-up
+    cells_per_window = LOG_EVERY * config["data"]["batch_size"] * config["trainer"]["devices"]
+    seconds = cells_per_window / rows["cells_per_s"]  # aggregate over windows: total tokens / total time
+    tokens = rows["tokens_per_s"] * seconds
     padded = log.dropna(subset=["train_loss_step"])
     return {
         "variant": name,
-        "tokens_per_s": rows["tokens_per_s"].mean(),
-        "cells_per_s": rows["cells_per_s"].mean(),
+        "tokens_per_s": tokens.sum() / seconds.sum(),
+        "cells_per_s": cells_per_window * len(rows) / seconds.sum(),
+        "tokens_per_cell": tokens.sum() / (cells_per_window * len(rows)),
         "peak_memory_mb": log["peak_memory_mb"].max(),
         "final_loss": padded["train_loss_step"].iloc[-5:].mean(),
     }
@@ -116,12 +126,13 @@ def run_variant(name: str, config: dict, threads: int, warmup: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--warmup", type=int, default=10, help="steps left out of the throughput mean")
+    parser.add_argument("--steps", type=int, default=3 * WINDOW_BATCHES, help="optimiser steps per variant")
+    parser.add_argument("--warmup", type=int, default=WINDOW_BATCHES, help="steps left out of the throughput mean")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--gpu", action="store_true", help="fp32 vs bf16-mixed on one GPU instead of the CPU table")
     parser.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (e.g. 989 for H100 bf16)")
     parser.add_argument("--out", default=None, help="also write the table as JSON here")
+    parser.add_argument("--only", default=None, help="run the variants whose name contains this text")
     args = parser.parse_args()
     missing = [str(p) for p in CORPORA if not p.is_file()]
     if missing:
@@ -149,6 +160,8 @@ def main() -> None:
         )
         variants.append(("ctx1200 bucketed, 2 DDP processes", 1200, True, False, 2, "cpu", "32-true", 1, batch))
 
+    if args.only:
+        variants = [v for v in variants if args.only in v[0]]
     results = []
     with tempfile.TemporaryDirectory(prefix="scfm_throughput_") as tmp:
         for index, variant in enumerate(variants):
@@ -167,7 +180,6 @@ def main() -> None:
             result = run_variant(name, config, threads, args.warmup)
             result["context"] = context
             result["batch_size"] = size
-            result["tokens_per_cell"] = result["tokens_per_s"] / result["cells_per_s"]
             result["tflops"] = result["tokens_per_s"] * flops_per_token(result["tokens_per_cell"]) / 1e12
             if args.peak_tflops:
                 result["mfu"] = result["tflops"] / args.peak_tflops
