@@ -65,6 +65,7 @@ class H5adShard:
     _file: object = field(default=None, init=False, repr=False, compare=False)
     _pid: int = field(default=-1, init=False, repr=False, compare=False)
     _var: pd.DataFrame | None = field(default=None, init=False, repr=False, compare=False)
+    _dataset_categories: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.path = str(Path(self.path).expanduser())
@@ -131,25 +132,33 @@ class H5adShard:
             return None
         return obs[self.dataset_key]
 
+    def _categories(self) -> np.ndarray | None:
+        """Category names of a categorical dataset column (read once), ``None`` for other columns."""
+        if self._dataset_categories is None:
+            column = self._dataset_column()
+            if column is None or "categories" not in getattr(column, "keys", lambda: [])():
+                return None
+            self._dataset_categories = np.asarray(_as_str(column["categories"][:]), dtype=object)
+        return self._dataset_categories
+
     def dataset_names(self) -> list[str]:
         column = self._dataset_column()
         if column is None:
             return [self.name]
-        if "categories" in getattr(column, "keys", lambda: [])():
-            return [str(c) for c in _as_str(column["categories"][:])]
-        return sorted({str(v) for v in _as_str(column[:])})
+        categories = self._categories()
+        return list(categories) if categories is not None else sorted(set(_as_str(column[:])))
 
     def datasets(self, start: int, stop: int) -> np.ndarray:
         column = self._dataset_column()
         if column is None:
             return np.full(stop - start, self.name, dtype=object)
-        if "categories" in getattr(column, "keys", lambda: [])():
-            categories = np.asarray([str(c) for c in _as_str(column["categories"][:])], dtype=object)
-            codes = column["codes"][start:stop]
-            if (codes < 0).any():
-                raise ValueError(f"obs[{self.dataset_key!r}] of {self.path!r} has missing values")
-            return categories[codes]
-        return np.asarray([str(v) for v in _as_str(column[start:stop])], dtype=object)
+        categories = self._categories()
+        if categories is None:
+            return np.asarray(_as_str(column[start:stop]), dtype=object)
+        codes = column["codes"][start:stop]
+        if (codes < 0).any():
+            raise ValueError(f"obs[{self.dataset_key!r}] of {self.path!r} has missing values")
+        return categories[codes]
 
     def close(self) -> None:
         if self._file is not None and self._pid == os.getpid():

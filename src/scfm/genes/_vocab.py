@@ -307,3 +307,12 @@ class GeneVocab:
 
     def __repr__(self) -> str:
         return f"GeneVocab(n_genes={len(self._gene_ids)}, specials={self.specials!r})"
+
+
+def vocabulary_genes(var, gene_key: str | None = None) -> list[str]:
+    """Gene names a vocabulary built from ``var`` holds: ``var[gene_key]`` (or the index) without missing, empty or
+    ``<special>`` names and without repeats, in order of first appearance."""
+    names = var[gene_key] if gene_key is not None else var.index.to_series()
+    names = names.dropna().astype(str)
+    names = names[(names != "") & ~names.str.match(r"^<.*>$")]
+    return list(dict.fromkeys(names))

@@ -26,7 +26,7 @@ from scfm.data import (
     epoch_blocks,
     expand_shard_paths,
 )
-from scfm.genes import GeneVocab
+from scfm.genes import GeneVocab, vocabulary_genes
 
 from ._callbacks import AtomicCheckpointIO, CellTrace, StepCheckpoint, Throughput, checkpoint_files
 from ._export import MODEL_CONFIG_FILE, RUN_CONFIG_FILE, RUN_VOCAB_FILE, export_run, write_atomic
@@ -65,13 +65,11 @@ def union_vocab(sources: list[RowSource], gene_key: str | None) -> GeneVocab:
     """Every gene named by a source, in order of first appearance."""
     genes: dict[str, None] = {}
     for source in sources:
-        var = source.var
-        if gene_key is not None and gene_key not in var:
-            raise KeyError(f"gene_key={gene_key!r} is not a var column of {source.name!r} (columns: {list(var)})")
-        names = var[gene_key] if gene_key is not None else var.index.to_series()
-        for name in names.dropna().astype(str):
-            if name and not (name.startswith("<") and name.endswith(">")):
-                genes.setdefault(name, None)
+        if gene_key is not None and gene_key not in source.var:
+            raise KeyError(
+                f"gene_key={gene_key!r} is not a var column of {source.name!r} (columns: {list(source.var)})"
+            )
+        genes.update(dict.fromkeys(vocabulary_genes(source.var, gene_key)))
     return GeneVocab(list(genes))
 
 

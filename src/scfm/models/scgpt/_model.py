@@ -26,7 +26,7 @@ from scfm.data import (
     expressed_gene_counts,
     expression_source,
 )
-from scfm.genes import GeneVocab, align_genes
+from scfm.genes import GeneVocab, align_genes, vocabulary_genes
 from scfm.tokenize import check_values
 from scfm.train import WarmupCosineTrainingPlan
 
@@ -131,7 +131,7 @@ class SCGPT(FoundationModelMixin, BaseModelClass):
         setup_args = self.adata_manager.registry["setup_args"]
         source = expression_source(adata, layer=setup_args.get("layer"))
         if vocab is None:
-            vocab = _vocab_from_var(source.var, setup_args.get("gene_key"))
+            vocab = GeneVocab(vocabulary_genes(source.var, setup_args.get("gene_key")))
         self.vocab = vocab
         self.alignment = align_genes(
             source.var, vocab, gene_key=setup_args.get("gene_key"), min_genes=min_genes, on_duplicate=on_duplicate
@@ -683,13 +683,6 @@ class SCGPT(FoundationModelMixin, BaseModelClass):
         model.checkpoint_sha256 = pretrained.sha256
         model.module.eval()
         return model
-
-
-def _vocab_from_var(var, gene_key: str | None) -> GeneVocab:
-    names = var[gene_key] if gene_key is not None else var.index.to_series()
-    names = names.dropna().astype(str)
-    names = names[(names != "") & ~names.str.match(r"^<.*>$")]
-    return GeneVocab(list(dict.fromkeys(names)))
 
 
 def _default_card(model: SCGPT) -> str:
