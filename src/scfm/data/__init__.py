@@ -1,6 +1,15 @@
 """AnnData -> batches: matrix access by row blocks, collation, length bucketing, training datasets."""
 
 from ._collate import expressed_gene_counts, length_bucketed_batches, pad_cells
+from ._csentences import (
+    ENTITIES,
+    ENTITY_TARGET,
+    METADATA_TARGET,
+    VALUE_TARGET,
+    VALUES,
+    CellWordsDataset,
+    CSentenceCollator,
+)
 from ._matrix import ExpressionSource, expression_source, iter_row_blocks, read_rows
 from ._pretraining import BucketBatchSampler, CellDataModule, MaskedValueCollator, TokenizedCellDataset, TrainingCell
 from ._ranked import TOKEN_IDS, PadTokens, RankedSampleDataset
@@ -12,11 +21,18 @@ from ._stream_plan import Block, batches_per_slot, deal_blocks, epoch_blocks, it
 from ._streaming import CellEncoder, StreamingCellDataset, StreamingDataModule
 
 __all__ = [
+    "ENTITIES",
+    "ENTITY_TARGET",
+    "METADATA_TARGET",
     "TOKEN_IDS",
+    "VALUES",
+    "VALUE_TARGET",
     "Block",
     "BucketBatchSampler",
+    "CSentenceCollator",
     "CellDataModule",
     "CellEncoder",
+    "CellWordsDataset",
     "ExpressionSource",
     "H5adShard",
     "MaskedValueCollator",

@@ -3,6 +3,7 @@
 from ._checkpoint import Checkpoint, CheckpointError, bundled_checkpoint_names, load_checkpoint, save_checkpoint
 from .cellplm import CellPLM, CellPLMConfig, CellPLMModule
 from .scgpt import SCGPT, SCGPTConfig, SCGPTModule
+from .scmulan import PretrainedSCMulan, SCMulan, SCMulanConfig, SCMulanModule
 from .tgpt import TGPT, TGPTConfig, TGPTModule
 
 __all__ = [
@@ -13,8 +14,12 @@ __all__ = [
     "CellPLMModule",
     "Checkpoint",
     "CheckpointError",
+    "PretrainedSCMulan",
     "SCGPTConfig",
     "SCGPTModule",
+    "SCMulan",
+    "SCMulanConfig",
+    "SCMulanModule",
     "TGPTConfig",
     "TGPTModule",
     "bundled_checkpoint_names",

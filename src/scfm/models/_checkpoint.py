@@ -36,6 +36,8 @@ BUNDLED = {
     "tgpt-default": "tgpt_default",
     "cellplm": "cellplm_default",
     "cellplm-default": "cellplm_default",
+    "scmulan": "scmulan_default",
+    "scmulan-default": "scmulan_default",
 }
 
 

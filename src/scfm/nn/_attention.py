@@ -72,3 +72,33 @@ class SelfAttention(nn.Module):
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
         )
         return self.out_proj(out.transpose(1, 2).reshape(batch, q.shape[2], d_model))
+
+    def forward_incremental(
+        self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Causal attention of new positions ``x`` to themselves and to the cached keys/values of earlier ones.
+
+        Parameters
+        ----------
+        x
+            ``(batch, n_new, d_model)``: the positions after those in ``past``.
+        past
+            ``(keys, values)`` of shape ``(batch, heads, n_past, head_dim)`` from earlier calls, or ``None``.
+
+        Returns
+        -------
+        The output of the new positions and the keys/values of all positions so far.
+        """
+        batch, n_new, d_model = x.shape
+        qkv = self.in_proj(x).view(batch, n_new, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        n_past = k.shape[2] - n_new
+        mask = None
+        if n_new > 1:
+            key_positions = torch.arange(k.shape[2], device=x.device)
+            query_positions = n_past + torch.arange(n_new, device=x.device)
+            mask = key_positions[None, :] <= query_positions[:, None]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out_proj(out.transpose(1, 2).reshape(batch, n_new, d_model)), (k, v)

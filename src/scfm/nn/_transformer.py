@@ -80,6 +80,18 @@ class TransformerLayer(nn.Module):
         x = self.norm1(residual + self.dropout(self.self_attn(x, attn_mask, is_causal, n_queries)))
         return self.norm2(x + self._feed_forward(x))
 
+    def forward_incremental(self, x: torch.Tensor, past=None):
+        """Causal decoding step (softmax attention): new positions ``x`` and the layer's cached keys/values."""
+        if not isinstance(self.self_attn, SelfAttention):
+            raise ValueError("incremental decoding needs softmax attention")
+        if self.norm_first:
+            attended, cache = self.self_attn.forward_incremental(self.norm1(x), past)
+            x = x + self.dropout(attended)
+            return x + self._feed_forward(self.norm2(x)), cache
+        attended, cache = self.self_attn.forward_incremental(x, past)
+        x = self.norm1(x + self.dropout(attended))
+        return self.norm2(x + self._feed_forward(x)), cache
+
 
 class TransformerStack(nn.Module):
     """``n_layers`` :class:`TransformerLayer` blocks (plus a final norm when pre-norm); ``attention`` as there."""
@@ -114,3 +126,16 @@ class TransformerStack(nn.Module):
             last = i == len(self.layers) - 1
             x = layer(x, attn_mask, is_causal, last_layer_queries if last else None)
         return self.final_norm(x)
+
+    def forward_incremental(self, x: torch.Tensor, cache: list | None = None) -> tuple[torch.Tensor, list]:
+        """Causal decoding with a key/value cache: the output of the new positions ``x`` (which follow those
+        already in ``cache``; ``None`` for the first call) and the cache extended by them.
+
+        Equal, up to rounding, to running :meth:`forward` with ``is_causal=True`` on the whole sequence.
+        """
+        cache = cache or [None] * len(self.layers)
+        new_cache = []
+        for layer, past in zip(self.layers, cache, strict=True):
+            x, layer_cache = layer.forward_incremental(x, past)
+            new_cache.append(layer_cache)
+        return self.final_norm(x), new_cache

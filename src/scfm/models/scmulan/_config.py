@@ -1,0 +1,102 @@
+"""Hyper-parameters of an scMulan-family model, stored as ``config.json`` in a checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from scfm.tokenize import CSentenceVocab, LevelScheme
+
+from .._base import ConfigDict
+
+FAMILY = "scmulan"
+
+
+@dataclass
+class SCMulanConfig(ConfigDict):
+    """Architecture, c-sentence vocabulary and expression levels of an scMulan model (Bian et al., 2024).
+
+    Parameters
+    ----------
+    n_gene_tokens
+        Size of the gene vocabulary (``vocab.json``: special tokens and genes).
+    metadata_terms
+        The terms of each registered metadata key (e.g. ``{"cell_type": [...], "tissue": [...]}``); they get
+        entity ids after the genes and task tokens, see :class:`~scfm.tokenize.CSentenceVocab`.
+    pad_id, begin_id, end_id
+        Ids of ``<pad>``, ``<cls>`` (opens a sentence) and ``<eoc>`` (closes a cell's genes).
+    n_levels, level_width, target_sum
+        Expression levels: fixed-width bins of ``log1p`` of cells normalised to ``target_sum``.
+    level_values
+        ``log1p`` value that stands for each level when generated cells are written out (the training cells'
+        mean per level); ``None``: the middle of each bin.
+    d_model, n_heads, n_layers, d_hidden
+        Transformer width, heads, depth and feed-forward width.
+    dropout
+        Dropout used in training.
+    max_len
+        Words per c-sentence, ``<cls>`` and the task token included.
+    tokenizer_seed
+        Seeds the order of equal-level genes within a cell (so a cell's sentence never depends on the batch).
+    activation
+        Feed-forward activation.
+    family
+        Always ``"scmulan"``; checked when a checkpoint is loaded.
+    extra
+        Free-form provenance.
+    """
+
+    n_gene_tokens: int
+    metadata_terms: dict[str, list[str]] = field(default_factory=dict)
+    pad_id: int = 0
+    begin_id: int = 1
+    end_id: int = 2
+    n_levels: int = 10
+    level_width: float = 0.75
+    target_sum: float = 1e4
+    level_values: list[float] | None = None
+    d_model: int = 128
+    n_heads: int = 4
+    n_layers: int = 4
+    d_hidden: int = 512
+    dropout: float = 0.0
+    max_len: int = 256
+    tokenizer_seed: int = 0
+    activation: str = "gelu"
+    family: str = FAMILY
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.d_model % self.n_heads:
+            problems.append(f"d_model ({self.d_model}) is not divisible by n_heads ({self.n_heads})")
+        if self.max_gene_words < 1:
+            problems.append(
+                f"max_len={self.max_len} leaves no room for genes next to {len(self.metadata_terms)} metadata keys"
+            )
+        specials = {"pad_id": self.pad_id, "begin_id": self.begin_id, "end_id": self.end_id}
+        if any(not 0 <= v < self.n_gene_tokens for v in specials.values()) or len(set(specials.values())) != 3:
+            problems.append(f"pad/begin/end ids {specials} must be distinct ids of the gene vocabulary")
+        if self.level_values is not None and len(self.level_values) != self.n_levels:
+            problems.append(f"level_values has {len(self.level_values)} entries for {self.n_levels} levels")
+        if self.family != FAMILY:
+            problems.append(f"family is {self.family!r}, expected {FAMILY!r}")
+        try:
+            LevelScheme(self.n_levels, self.level_width, self.target_sum)
+        except ValueError as err:
+            problems.append(str(err))
+        if problems:
+            raise ValueError("invalid SCMulan config: " + "; ".join(problems))
+
+    @property
+    def max_gene_words(self) -> int:
+        """Genes that fit in a sentence: ``max_len`` less ``<cls>``, the task token, ``<eoc>`` and a query and
+        a term per metadata key."""
+        return self.max_len - 3 - 2 * len(self.metadata_terms)
+
+    @property
+    def level_scheme(self) -> LevelScheme:
+        return LevelScheme(self.n_levels, self.level_width, self.target_sum)
+
+    def sentence_vocab(self) -> CSentenceVocab:
+        return CSentenceVocab(self.n_gene_tokens, self.metadata_terms)

@@ -1,0 +1,529 @@
+"""``SCMulan``: the scvi-tools model class of the scMulan family, and AnnData-free loading of its checkpoints."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+from lightning.fabric.utilities.seed import seed_everything
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import LayerField
+from scvi.model.base import BaseModelClass
+
+from scfm.data import CellDataModule, CellWordsDataset, CSentenceCollator, expression_source
+from scfm.genes import GeneAlignment, GeneVocab, align_genes, vocabulary_genes
+from scfm.tokenize import check_values, detect_input_kind
+from scfm.train import WarmupCosineTrainingPlan
+
+from .._base import FoundationModelMixin
+from .._checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights_strict, save_checkpoint
+from .._device import resolve_device
+from ._config import SCMulanConfig
+from ._module import SCMulanModule
+from ._tasks import PretrainedSCMulan, TermPrediction, generate_anndata, predict_terms
+
+MISSING_TERMS = frozenset({"", "nan", "none", "unknown", "na", "n/a"})
+
+
+def scmulan_from_checkpoint(checkpoint: Checkpoint) -> PretrainedSCMulan:
+    """Build the :class:`SCMulanModule` of an already read checkpoint, in eval mode."""
+    if checkpoint.family != "scmulan":
+        raise CheckpointError(f"{checkpoint.path} holds a {checkpoint.family!r} model, not an scMulan one")
+    try:
+        config = SCMulanConfig.from_dict(checkpoint.config)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{checkpoint.path / 'config.json'} is not a valid SCMulan config: {err}") from err
+    vocab = checkpoint.vocab
+    if config.n_gene_tokens != len(vocab):
+        raise CheckpointError(
+            f"config.json says n_gene_tokens={config.n_gene_tokens} but vocab.json has {len(vocab)} tokens "
+            f"in {str(checkpoint.path)!r}"
+        )
+    if (config.pad_id, config.begin_id, config.end_id) != (vocab.pad_id, vocab.cls_id, vocab.eoc_id):
+        raise CheckpointError(f"pad/begin/end ids in config.json and vocab.json disagree in {str(checkpoint.path)!r}")
+    module = SCMulanModule(config)
+    load_weights_strict(module, checkpoint.state_dict, str(checkpoint.path / "model.safetensors"))
+    module.eval()
+    return PretrainedSCMulan(module, vocab, checkpoint.name, str(checkpoint.path), checkpoint.sha256)
+
+
+def load_pretrained_scmulan(name_or_path: str | os.PathLike = "scmulan") -> PretrainedSCMulan:
+    """Load an scMulan checkpoint directory (or the bundled ``"scmulan"``) without an AnnData. Nothing is downloaded."""
+    return scmulan_from_checkpoint(load_checkpoint(name_or_path))
+
+
+def metadata_terms_of(obs: pd.DataFrame, metadata_keys: Mapping[str, str]) -> dict[str, list[str]]:
+    """Sorted distinct terms of each registered ``obs`` column, missing values and ``"unknown"`` left out."""
+    terms = {}
+    for key, column in metadata_keys.items():
+        values = obs[column].dropna().astype(str)
+        terms[key] = sorted(v for v in values.unique() if v.strip().lower() not in MISSING_TERMS)
+    return terms
+
+
+class SCMulan(FoundationModelMixin, BaseModelClass):
+    """scMulan (Bian et al. 2024): a cell is a c-sentence of (entity, value) words (its expressed genes with
+    expression levels, its metadata terms, task tokens); a causal decoder predicts the next entity and its value.
+
+    It is pretrained on three tasks at once: metadata from expression (annotation sentences), expression from
+    metadata (generation sentences) and genes from the other genes (every gene word of both). It annotates cells
+    zero-shot by generating their terms (:meth:`predict_metadata`, :func:`scfm.tl.annotate`) and generates cells
+    for metadata prompts (:meth:`generate`, :func:`scfm.tl.generate`).
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`.
+    vocab
+        Gene vocabulary with ``<pad>``, ``<cls>`` and ``<eoc>``. ``None`` builds one from the genes.
+    config
+        A complete :class:`SCMulanConfig` (used when loading checkpoints); otherwise built from the registered
+        metadata columns and ``config_kwargs``.
+    min_genes, on_duplicate
+        Passed to :func:`scfm.genes.align_genes`.
+    **config_kwargs
+        Settings of :class:`SCMulanConfig` (``d_model``, ``n_layers``, ``max_len``, ``n_levels``, ...).
+    """
+
+    def __init__(
+        self,
+        adata: AnnData,
+        *,
+        vocab: GeneVocab | None = None,
+        config: SCMulanConfig | None = None,
+        min_genes: int = 50,
+        on_duplicate: Literal["error", "first"] = "error",
+        **config_kwargs,
+    ) -> None:
+        super().__init__(adata)
+        setup = self.adata_manager.registry["setup_args"]
+        source = expression_source(adata, layer=setup.get("layer"))
+        if vocab is None:
+            vocab = GeneVocab(vocabulary_genes(source.var, setup.get("gene_key")))
+        if vocab.eoc_id is None:
+            raise ValueError("the vocabulary has no '<eoc>' token, which scMulan needs to close a cell's genes")
+        self.vocab = vocab
+        self.alignment = align_genes(
+            source.var, vocab, gene_key=setup.get("gene_key"), min_genes=min_genes, on_duplicate=on_duplicate
+        )
+        metadata_keys = dict(setup.get("metadata_keys") or {})
+        if config is None:
+            config = SCMulanConfig(
+                n_gene_tokens=len(vocab),
+                metadata_terms=metadata_terms_of(adata.obs, metadata_keys),
+                pad_id=vocab.pad_id,
+                begin_id=vocab.cls_id,
+                end_id=vocab.eoc_id,
+                **config_kwargs,
+            )
+        elif config.n_gene_tokens != len(vocab):
+            raise ValueError(
+                f"config.n_gene_tokens={config.n_gene_tokens} does not match the vocabulary ({len(vocab)})"
+            )
+        self.config = config
+        self.module = SCMulanModule(config)
+        self.checkpoint_name = "untrained"
+        self.checkpoint_sha256 = ""
+        self._min_genes, self._on_duplicate = min_genes, on_duplicate
+        keys = ", ".join(f"{k} ({len(t)} terms)" for k, t in config.metadata_terms.items()) or "none"
+        self._model_summary_string = (
+            f"SCMulan: {config.n_layers} layers, d_model {config.d_model}, {config.n_heads} heads, {len(vocab)} gene "
+            f"tokens, metadata keys: {keys}; {self.alignment.summary()}"
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        layer: str | None = None,
+        metadata_keys: Mapping[str, str] | None = None,
+        gene_key: str | None = None,
+        **kwargs,
+    ) -> None:
+        """Register the expression matrix (counts or log-normalised; not scaled), the metadata columns and gene names.
+
+        Parameters
+        ----------
+        layer
+            Layer with the expression values (default ``X``).
+        metadata_keys
+            Metadata key -> ``obs`` column, e.g. ``{"cell_type": "cell_type", "tissue": "organ"}``. Each key's
+            distinct values become its terms; missing values, ``""`` and ``"unknown"`` are no term.
+        gene_key
+            ``var`` column with gene symbols (default: ``var_names``).
+        """
+        if gene_key is not None and gene_key not in adata.var:
+            raise KeyError(f"gene_key={gene_key!r} is not a column of adata.var (columns: {list(adata.var.columns)})")
+        metadata_keys = dict(metadata_keys or {})
+        missing = {k: c for k, c in metadata_keys.items() if c not in adata.obs}
+        if missing:
+            raise KeyError(
+                f"metadata_keys name obs columns that do not exist: {missing}; obs columns: {list(adata.obs.columns)}"
+            )
+        bad_keys = [k for k in metadata_keys if not isinstance(k, str) or not k or "<" in k or ">" in k]
+        if bad_keys:
+            raise ValueError(f"metadata keys must be non-empty strings without '<' or '>', got {bad_keys}")
+        source = expression_source(adata, layer=layer)
+        if source.is_backed:
+            raise ValueError("SCMulan.setup_anndata needs the matrix in memory")
+        check_values(source.matrix, where=source.label)
+        setup_method_args = cls._get_setup_method_args(**locals())
+        manager = AnnDataManager(
+            fields=[LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False)], setup_method_args=setup_method_args
+        )
+        manager.register_fields(adata, **kwargs)
+        cls.register_manager(manager)
+
+    # -- training ------------------------------------------------------------------------------
+    def _term_ids(self) -> np.ndarray:
+        """``(n_obs, n_keys)`` term entity ids of the registered metadata (``-1``: no term or unknown term)."""
+        metadata_keys = dict(self.adata_manager.registry["setup_args"].get("metadata_keys") or {})
+        vocab = self.config.sentence_vocab()
+        ids = np.full((self.adata.n_obs, len(vocab.keys)), -1, dtype=np.int64)
+        for j, key in enumerate(vocab.keys):
+            if key not in metadata_keys:
+                continue
+            lookup = {term: vocab.term_id(key, term) for term in vocab.terms[key]}
+            values = self.adata.obs[metadata_keys[key]].astype(object).astype(str).to_numpy()
+            ids[:, j] = [lookup.get(v, -1) for v in values]
+            unseen = sorted(set(values) - set(lookup) - {v for v in set(values) if v.strip().lower() in MISSING_TERMS})
+            if unseen:
+                warnings.warn(
+                    f"{len(unseen)} {key!r} values are not terms of this model and train as missing: {unseen[:5]}",
+                    stacklevel=3,
+                )
+        unregistered = sorted(set(metadata_keys) - set(vocab.keys))
+        if unregistered:
+            raise KeyError(f"metadata keys {unregistered} are not keys of this model (keys: {vocab.keys})")
+        return ids
+
+    def _level_values(self, matrix: sp.csr_matrix, column_token_ids: np.ndarray, input_kind: str) -> list[float]:
+        """Mean ``log1p`` value of the training cells' known genes at each level (the bin middle where empty)."""
+        scheme = self.config.level_scheme
+        values = matrix.data.astype(np.float64)
+        if input_kind == "log1p":
+            values = np.expm1(values)
+        totals = np.add.reduceat(values, matrix.indptr[:-1]) if values.size else np.zeros(matrix.shape[0])
+        totals[np.diff(matrix.indptr) == 0] = 1.0
+        rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+        log_values = np.log1p(values * scheme.target_sum / totals[rows])
+        keep = (column_token_ids[matrix.indices] >= 0) & (log_values > 0)
+        levels = scheme.levels(log_values[keep])
+        sums = np.bincount(levels - 1, weights=log_values[keep], minlength=scheme.n_levels)
+        counts = np.bincount(levels - 1, minlength=scheme.n_levels)
+        midpoints = scheme.midpoints()
+        return [float(sums[b] / counts[b]) if counts[b] else float(midpoints[b]) for b in range(scheme.n_levels)]
+
+    def train(
+        self,
+        max_epochs: int = 10,
+        *,
+        batch_size: int = 32,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 200,
+        annotate_fraction: float = 0.5,
+        condition_dropout: float = 0.3,
+        metadata_weight: float = 1.0,
+        validation_size: float = 0.0,
+        seed: int = 0,
+        accelerator: str = "auto",
+        devices: int | str = "auto",
+        num_workers: int = 0,
+        **trainer_kwargs,
+    ) -> None:
+        """Multitask generative pretraining with AdamW, warm-up and cosine decay.
+
+        Each cell becomes, per batch, an annotation sentence (with probability ``annotate_fraction``; its terms
+        are targets after its genes) or a generation sentence (its terms, each dropped with probability
+        ``condition_dropout``, prompt its genes). Gene words are next-entity and value targets in both. The loss
+        is the gene-entity and value cross-entropies plus ``metadata_weight`` times the term cross-entropy.
+        """
+        seed_everything(seed, verbose=False)
+        setup = self.adata_manager.registry["setup_args"]
+        source = expression_source(self.adata, layer=setup.get("layer"))
+        matrix = sp.csr_matrix(source.matrix, dtype=np.float32)
+        check_values(matrix, where=source.label)
+        term_ids = self._term_ids()
+        column_token_ids = self.alignment.column_token_ids()
+        input_kind = detect_input_kind(matrix.data[: 1 << 20])
+        config = self.config
+        config.level_values = self._level_values(matrix, column_token_ids, input_kind)
+        self.module.metadata_weight = metadata_weight
+        known = (column_token_ids[matrix.indices] >= 0) & (matrix.data > 0)
+        n_known = np.add.reduceat(known.astype(np.int64), matrix.indptr[:-1]) if known.size else np.zeros(0)
+        n_known[np.diff(matrix.indptr) == 0] = 0
+        lengths = 3 + np.minimum(n_known, config.max_gene_words) + 2 * (term_ids >= 0).sum(1)
+
+        def make_dataset(rows: np.ndarray) -> CellWordsDataset:
+            return CellWordsDataset(
+                matrix,
+                column_token_ids,
+                term_ids,
+                rows,
+                scheme=config.level_scheme,
+                input_kind=input_kind,
+                max_genes=config.max_gene_words,
+                seed=config.tokenizer_seed,
+            )
+
+        collator = CSentenceCollator(
+            config.sentence_vocab(),
+            begin_id=config.begin_id,
+            end_id=config.end_id,
+            pad_id=config.pad_id,
+            annotate_fraction=annotate_fraction,
+            condition_dropout=condition_dropout,
+            seed=seed,
+        )
+        data_module = CellDataModule(
+            make_dataset,
+            matrix.shape[0],
+            collator,
+            batch_size=batch_size,
+            validation_size=validation_size,
+            seed=seed,
+            num_workers=num_workers,
+            lengths=lengths,
+        )
+        plan = WarmupCosineTrainingPlan(self.module, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps)
+        self._run_training(
+            plan,
+            data_module,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            validation_size=validation_size,
+            **trainer_kwargs,
+        )
+
+    # -- inference -----------------------------------------------------------------------------
+    def _as_pretrained(self) -> PretrainedSCMulan:
+        return PretrainedSCMulan(
+            self.module, self.vocab, self.checkpoint_name, "in-memory model", self.checkpoint_sha256 or "none"
+        )
+
+    def _source_and_alignment(self, adata: AnnData | None) -> tuple[AnnData, object, GeneAlignment]:
+        adata = self.adata if adata is None else adata
+        setup = self.adata_manager.registry["setup_args"]
+        source = expression_source(adata, layer=setup.get("layer"))
+        if adata is self.adata:
+            return adata, source, self.alignment
+        alignment = align_genes(
+            source.var,
+            self.vocab,
+            gene_key=setup.get("gene_key"),
+            min_genes=self._min_genes,
+            on_duplicate=self._on_duplicate,
+        )
+        return adata, source, alignment
+
+    def predict_metadata(
+        self,
+        adata: AnnData | None = None,
+        keys: Sequence[str] | None = None,
+        *,
+        candidates: Mapping[str, Sequence[str]] | None = None,
+        top_k: int = 3,
+        indices: np.ndarray | None = None,
+        batch_size: int = 64,
+        device: str = "auto",
+        progress: bool = False,
+    ) -> dict[str, TermPrediction]:
+        """Zero-shot metadata terms of each cell, by generation after ``<predict:key>`` (one pass for all keys).
+
+        Parameters
+        ----------
+        adata
+            Cells to annotate (default: the registered AnnData); aligned to the model's genes.
+        keys
+            Metadata keys to predict (default: every key of the model).
+        candidates
+            Per key, the labels allowed; those the model does not know are reported in the result's
+            ``out_of_vocabulary`` and never predicted.
+        top_k
+            Alternatives listed per cell.
+        """
+        adata, source, alignment = self._source_and_alignment(adata)
+        keys = list(self.config.metadata_terms) if keys is None else list(keys)
+        predictions, _ = predict_terms(
+            self._as_pretrained(),
+            source,
+            alignment,
+            keys,
+            candidates=candidates,
+            top_k=top_k,
+            device=self._move_to(device),
+            batch_size=batch_size,
+            progress=progress,
+            rows=None if indices is None else np.asarray(indices),
+            obs_names=np.asarray(adata.obs_names),
+        )
+        names = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
+        for prediction in predictions.values():
+            prediction.table.index = names
+        return predictions
+
+    def get_latent_representation(
+        self,
+        adata: AnnData | None = None,
+        indices: np.ndarray | None = None,
+        *,
+        batch_size: int = 64,
+        normalize: bool = True,
+        device: str = "auto",
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Mean of the last hidden states over each cell's gene words of its annotation prompt, L2-normalised by
+        default. Does not depend on the batch size or the cell order.
+
+        Raises
+        ------
+        ValueError
+            A cell expresses none of the model's genes.
+        """
+        from ._infer import annotation_pass
+
+        adata, source, alignment = self._source_and_alignment(adata)
+        result = annotation_pass(
+            self.module,
+            source,
+            alignment,
+            [],
+            device=self._move_to(device),
+            batch_size=batch_size,
+            normalize=normalize,
+            progress=progress,
+            rows=None if indices is None else np.asarray(indices),
+            obs_names=np.asarray(adata.obs_names),
+        )
+        return result.embeddings
+
+    def generate(
+        self,
+        n_cells: int,
+        conditions: Mapping[str, str] | None = None,
+        *,
+        seed: int = 0,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        batch_size: int = 64,
+        device: str = "auto",
+    ) -> AnnData:
+        """Generate ``n_cells`` cells for the metadata prompt ``conditions`` (key -> term); see
+        :func:`scfm.tl.generate`."""
+        return generate_anndata(
+            self._as_pretrained(),
+            n_cells,
+            conditions,
+            seed=seed,
+            temperature=temperature,
+            top_k=top_k,
+            batch_size=batch_size,
+            device=self._move_to(device),
+        )
+
+    def _move_to(self, device: str):
+        target = resolve_device(device)
+        self.module.to(target)
+        return target
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save(
+        self,
+        dir_path: str | os.PathLike,
+        overwrite: bool = False,
+        *,
+        model_card: str | None = None,
+        half_precision: bool = False,
+        **kwargs,
+    ) -> Path:
+        """Write a checkpoint directory (``config.json``, ``vocab.json``, ``model.safetensors``, ``model_card.md``).
+
+        ``half_precision`` stores float16 weights (half the size; loaded back as float32).
+        """
+        config = self.config
+        keys = ", ".join(f"{k} ({len(t)} terms)" for k, t in config.metadata_terms.items()) or "none"
+        card = model_card or (
+            f"# scMulan checkpoint\n\nFamily: scmulan. {config.n_layers} layers, d_model {config.d_model}, "
+            f"{len(self.vocab)} gene tokens, context {config.max_len} words, {config.n_levels} expression levels. "
+            f"Metadata keys: {keys}. Source: {self.checkpoint_name}.\n"
+        )
+        return save_checkpoint(
+            dir_path,
+            config=config.to_dict(),
+            vocab=self.vocab,
+            state_dict=self.module.state_dict(),
+            model_card=card,
+            overwrite=overwrite,
+            half_precision=half_precision,
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike | PretrainedSCMulan = "scmulan",
+        adata: AnnData | None = None,
+        *,
+        layer: str | None = None,
+        metadata_keys: Mapping[str, str] | None = None,
+        gene_key: str | None = None,
+        min_genes: int = 50,
+        on_duplicate: Literal["error", "first"] = "error",
+    ) -> SCMulan:
+        """Load an scMulan checkpoint (a directory, the bundled ``"scmulan"``, or an already loaded one) and align
+        ``adata`` to its vocabulary.
+
+        ``adata`` is registered with :meth:`setup_anndata` (``layer``, ``metadata_keys``, ``gene_key``) unless it
+        already is. Nothing is downloaded.
+        """
+        if adata is None:
+            raise ValueError(
+                "from_pretrained needs the AnnData to align to the checkpoint; for AnnData-free use call "
+                "scfm.tl.generate(model='scmulan', ...) or scfm.models.scmulan.load_pretrained_scmulan"
+            )
+        pretrained = (
+            name_or_path if isinstance(name_or_path, PretrainedSCMulan) else load_pretrained_scmulan(name_or_path)
+        )
+        cls._register_if_needed(adata, layer=layer, metadata_keys=metadata_keys, gene_key=gene_key)
+        registered = dict(cls._get_most_recent_anndata_manager(adata).registry["setup_args"].get("metadata_keys") or {})
+        unknown = sorted(set(registered) - set(pretrained.module.config.metadata_terms))
+        if unknown:
+            raise KeyError(
+                f"metadata_keys {unknown} are not keys of the checkpoint "
+                f"(keys: {list(pretrained.module.config.metadata_terms)})"
+            )
+        return cls._from_loaded(pretrained, adata, min_genes=min_genes, on_duplicate=on_duplicate)
+
+    @classmethod
+    def load(
+        cls,
+        dir_path: str | os.PathLike,
+        adata: AnnData | None = None,
+        *,
+        layer: str | None = None,
+        metadata_keys: Mapping[str, str] | None = None,
+        gene_key: str | None = None,
+        min_genes: int = 50,
+        **kwargs,
+    ) -> SCMulan:
+        """Load a checkpoint directory written by :meth:`save` and align ``adata`` to its vocabulary."""
+        if adata is None:
+            raise ValueError("SCMulan.load needs the AnnData to align to the checkpoint")
+        return cls.from_pretrained(
+            load_pretrained_scmulan(dir_path),
+            adata,
+            layer=layer,
+            metadata_keys=metadata_keys,
+            gene_key=gene_key,
+            min_genes=min_genes,
+        )
