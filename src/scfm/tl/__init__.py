@@ -5,7 +5,8 @@ from ._associate import associate
 from ._bulk import bulk_features
 from ._denoise import denoise
 from ._embed import embed
+from ._generate import generate
 from ._impute import impute
 from ._integrate import integrate
 
-__all__ = ["annotate", "associate", "bulk_features", "denoise", "embed", "impute", "integrate"]
+__all__ = ["annotate", "associate", "bulk_features", "denoise", "embed", "generate", "impute", "integrate"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -18,6 +19,7 @@ from scfm.models.cellplm import CellPLMClassifier
 from scfm.models.scgpt import SCGPT, embed_cells
 
 from ._annotate_cellplm import cellplm_annotation
+from ._annotate_scmulan import annotate_by_generation
 from ._finetune_data import HEAD_LR_FACTOR, accelerator_for, highly_variable_subset, training_copy
 from ._provenance import write_provenance
 
@@ -26,8 +28,8 @@ UNKNOWN = "unknown"
 
 def annotate(
     adata: AnnData,
-    reference: AnnData,
-    labels_key: str,
+    reference: AnnData | None = None,
+    labels_key: str | None = None,
     *,
     model: ModelArg = None,
     method: Literal["finetune", "knn"] = "finetune",
@@ -48,11 +50,14 @@ def annotate(
     seed: int = 0,
     device: str = "auto",
     key_added: str = "scfm_cell_type",
+    metadata_key: str = "cell_type",
+    candidates: Sequence[str] | None = None,
+    top_k: int = 3,
     return_model: bool = False,
     progress: bool = True,
     copy: bool = False,
 ) -> SCGPT | CellPLMClassifier | AnnData | None:
-    """Predict the cell types of ``adata`` from a labelled ``reference``.
+    """Predict the cell types of ``adata`` from a labelled ``reference``, or zero-shot with an scMulan model.
 
     ``method="finetune"`` fine-tunes the model with a classification head on the reference's cell
     embeddings (scGPT's annotation recipe: cross-entropy only, no masking) and predicts the query with it.
@@ -65,15 +70,25 @@ def annotate(
     sample in sentences of the checkpoint's context. A learning rate around ``1e-3`` suits the small bundled
     model.
 
+    With an scMulan model (``model="scmulan"``) annotation is zero-shot, by generation, and needs no reference:
+    each cell is prompted with its genes and the "predict ``metadata_key``" task token, and the label is the term
+    the model generates next, among the key's terms (``candidates`` restricts them; with a ``reference`` its
+    labels are the candidates). Labels the model does not know are reported (a warning and
+    ``uns["scfm"][key_added]["out_of_vocabulary"]``), never invented. ``metadata_key="tissue"`` or
+    ``"technology"`` predicts those instead. ``method``, fine-tuning and kNN settings do not apply. The
+    ``top_k`` most likely labels and their probabilities go to ``adata.obsm[key_added + "_top"]`` (columns
+    ``label_1``, ``probability_1``, ...).
+
     Parameters
     ----------
     adata
         Query cells (counts or log-normalised). Only ``obs[key_added]``, ``obs[key_added + "_confidence"]``
         and ``uns["scfm"][key_added]`` are written; on error nothing is.
     reference
-        Labelled reference cells; it is never modified. Cells with a missing label are left out.
+        Labelled reference cells; it is never modified. Cells with a missing label are left out. Required except
+        with an scMulan model.
     labels_key
-        ``reference.obs`` column with the cell types (at least two).
+        ``reference.obs`` column with the cell types (at least two); required with ``reference``.
     model
         Checkpoint: ``None`` (bundled default), a name or directory, or a model.
     method
@@ -104,6 +119,9 @@ def annotate(
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
     key_added
         ``adata.obs`` column of the predicted labels.
+    metadata_key, candidates, top_k
+        scMulan only: the metadata key to predict, the labels allowed (default: all of the key's terms), and how
+        many alternatives to list per cell.
     return_model
         Return the fine-tuned model (``method="finetune"`` only).
     progress
@@ -117,7 +135,45 @@ def annotate(
         raise ValueError("return_model=True needs method='finetune' (the kNN mode trains no model)")
     if unknown_threshold is not None and not 0.0 <= unknown_threshold <= 1.0:
         raise ValueError(f"unknown_threshold must be in [0, 1], got {unknown_threshold}")
-    if adata.n_obs == 0 or reference.n_obs == 0:
+    if adata.n_obs == 0:
+        raise ValueError("the query has no cells (n_obs == 0)")
+    if (reference is None) != (labels_key is None):
+        raise ValueError("pass reference and labels_key together (or neither, for zero-shot annotation by scMulan)")
+    pretrained = resolve_model(model, families=("scgpt", "cellplm", "scmulan"))
+    if family_of(pretrained) == "scmulan":
+        if return_model:
+            raise ValueError("return_model=True does not apply to scMulan's zero-shot annotation (no model is trained)")
+        if reference is not None:
+            if labels_key not in reference.obs:
+                raise KeyError(f"labels_key={labels_key!r} is not a column of reference.obs")
+            if candidates is None:
+                candidates = sorted(reference.obs[labels_key].dropna().astype(str).unique())
+        if copy:
+            adata = adata.copy()
+        annotate_by_generation(
+            pretrained,
+            adata,
+            metadata_key=metadata_key,
+            candidates=candidates,
+            unknown_threshold=unknown_threshold,
+            unknown_label=UNKNOWN,
+            top_k=top_k,
+            layer=layer,
+            use_raw=use_raw,
+            gene_key=gene_key,
+            min_genes=min_genes,
+            batch_size=batch_size,
+            device=device,
+            key_added=key_added,
+            progress=progress,
+        )
+        return adata if copy else None
+    if reference is None:
+        raise ValueError(
+            "annotation with an scGPT or CellPLM model needs a labelled reference and labels_key; zero-shot "
+            "annotation without a reference needs model='scmulan'"
+        )
+    if reference.n_obs == 0:
         raise ValueError("the query and the reference both need cells")
     if labels_key not in reference.obs:
         raise KeyError(
@@ -128,7 +184,6 @@ def annotate(
     labels = obs_categories(reference, labels_key, "labels_key", min_categories=2)
     categories = sorted(set(labels))
 
-    pretrained = resolve_model(model, families=("scgpt", "cellplm"))
     start = time.perf_counter()
     if family_of(pretrained) == "cellplm":
         codes = pd.Categorical(labels, categories=categories).codes.astype(np.int64)

@@ -10,9 +10,11 @@ from anndata import AnnData
 from scfm.data import expression_source
 from scfm.genes import align_genes
 from scfm.models._device import resolve_device
+from scfm.models._embedding import EmbeddingResult
 from scfm.models._resolve import ModelArg, family_of, resolve_model
 from scfm.models.cellplm import embed_cells_as_tokens, sentences_of
 from scfm.models.scgpt import embed_cells
+from scfm.models.scmulan._infer import annotation_pass
 from scfm.models.tgpt import embed_ranked
 
 from ._provenance import checkpoint_and_genes, write_provenance
@@ -41,17 +43,19 @@ def embed(
 ) -> AnnData | None:
     """Embed cells with a pretrained single-cell foundation model.
 
-    scGPT models (the default): cells are tokenised as ``<cls>`` plus their expressed genes that the model
-    knows, with per-cell quantile-binned values; cells expressing more than ``max_len - 1`` such genes are
-    subsampled with a generator seeded from the cell itself, so a cell's embedding never depends on the batch,
-    the chunk, or the order of cells. tGPT models (``model="tgpt"``): a cell is its expressed known genes
-    ranked by expression (highest first, ties by vocabulary id, cut to the context) and the embedding is the
-    mean of the last hidden states over those genes. CellPLM models (``model="cellplm"``): each cell is one token
-    and the cells of a sample (``sample_key``) or spatial neighbourhood (``spatial_key``) are read together in
-    sentences of at most ``context`` cells, grouped by a seeded hash of the cell names or by a k-d split of the
-    coordinates, so the result does not depend on cell order or batch size; the embedding is the posterior mean
-    of the Gaussian-mixture latent. The matrix is read ``block_size`` rows at a time (dense, CSR, CSC or
-    backed ``.h5ad``), never densified as a whole; batches group cells of similar length.
+    scGPT models (the default): cells are tokenised as ``<cls>`` plus their expressed genes that the model knows, with
+    per-cell quantile-binned values; cells expressing more than ``max_len - 1`` such genes are subsampled with a
+    generator seeded from the cell itself, so a cell's embedding never depends on the batch, the chunk, or the order of
+    cells. scMulan models (``model="scmulan"``): a cell is its c-sentence (expressed known genes with fixed-width
+    expression levels, highest first, equal levels in a cell-seeded order) and the embedding is the mean of the last
+    hidden states over its gene words. tGPT models (``model="tgpt"``): a cell is its expressed known genes ranked by
+    expression (highest first, ties by vocabulary id, cut to the context) and the embedding is the mean of the last
+    hidden states over those genes. CellPLM models (``model="cellplm"``): each cell is one token and the cells of a
+    sample (``sample_key``) or spatial neighbourhood (``spatial_key``) are read together in sentences of at most
+    ``context`` cells, grouped by a seeded hash of the cell names or by a k-d split of the coordinates, so the result
+    does not depend on cell order or batch size; the embedding is the posterior mean of the Gaussian-mixture latent. The
+    matrix is read ``block_size`` rows at a time (dense, CSR, CSC or backed ``.h5ad``), never densified as a whole;
+    batches group cells of similar length.
 
     Parameters
     ----------
@@ -59,8 +63,8 @@ def embed(
         Cells x genes, raw counts or log-normalised values (not scaled: negative values are rejected).
         A file opened with ``sc.read_h5ad(path, backed="r")`` is streamed from disk.
     model
-        ``None`` for the bundled default (scGPT) checkpoint, a bundled name (``"default"``/``"scgpt"``,
-        ``"tgpt"``, ``"cellplm"``), an scfm checkpoint directory of any family, a checkpoint directory of the
+        ``None`` for the bundled default (scGPT) checkpoint, a bundled name (``"default"``/``"scgpt"``, ``"tgpt"``,
+        ``"cellplm"``, ``"scmulan"``), an scfm checkpoint directory of any family, a checkpoint directory of the
         reference scGPT code (``best_model.pt``, ``args.json``, ``vocab.json``; converted in memory, see
         ``docs/scgpt_checkpoints.md``), or an :class:`~scfm.models.SCGPT`/:class:`~scfm.models.TGPT`/
         :class:`~scfm.models.CellPLM` instance. Nothing is downloaded.
@@ -80,8 +84,8 @@ def embed(
     normalize
         L2-normalise embeddings (as scGPT does for zero-shot use).
     max_len
-        Tokens per cell including ``<cls>`` (default: the checkpoint's). scGPT models only: a tGPT model's
-        context is fixed by its position embeddings.
+        Tokens per cell including ``<cls>`` (default: the checkpoint's). scGPT models only: the context of a
+        tGPT or scMulan model is fixed by the checkpoint.
     min_genes, on_duplicate
         Gene-alignment rules, see :func:`scfm.genes.align_genes`.
     block_size
@@ -125,7 +129,7 @@ def embed(
     source = expression_source(adata, layer=layer, use_raw=use_raw)
     if source.var.shape[0] == 0:
         raise ValueError("the AnnData has no genes (n_vars == 0)")
-    pretrained = resolve_model(model, families=("scgpt", "tgpt", "cellplm"))
+    pretrained = resolve_model(model, families=("scgpt", "tgpt", "cellplm", "scmulan"))
     family = family_of(pretrained)
     config = pretrained.module.config
     cellplm_args = {"sample_key": sample_key, "spatial_key": spatial_key, "context": context}
@@ -138,10 +142,10 @@ def embed(
         sentences, coordinates = sentences_of(
             adata, sample_key=sample_key, spatial_key=spatial_key, context=context or config.context
         )
-    if family == "tgpt" and max_len is not None and max_len != config.max_len:
+    if family in ("tgpt", "scmulan") and max_len is not None and max_len != config.max_len:
         raise ValueError(
-            f"max_len={max_len} cannot be used with a tGPT model: its context is fixed at {config.max_len} tokens "
-            "by its position embeddings; leave max_len=None"
+            f"max_len={max_len} cannot be used with a {family} model: its context is fixed at {config.max_len} tokens "
+            "by the checkpoint; leave max_len=None"
         )
     alignment = align_genes(
         source.var, pretrained.vocab, gene_key=gene_key, min_genes=min_genes, on_duplicate=on_duplicate
@@ -161,6 +165,15 @@ def embed(
             "sample_key": sample_key,
             "spatial_key": spatial_key,
             "n_empty_cells": result.n_empty_cells,
+        }
+    elif family == "scmulan":
+        found = annotation_pass(module, source, alignment, [], progress=progress, obs_names=adata.obs_names, **common)
+        result = EmbeddingResult(found.embeddings, found.input_kind, 0, found.n_truncated_cells, 0)
+        tokenizer = {
+            "tokenizer": "c-sentence",
+            "max_len": config.max_len,
+            "n_levels": config.n_levels,
+            "n_truncated_cells": found.n_truncated_cells,
         }
     elif family == "tgpt":
         result = embed_ranked(module, source, alignment, progress=progress, obs_names=adata.obs_names, **common)
