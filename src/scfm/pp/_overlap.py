@@ -38,5 +38,5 @@ def gene_overlap(
     The :class:`~scfm.genes.GeneAlignment`; ``print(result.summary())`` for a one-line report.
     """
     source = expression_source(adata, use_raw=use_raw)
-    vocab = resolve_model(model, families=("scgpt", "tgpt")).vocab
+    vocab = resolve_model(model, families=("scgpt", "tgpt", "cellplm", "scmulan")).vocab
     return align_genes(source.var, vocab, gene_key=gene_key, min_genes=min_genes, on_duplicate=on_duplicate)

@@ -69,6 +69,11 @@ def metadata_terms_of(obs: pd.DataFrame, metadata_keys: Mapping[str, str]) -> di
     return terms
 
 
+def _names(adata: AnnData, indices: np.ndarray | None) -> np.ndarray:
+    names = np.asarray(adata.obs_names)
+    return names if indices is None else names[np.asarray(indices)]
+
+
 class SCMulan(FoundationModelMixin, BaseModelClass):
     """scMulan (Bian et al. 2024): a cell is a c-sentence of (entity, value) words (its expressed genes with
     expression levels, its metadata terms, task tokens); a causal decoder predicts the next entity and its value.
@@ -366,11 +371,10 @@ class SCMulan(FoundationModelMixin, BaseModelClass):
             batch_size=batch_size,
             progress=progress,
             rows=None if indices is None else np.asarray(indices),
-            obs_names=np.asarray(adata.obs_names),
+            obs_names=_names(adata, indices),
         )
-        names = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
         for prediction in predictions.values():
-            prediction.table.index = names
+            prediction.table.index = _names(adata, indices)
         return predictions
 
     def get_latent_representation(
@@ -404,7 +408,7 @@ class SCMulan(FoundationModelMixin, BaseModelClass):
             normalize=normalize,
             progress=progress,
             rows=None if indices is None else np.asarray(indices),
-            obs_names=np.asarray(adata.obs_names),
+            obs_names=_names(adata, indices),
         )
         return result.embeddings
 
