@@ -22,10 +22,12 @@ from pretrain_default import EpochCheckpoint, StopAfterEpochs, top_ranked_vocab
 from scfm.bench._scmulan_data import METADATA_KEYS, scmulan_corpus
 from scfm.models import SCMulan, SCMulanConfig
 
-ARCHITECTURE = {"d_model": 128, "n_heads": 4, "n_layers": 4, "d_hidden": 512, "max_len": 200}
+ARCHITECTURE = {"d_model": 128, "n_heads": 4, "n_layers": 4, "d_hidden": 512, "max_len": 128}
 
 
-def model_card(model: SCMulan, train_cells: int, held: dict, epochs: int, losses: dict, seconds: float) -> str:
+def model_card(
+    model: SCMulan, train_cells: int, held: dict, epochs: int, losses: dict, seconds: float, vocab_min_cells: int
+) -> str:
     config = model.config
     terms = "\n".join(
         f"- `{k}`: {len(t)} terms ({', '.join(t[:12])}{', ...' if len(t) > 12 else ''})"
@@ -40,8 +42,8 @@ A small scMulan-family model (Bian et al. 2024, re-implemented from the paper) t
 - Architecture: {config.n_layers} layers, d_model {config.d_model}, {config.n_heads} heads, feed-forward
   {config.d_hidden}; c-sentences of at most {config.max_len} words ({config.max_gene_words} genes);
   {config.n_levels} expression levels of width {config.level_width} on log1p(normalised to {config.target_sum:g}).
-- Gene vocabulary: {len(model.vocab.genes)} genes (those in the top {config.max_gene_words} of at least 20
-  training cells).
+- Gene vocabulary: {len(model.vocab.genes)} genes (those in the top {config.max_gene_words} of at least
+  {vocab_min_cells} training cells).
 - Training cells: {train_cells} from both pretraining corpora of `shared/data/pretraining` (ECCITE-seq cells left
   out: their genes carry an `hg19_` prefix), with the FACS-sorted PBMC labels of Zheng 2017 and the pancreas
   labels of the Cepo set attached to the corpus cells they belong to.
@@ -65,9 +67,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/data")
     parser.add_argument("--out", default="src/scfm/checkpoints/scmulan_default")
-    parser.add_argument("--max-epochs", type=int, default=6)
+    parser.add_argument("--max-epochs", type=int, default=3)
     parser.add_argument("--stop-after", type=int, default=None, help="end after this many epochs (schedule kept)")
-    parser.add_argument("--vocab-min-cells", type=int, default=20)
+    parser.add_argument("--vocab-min-cells", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--limit-cells", type=int, default=None, help="train on the first N cells (smoke runs)")
@@ -86,7 +88,9 @@ def main() -> None:
     saver = EpochCheckpoint(
         model,
         out,
-        lambda epochs, losses: model_card(model, train.n_obs, held, epochs, losses, time.time() - start),
+        lambda epochs, losses: model_card(
+            model, train.n_obs, held, epochs, losses, time.time() - start, args.vocab_min_cells
+        ),
         half_precision=True,
     )
     callbacks = [saver] + ([StopAfterEpochs(args.stop_after)] if args.stop_after else [])
@@ -94,7 +98,7 @@ def main() -> None:
         max_epochs=args.max_epochs,
         batch_size=args.batch_size,
         lr=args.lr,
-        warmup_steps=300,
+        warmup_steps=200,
         accelerator="cpu",
         callbacks=callbacks,
         enable_progress_bar=False,

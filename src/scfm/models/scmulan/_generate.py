@@ -75,7 +75,7 @@ def generate_cells(
         done = torch.zeros(size, dtype=torch.bool)
         genes: list[list[int]] = [[] for _ in range(size)]
         levels: list[list[int]] = [[] for _ in range(size)]
-        for _ in range(config.max_len - len(prompt)):
+        for _ in range(config.max_gene_words + 1):  # as many genes as a training sentence holds, then <eoc>
             logits = module.entity_logits(last).float().cpu().masked_fill(~open_entities, float("-inf"))
             entity_probabilities = _filter(logits, temperature, top_k)
             next_entities = torch.tensor(
