@@ -723,12 +723,6 @@ def test_return_model_does_not_apply_to_scmulan(trained, query):
     assert_same_state(query, before)
 
 
-@pytest.mark.xfail(
-    reason="SCMulan.train: np.add.reduceat(values, indptr[:-1]) raises IndexError when the last cell is empty "
-    "(_model.py, _level_values and n_known)",
-    raises=IndexError,
-    strict=True,
-)
 def test_training_accepts_an_empty_last_cell():
     adata = make_cells(30, 5)
     counts = adata.X.tolil()

@@ -217,9 +217,9 @@ class SCMulan(FoundationModelMixin, BaseModelClass):
         values = matrix.data.astype(np.float64)
         if input_kind == "log1p":
             values = np.expm1(values)
-        totals = np.add.reduceat(values, matrix.indptr[:-1]) if values.size else np.zeros(matrix.shape[0])
-        totals[np.diff(matrix.indptr) == 0] = 1.0
         rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+        totals = np.bincount(rows, weights=values, minlength=matrix.shape[0])
+        totals[totals <= 0] = 1.0
         log_values = np.log1p(values * scheme.target_sum / totals[rows])
         keep = (column_token_ids[matrix.indices] >= 0) & (log_values > 0)
         levels = scheme.levels(log_values[keep])
@@ -265,8 +265,8 @@ class SCMulan(FoundationModelMixin, BaseModelClass):
         config.level_values = self._level_values(matrix, column_token_ids, input_kind)
         self.module.metadata_weight = metadata_weight
         known = (column_token_ids[matrix.indices] >= 0) & (matrix.data > 0)
-        n_known = np.add.reduceat(known.astype(np.int64), matrix.indptr[:-1]) if known.size else np.zeros(0)
-        n_known[np.diff(matrix.indptr) == 0] = 0
+        rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+        n_known = np.bincount(rows[known], minlength=matrix.shape[0])
         lengths = 3 + np.minimum(n_known, config.max_gene_words) + 2 * (term_ids >= 0).sum(1)
 
         def make_dataset(rows: np.ndarray) -> CellWordsDataset:
