@@ -28,9 +28,10 @@ def generate(
 ) -> AnnData:
     """Generate cells with an scMulan model, conditioned on metadata terms.
 
-    The prompt is ``<cls> <generate>`` followed by the condition terms; the model then writes gene words
-    (a gene and its expression level, highest level first) until it ends the cell or fills its context. Each
-    step samples the next gene among those not generated yet, then its level given that gene.
+    The prompt is ``<cls> <generate>`` followed by the condition terms; the model then writes gene words (a gene
+    and its expression level, highest level first) until it ends the cell or has written ``max_gene_words`` genes
+    (as many as a training sentence holds). Each step samples the next gene among those not generated yet, then
+    its level given that gene.
 
     Parameters
     ----------

@@ -51,7 +51,8 @@ def generate_cells(
 
     Each step samples the next entity among the genes not generated yet and ``<eoc>``, then its level given
     that gene, at most the previous gene's level (sentences are ordered by level). A cell ends at ``<eoc>`` or
-    when the context is full. Cell ``i`` draws from its own seeded stream (``seed``, ``first_cell + i``).
+    after ``max_gene_words`` genes (as many as a training sentence holds). Cell ``i`` draws from its own seeded
+    stream (``seed``, ``first_cell + i``).
 
     Returns
     -------
@@ -75,7 +76,7 @@ def generate_cells(
         done = torch.zeros(size, dtype=torch.bool)
         genes: list[list[int]] = [[] for _ in range(size)]
         levels: list[list[int]] = [[] for _ in range(size)]
-        for _ in range(config.max_gene_words + 1):  # as many genes as a training sentence holds, then <eoc>
+        for _ in range(config.max_gene_words):  # at most as many genes as a training sentence holds
             logits = module.entity_logits(last).float().cpu().masked_fill(~open_entities, float("-inf"))
             entity_probabilities = _filter(logits, temperature, top_k)
             next_entities = torch.tensor(
