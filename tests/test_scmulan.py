@@ -752,3 +752,26 @@ def test_annotation_of_held_out_pbmc_cells_from_log_normalised_input():
     accuracy = float((test.obs["pred"].astype(str) == test.obs["bulk_labels"].astype(str)).mean())
     majority = float(test.obs["bulk_labels"].value_counts(normalize=True).max())
     assert accuracy > majority + 0.2, (accuracy, majority)  # ~0.7 against ~0.34
+
+
+def test_save_load_keeps_the_metadata_key_order(tmp_path):
+    """config.json is written with sorted object keys; the entity ids of keys registered in another order (here
+    "tissue" before "cell_type") must survive the round trip."""
+    adata = make_cells(60, seed=3)
+    adata.obs["tis"] = np.where(np.arange(adata.n_obs) % 2 == 0, "blood", "marrow")
+    SCMulan.setup_anndata(adata, metadata_keys={"tissue": "tis", "cell_type": "ct"})
+    model = SCMulan(adata, **{**TINY, "n_layers": 1})
+    before = model.config.sentence_vocab()
+    loaded = SCMulan.load(model.save(tmp_path / "unsorted"), adata.copy())
+    after = loaded.config.sentence_vocab()
+    assert after.keys == before.keys == ["tissue", "cell_type"]
+    for key in before.keys:
+        assert after.query_id(key) == before.query_id(key)
+        assert list(after.term_ids(key)) == list(before.term_ids(key))
+    original = model.predict_metadata(device="cpu")
+    reloaded = loaded.predict_metadata(device="cpu")
+    for key in before.keys:
+        np.testing.assert_allclose(
+            original[key].table["probability_1"], reloaded[key].table["probability_1"], rtol=1e-5
+        )
+        assert (original[key].table["label"] == reloaded[key].table["label"]).all()

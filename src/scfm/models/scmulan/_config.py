@@ -23,6 +23,9 @@ class SCMulanConfig(ConfigDict):
     metadata_terms
         The terms of each registered metadata key (e.g. ``{"cell_type": [...], "tissue": [...]}``); they get
         entity ids after the genes and task tokens, see :class:`~scfm.tokenize.CSentenceVocab`.
+    metadata_keys
+        The keys in entity-id order (also the order of conditions in generation prompts). ``None``: the order of
+        ``metadata_terms``. Stored explicitly because ``config.json`` is written with sorted object keys.
     pad_id, begin_id, end_id
         Ids of ``<pad>``, ``<cls>`` (opens a sentence) and ``<eoc>`` (closes a cell's genes).
     n_levels, level_width, target_sum
@@ -48,6 +51,7 @@ class SCMulanConfig(ConfigDict):
 
     n_gene_tokens: int
     metadata_terms: dict[str, list[str]] = field(default_factory=dict)
+    metadata_keys: list[str] | None = None
     pad_id: int = 0
     begin_id: int = 1
     end_id: int = 2
@@ -68,6 +72,10 @@ class SCMulanConfig(ConfigDict):
 
     def __post_init__(self) -> None:
         problems = []
+        if self.metadata_keys is None:
+            self.metadata_keys = list(self.metadata_terms)
+        if sorted(self.metadata_keys) != sorted(self.metadata_terms):
+            problems.append(f"metadata_keys {self.metadata_keys} differ from the keys of metadata_terms")
         if self.d_model % self.n_heads:
             problems.append(f"d_model ({self.d_model}) is not divisible by n_heads ({self.n_heads})")
         if self.max_gene_words < 1:
@@ -99,4 +107,4 @@ class SCMulanConfig(ConfigDict):
         return LevelScheme(self.n_levels, self.level_width, self.target_sum)
 
     def sentence_vocab(self) -> CSentenceVocab:
-        return CSentenceVocab(self.n_gene_tokens, self.metadata_terms)
+        return CSentenceVocab(self.n_gene_tokens, {key: self.metadata_terms[key] for key in self.metadata_keys})

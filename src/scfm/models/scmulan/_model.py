@@ -138,7 +138,7 @@ class SCMulan(FoundationModelMixin, BaseModelClass):
         self.checkpoint_name = "untrained"
         self.checkpoint_sha256 = ""
         self._min_genes, self._on_duplicate = min_genes, on_duplicate
-        keys = ", ".join(f"{k} ({len(t)} terms)" for k, t in config.metadata_terms.items()) or "none"
+        keys = ", ".join(f"{k} ({len(config.metadata_terms[k])} terms)" for k in config.metadata_keys) or "none"
         self._model_summary_string = (
             f"SCMulan: {config.n_layers} layers, d_model {config.d_model}, {config.n_heads} heads, {len(vocab)} gene "
             f"tokens, metadata keys: {keys}; {self.alignment.summary()}"
@@ -359,7 +359,7 @@ class SCMulan(FoundationModelMixin, BaseModelClass):
             Alternatives listed per cell.
         """
         adata, source, alignment = self._source_and_alignment(adata)
-        keys = list(self.config.metadata_terms) if keys is None else list(keys)
+        keys = list(self.config.metadata_keys) if keys is None else list(keys)
         predictions, _ = predict_terms(
             self._as_pretrained(),
             source,
@@ -456,7 +456,7 @@ class SCMulan(FoundationModelMixin, BaseModelClass):
         ``half_precision`` stores float16 weights (half the size; loaded back as float32).
         """
         config = self.config
-        keys = ", ".join(f"{k} ({len(t)} terms)" for k, t in config.metadata_terms.items()) or "none"
+        keys = ", ".join(f"{k} ({len(config.metadata_terms[k])} terms)" for k in config.metadata_keys) or "none"
         card = model_card or (
             f"# scMulan checkpoint\n\nFamily: scmulan. {config.n_layers} layers, d_model {config.d_model}, "
             f"{len(self.vocab)} gene tokens, context {config.max_len} words, {config.n_levels} expression levels. "
@@ -504,7 +504,7 @@ class SCMulan(FoundationModelMixin, BaseModelClass):
         if unknown:
             raise KeyError(
                 f"metadata_keys {unknown} are not keys of the checkpoint "
-                f"(keys: {list(pretrained.module.config.metadata_terms)})"
+                f"(keys: {pretrained.module.config.metadata_keys})"
             )
         return cls._from_loaded(pretrained, adata, min_genes=min_genes, on_duplicate=on_duplicate)
 
