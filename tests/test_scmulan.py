@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import warnings
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -775,3 +776,20 @@ def test_save_load_keeps_the_metadata_key_order(tmp_path):
             original[key].table["probability_1"], reloaded[key].table["probability_1"], rtol=1e-5
         )
         assert (original[key].table["label"] == reloaded[key].table["label"]).all()
+
+
+def test_bundled_checkpoint_annotates_and_generates_pbmc():
+    """The shipped model (``model="scmulan"``) on scanpy's PBMC cells (log-normalised ``raw``, 765 variable genes
+    only, so out of its training distribution): it answers with its own terms, calls most NK cells NK cells, and
+    generates cells for a prompt."""
+    pbmc = sc.datasets.pbmc68k_reduced()
+    cells = ad.AnnData(pbmc.raw.X.copy(), obs=pbmc.obs[["bulk_labels"]].copy(), var=pbmc.raw.var.copy())
+    annotate(cells, "scmulan", key_added="cell_type")
+    config = json.loads((Path(scfm.__file__).parent / "checkpoints/scmulan_default/config.json").read_text())
+    assert set(cells.obs["cell_type"].astype(str)) <= set(config["metadata_terms"]["cell_type"])
+    assert cells.obsm["cell_type_top"].shape == (cells.n_obs, 6)
+    nk = cells.obs["bulk_labels"] == "CD56+ NK"
+    assert (cells.obs.loc[nk, "cell_type"].astype(str) == "NK cell").mean() > 0.6
+    generated = scfm.tl.generate("scmulan", 4, {"cell_type": "B cell"}, seed=0, device="cpu")
+    assert generated.n_vars == config["n_gene_tokens"] - 4  # every gene of the vocabulary, no special token
+    assert (generated.obs["n_genes"] > 20).all()
