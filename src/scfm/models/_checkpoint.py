@@ -11,6 +11,7 @@ import os
 import pickle
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -243,3 +244,47 @@ def read_torch_state_dict(
     if not_tensors:
         raise CheckpointError(f"{file}: entries that are not tensors: {not_tensors[:8]}; expected {layout}")
     return dict(loaded)
+
+
+def module_from_checkpoint(
+    checkpoint: Checkpoint,
+    *,
+    family: str,
+    label: str,
+    config_cls,
+    module_cls,
+    vocab_problem: Callable[[Any, GeneVocab], str | None],
+):
+    """The eval-mode module of an already read checkpoint of ``family`` (``label``: "a tGPT", ...).
+
+    ``vocab_problem(config, vocab)`` returns what disagrees between ``config.json`` and ``vocab.json``, or ``None``.
+    """
+    if checkpoint.family != family:
+        raise CheckpointError(f"{checkpoint.path} holds a {checkpoint.family!r} model, not {label} one")
+    try:
+        config = config_cls.from_dict(checkpoint.config)
+    except (TypeError, ValueError) as err:
+        name = config_cls.__name__.removesuffix("Config")
+        raise CheckpointError(f"{checkpoint.path / CONFIG_FILE} is not a valid {name} config: {err}") from err
+    problem = vocab_problem(config, checkpoint.vocab)
+    if problem:
+        raise CheckpointError(f"{problem} in {str(checkpoint.path)!r}")
+    module = module_cls(config)
+    load_weights_strict(module, checkpoint.state_dict, str(checkpoint.path / WEIGHTS_FILE))
+    module.eval()
+    return module
+
+
+def decoder_vocab_problem(size_field: str) -> Callable[[Any, GeneVocab], str | None]:
+    """``vocab_problem`` of decoder families: ``config.<size_field>`` is the vocabulary size and the pad, begin and
+    end ids are the vocabulary's ``<pad>``, ``<cls>`` and ``<eoc>``."""
+
+    def problem(config, vocab: GeneVocab) -> str | None:
+        size = getattr(config, size_field)
+        if size != len(vocab):
+            return f"config.json says {size_field}={size} but vocab.json has {len(vocab)} tokens"
+        if (config.pad_id, config.begin_id, config.end_id) != (vocab.pad_id, vocab.cls_id, vocab.eoc_id):
+            return "pad/begin/end ids in config.json and vocab.json disagree"
+        return None
+
+    return problem

@@ -22,7 +22,12 @@ from scfm.tokenize import check_values, detect_input_kind
 from scfm.train import WarmupCosineTrainingPlan
 
 from .._base import FoundationModelMixin
-from .._checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights_strict, save_checkpoint
+from .._checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    module_from_checkpoint,
+    save_checkpoint,
+)
 from .._device import resolve_device
 from ._config import CellPLMConfig
 from ._context import sample_labels, sentences_of, spatial_coordinates
@@ -44,24 +49,26 @@ class PretrainedCellPLM:
     sha256: str
 
 
+def _cellplm_vocab_problem(config: CellPLMConfig, vocab: GeneVocab) -> str | None:
+    if config.first_gene_id + config.n_genes != len(vocab):
+        return (
+            f"config.json says {config.n_genes} genes from id {config.first_gene_id} but vocab.json has "
+            f"{len(vocab)} tokens"
+        )
+    return None
+
+
 def cellplm_from_checkpoint(checkpoint: Checkpoint) -> PretrainedCellPLM:
     """Build the :class:`CellPLMModule` of an already read checkpoint, in eval mode."""
-    if checkpoint.family != "cellplm":
-        raise CheckpointError(f"{checkpoint.path} holds a {checkpoint.family!r} model, not a CellPLM one")
-    try:
-        config = CellPLMConfig.from_dict(checkpoint.config)
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{checkpoint.path / 'config.json'} is not a valid CellPLM config: {err}") from err
-    vocab = checkpoint.vocab
-    if config.first_gene_id + config.n_genes != len(vocab):
-        raise CheckpointError(
-            f"config.json says {config.n_genes} genes from id {config.first_gene_id} but vocab.json has "
-            f"{len(vocab)} tokens in {str(checkpoint.path)!r}"
-        )
-    module = CellPLMModule(config)
-    load_weights_strict(module, checkpoint.state_dict, str(checkpoint.path / "model.safetensors"))
-    module.eval()
-    return PretrainedCellPLM(module, vocab, checkpoint.name, str(checkpoint.path), checkpoint.sha256)
+    module = module_from_checkpoint(
+        checkpoint,
+        family="cellplm",
+        label="a CellPLM",
+        config_cls=CellPLMConfig,
+        module_cls=CellPLMModule,
+        vocab_problem=_cellplm_vocab_problem,
+    )
+    return PretrainedCellPLM(module, checkpoint.vocab, checkpoint.name, str(checkpoint.path), checkpoint.sha256)
 
 
 def load_pretrained_cellplm(name_or_path: str | os.PathLike = "cellplm") -> PretrainedCellPLM:

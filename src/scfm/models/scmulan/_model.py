@@ -24,7 +24,13 @@ from scfm.tokenize import check_values, detect_input_kind
 from scfm.train import WarmupCosineTrainingPlan
 
 from .._base import FoundationModelMixin
-from .._checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights_strict, save_checkpoint
+from .._checkpoint import (
+    Checkpoint,
+    decoder_vocab_problem,
+    load_checkpoint,
+    module_from_checkpoint,
+    save_checkpoint,
+)
 from .._device import resolve_device
 from ._config import SCMulanConfig
 from ._module import SCMulanModule
@@ -35,24 +41,15 @@ MISSING_TERMS = frozenset({"", "nan", "none", "unknown", "na", "n/a"})
 
 def scmulan_from_checkpoint(checkpoint: Checkpoint) -> PretrainedSCMulan:
     """Build the :class:`SCMulanModule` of an already read checkpoint, in eval mode."""
-    if checkpoint.family != "scmulan":
-        raise CheckpointError(f"{checkpoint.path} holds a {checkpoint.family!r} model, not an scMulan one")
-    try:
-        config = SCMulanConfig.from_dict(checkpoint.config)
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{checkpoint.path / 'config.json'} is not a valid SCMulan config: {err}") from err
-    vocab = checkpoint.vocab
-    if config.n_gene_tokens != len(vocab):
-        raise CheckpointError(
-            f"config.json says n_gene_tokens={config.n_gene_tokens} but vocab.json has {len(vocab)} tokens "
-            f"in {str(checkpoint.path)!r}"
-        )
-    if (config.pad_id, config.begin_id, config.end_id) != (vocab.pad_id, vocab.cls_id, vocab.eoc_id):
-        raise CheckpointError(f"pad/begin/end ids in config.json and vocab.json disagree in {str(checkpoint.path)!r}")
-    module = SCMulanModule(config)
-    load_weights_strict(module, checkpoint.state_dict, str(checkpoint.path / "model.safetensors"))
-    module.eval()
-    return PretrainedSCMulan(module, vocab, checkpoint.name, str(checkpoint.path), checkpoint.sha256)
+    module = module_from_checkpoint(
+        checkpoint,
+        family="scmulan",
+        label="an scMulan",
+        config_cls=SCMulanConfig,
+        module_cls=SCMulanModule,
+        vocab_problem=decoder_vocab_problem("n_gene_tokens"),
+    )
+    return PretrainedSCMulan(module, checkpoint.vocab, checkpoint.name, str(checkpoint.path), checkpoint.sha256)
 
 
 def load_pretrained_scmulan(name_or_path: str | os.PathLike = "scmulan") -> PretrainedSCMulan:

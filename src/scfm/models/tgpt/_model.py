@@ -22,7 +22,13 @@ from scfm.tokenize import check_values
 from scfm.train import WarmupCosineTrainingPlan
 
 from .._base import FoundationModelMixin
-from .._checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights_strict, save_checkpoint
+from .._checkpoint import (
+    Checkpoint,
+    decoder_vocab_problem,
+    load_checkpoint,
+    module_from_checkpoint,
+    save_checkpoint,
+)
 from .._device import resolve_device
 from ._config import TGPTConfig
 from ._embed import embed_ranked
@@ -42,24 +48,15 @@ class PretrainedTGPT:
 
 def tgpt_from_checkpoint(checkpoint: Checkpoint) -> PretrainedTGPT:
     """Build the :class:`TGPTModule` of an already read checkpoint, in eval mode."""
-    if checkpoint.family != "tgpt":
-        raise CheckpointError(f"{checkpoint.path} holds a {checkpoint.family!r} model, not a tGPT one")
-    try:
-        config = TGPTConfig.from_dict(checkpoint.config)
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{checkpoint.path / 'config.json'} is not a valid TGPT config: {err}") from err
-    vocab = checkpoint.vocab
-    if config.n_tokens != len(vocab):
-        raise CheckpointError(
-            f"config.json says n_tokens={config.n_tokens} but vocab.json has {len(vocab)} tokens "
-            f"in {str(checkpoint.path)!r}"
-        )
-    if (config.pad_id, config.begin_id, config.end_id) != (vocab.pad_id, vocab.cls_id, vocab.eoc_id):
-        raise CheckpointError(f"pad/begin/end ids in config.json and vocab.json disagree in {str(checkpoint.path)!r}")
-    module = TGPTModule(config)
-    load_weights_strict(module, checkpoint.state_dict, str(checkpoint.path / "model.safetensors"))
-    module.eval()
-    return PretrainedTGPT(module, vocab, checkpoint.name, str(checkpoint.path), checkpoint.sha256)
+    module = module_from_checkpoint(
+        checkpoint,
+        family="tgpt",
+        label="a tGPT",
+        config_cls=TGPTConfig,
+        module_cls=TGPTModule,
+        vocab_problem=decoder_vocab_problem("n_tokens"),
+    )
+    return PretrainedTGPT(module, checkpoint.vocab, checkpoint.name, str(checkpoint.path), checkpoint.sha256)
 
 
 def load_pretrained_tgpt(name_or_path: str | os.PathLike = "tgpt") -> PretrainedTGPT:
