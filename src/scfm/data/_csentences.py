@@ -13,8 +13,9 @@ from scfm.tokenize import (
     InputKind,
     LevelScheme,
     annotation_sentence,
-    cell_gene_words,
+    check_values,
     generation_sentence,
+    row_gene_words,
 )
 
 ENTITIES, VALUES = "entities", "values"
@@ -50,17 +51,21 @@ class CellWordsDataset(Dataset):
         max_genes: int,
         seed: int,
     ) -> None:
-        self.matrix, self.column_token_ids, self.term_ids = matrix, column_token_ids, term_ids
+        self.matrix = matrix if sp.isspmatrix_csr(matrix) else sp.csr_matrix(matrix)
+        self.column_token_ids = np.asarray(column_token_ids, dtype=np.int64)
+        self.term_ids = term_ids
         self.rows = np.asarray(rows, dtype=np.int64)
         self.settings = {"scheme": scheme, "input_kind": input_kind, "max_genes": max_genes, "seed": seed}
+        check_values(self.matrix.data, where="the training matrix")  # once, so that items can skip the check
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray]:
         row = self.rows[index]
-        ((gene_ids, levels, complete),) = cell_gene_words(
-            self.matrix[row : row + 1], self.column_token_ids, **self.settings
+        start, stop = self.matrix.indptr[row], self.matrix.indptr[row + 1]
+        gene_ids, levels, complete = row_gene_words(
+            self.matrix.indices[start:stop], self.matrix.data[start:stop], self.column_token_ids, **self.settings
         )
         return gene_ids, levels, complete, self.term_ids[row]
 

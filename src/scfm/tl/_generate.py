@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-import numpy as np
 from anndata import AnnData
 
 from scfm.models._device import resolve_device
@@ -75,15 +74,13 @@ def generate(
     >>> cells = scfm.tl.generate("scmulan", 200, {"cell_type": "B cell"}, seed=0)
     >>> sc.pp.log1p(cells)
     """
-    if isinstance(n_cells, bool) or not isinstance(n_cells, int | np.integer) or n_cells <= 0:
-        raise ValueError(f"n_cells must be a positive integer, got {n_cells!r}")
     pretrained = resolve_model("scmulan" if model is None else model, families=("scmulan",))
     target = resolve_device(device)
     pretrained.module.to(target)
     start = time.perf_counter()
     cells = generate_anndata(
         pretrained,
-        int(n_cells),
+        n_cells,
         conditions,
         seed=seed,
         temperature=temperature,

@@ -16,6 +16,7 @@ from ._csentence import (
     ordered_gene_words,
     query_token,
     read_sentence,
+    row_gene_words,
 )
 from ._input import InputKind, check_values, detect_input_kind
 from ._rank import rank_genes, rank_tokenize_csr, rank_tokens
@@ -46,6 +47,7 @@ __all__ = [
     "rank_tokenize_csr",
     "rank_tokens",
     "read_sentence",
+    "row_gene_words",
     "tokenize_cell",
     "tokenize_csr",
 ]

@@ -180,14 +180,36 @@ def cell_gene_words(
         raise ValueError(f"max_genes must be >= 1, got {max_genes}")
     csr = block if sp.isspmatrix_csr(block) else sp.csr_matrix(block)
     check_values(csr.data, where="the expression block")
-    out = []
-    for row in range(csr.shape[0]):
-        start, stop = csr.indptr[row], csr.indptr[row + 1]
-        log_values = normalised_log_values(csr.data[start:stop], input_kind, scheme.target_sum)
-        ids = column_token_ids[csr.indices[start:stop]]
-        keep = (ids >= 0) & (log_values > 0)
-        out.append(ordered_gene_words(ids[keep], scheme.levels(log_values[keep]), max_genes=max_genes, seed=seed))
-    return out
+    return [
+        row_gene_words(
+            csr.indices[csr.indptr[row] : csr.indptr[row + 1]],
+            csr.data[csr.indptr[row] : csr.indptr[row + 1]],
+            column_token_ids,
+            scheme=scheme,
+            input_kind=input_kind,
+            max_genes=max_genes,
+            seed=seed,
+        )
+        for row in range(csr.shape[0])
+    ]
+
+
+def row_gene_words(
+    columns: np.ndarray,
+    values: np.ndarray,
+    column_token_ids: np.ndarray,
+    *,
+    scheme: LevelScheme,
+    input_kind: InputKind,
+    max_genes: int,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Gene words of one cell given its stored ``columns`` and (already validated) ``values``; see
+    :func:`cell_gene_words`."""
+    log_values = normalised_log_values(values, input_kind, scheme.target_sum)
+    ids = column_token_ids[columns]
+    keep = (ids >= 0) & (log_values > 0)
+    return ordered_gene_words(ids[keep], scheme.levels(log_values[keep]), max_genes=max_genes, seed=seed)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField
 from scvi.model.base import BaseModelClass
 
-from scfm.data import CellDataModule, CellWordsDataset, CSentenceCollator, expression_source
+from scfm.data import CellDataModule, CellWordsDataset, CSentenceCollator, expressed_gene_counts, expression_source
 from scfm.genes import GeneAlignment, GeneVocab, align_genes, vocabulary_genes
 from scfm.tokenize import check_values, detect_input_kind
 from scfm.train import WarmupCosineTrainingPlan
@@ -33,6 +33,7 @@ from .._checkpoint import (
 )
 from .._device import resolve_device
 from ._config import SCMulanConfig
+from ._infer import annotation_pass
 from ._module import SCMulanModule
 from ._tasks import PretrainedSCMulan, TermPrediction, generate_anndata, predict_terms
 
@@ -57,12 +58,17 @@ def load_pretrained_scmulan(name_or_path: str | os.PathLike = "scmulan") -> Pret
     return scmulan_from_checkpoint(load_checkpoint(name_or_path))
 
 
+def is_missing_term(value: str) -> bool:
+    """Whether an ``obs`` value stands for "no term" (missing, empty, ``"unknown"``, ...)."""
+    return value.strip().lower() in MISSING_TERMS
+
+
 def metadata_terms_of(obs: pd.DataFrame, metadata_keys: Mapping[str, str]) -> dict[str, list[str]]:
     """Sorted distinct terms of each registered ``obs`` column, missing values and ``"unknown"`` left out."""
     terms = {}
     for key, column in metadata_keys.items():
         values = obs[column].dropna().astype(str)
-        terms[key] = sorted(v for v in values.unique() if v.strip().lower() not in MISSING_TERMS)
+        terms[key] = sorted(v for v in values.unique() if not is_missing_term(v))
     return terms
 
 
@@ -197,7 +203,7 @@ class SCMulan(FoundationModelMixin, BaseModelClass):
             lookup = {term: vocab.term_id(key, term) for term in vocab.terms[key]}
             values = self.adata.obs[metadata_keys[key]].astype(object).astype(str).to_numpy()
             ids[:, j] = [lookup.get(v, -1) for v in values]
-            unseen = sorted(set(values) - set(lookup) - {v for v in set(values) if v.strip().lower() in MISSING_TERMS})
+            unseen = sorted(v for v in set(values) - set(lookup) if not is_missing_term(v))
             if unseen:
                 warnings.warn(
                     f"{len(unseen)} {key!r} values are not terms of this model and train as missing: {unseen[:5]}",
@@ -261,9 +267,7 @@ class SCMulan(FoundationModelMixin, BaseModelClass):
         config = self.config
         config.level_values = self._level_values(matrix, column_token_ids, input_kind)
         self.module.metadata_weight = metadata_weight
-        known = (column_token_ids[matrix.indices] >= 0) & (matrix.data > 0)
-        rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
-        n_known = np.bincount(rows[known], minlength=matrix.shape[0])
+        n_known = expressed_gene_counts(matrix, column_token_ids)
         lengths = 3 + np.minimum(n_known, config.max_gene_words) + 2 * (term_ids >= 0).sum(1)
 
         def make_dataset(rows: np.ndarray) -> CellWordsDataset:
@@ -392,8 +396,6 @@ class SCMulan(FoundationModelMixin, BaseModelClass):
         ValueError
             A cell expresses none of the model's genes.
         """
-        from ._infer import annotation_pass
-
         adata, source, alignment = self._source_and_alignment(adata)
         result = annotation_pass(
             self.module,
