@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import multiprocessing
+import os
 import pickle
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import anndata as ad
@@ -14,7 +18,6 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
-from torch.utils.data import DataLoader
 
 soma = pytest.importorskip("tiledbsoma")
 import pyarrow as pa  # noqa: E402
@@ -227,18 +230,46 @@ def test_streams_the_same_batches_as_an_h5ad_shard(corpus):
     assert all(count > 0 for count in zero_targets.values())
 
 
-@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
-def test_forked_dataloader_workers_reopen_the_experiment(corpus):
-    source = SomaExperimentSource(corpus["uri"])
-    source.read_rows(0, 8)  # the parent holds open handles that the workers inherit
+# Run in a fresh interpreter: by the time this test runs, the test process holds the threads of earlier tests (JAX,
+# torch), and forking it can deadlock for reasons that have nothing to do with the SOMA source.
+FORKED_WORKERS = textwrap.dedent(
+    """
+    import json, sys
+    sys.path.insert(0, sys.argv[2])
+    from torch.utils.data import DataLoader
+    from scfm.data import SomaExperimentSource, StreamingCellDataset
+    from scfm.genes import GeneVocab
+    from test_soma import N_VARS, make_encoder
+
+    source = SomaExperimentSource(sys.argv[1])
+    before = source.read_rows(0, 8).toarray()  # the parent holds open handles that the workers inherit
     vocab = GeneVocab([f"G{i}" for i in range(N_VARS)])
     dataset = StreamingCellDataset(
         [source], make_encoder(vocab), batch_size=16, block_size=32, buffer_blocks=2, num_workers=2
     )
     loader = DataLoader(dataset, batch_size=None, num_workers=2, multiprocessing_context="fork", timeout=60)
     rows = [row for batch in loader for row in batch["cell_row"].tolist()]
-    assert len(rows) == len(set(rows)) == len(dataset) * 16
-    np.testing.assert_array_equal(dense(source.read_rows(0, 8)), dense(corpus["adata"].X[:8]))
+    after = source.read_rows(0, 8).toarray()
+    print(json.dumps({"rows": rows, "batches": len(dataset), "before": before.tolist(), "after": after.tolist()}))
+    """
+)
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
+def test_forked_dataloader_workers_reopen_the_experiment(corpus):
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_WORKERS, corpus["uri"], str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    rows = result["rows"]
+    assert len(rows) == len(set(rows)) == result["batches"] * 16
+    np.testing.assert_array_equal(result["before"], dense(corpus["adata"].X[:8]))
+    np.testing.assert_array_equal(result["after"], result["before"])
 
 
 def write_census(root: Path, adata: ad.AnnData) -> str:

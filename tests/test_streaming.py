@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
 
 import anndata as ad
@@ -29,6 +30,11 @@ from scfm.tokenize import BinningConfig
 
 GENES = [f"G{i}" for i in range(60)]
 UNMEASURED = GENES[50:]  # dataset "b" of every shard did not measure these
+# Workers forked from a fresh forkserver, not from this test process: by now the process holds the threads of
+# earlier tests (JAX, TileDB, torch), and a fork from it can deadlock in the child.
+CLEAN_WORKERS = multiprocessing.get_context("forkserver")
+CLEAN_WORKERS.set_forkserver_preload(["scfm.data"])  # imported once by the server, not by every worker
+WORKER_TIMEOUT_S = 120  # a stuck worker is an error, not a hung test run
 
 
 def write_shard(path: Path, n_cells: int, seed: int, *, gene_order: list[str] | None = None) -> ad.AnnData:
@@ -170,7 +176,10 @@ def test_ranks_and_workers_read_disjoint_cells(shards):
         dataset = StreamingCellDataset(
             sources, encoder(), batch_size=8, block_size=32, buffer_blocks=2, rank=rank, world_size=2, num_workers=2
         )
-        batches = list(DataLoader(dataset, batch_size=None, num_workers=2))
+        loader = DataLoader(
+            dataset, batch_size=None, num_workers=2, multiprocessing_context=CLEAN_WORKERS, timeout=WORKER_TIMEOUT_S
+        )
+        batches = list(loader)
         assert len(batches) == len(dataset)
         seen.append(cells_of(batches))
     assert not set(seen[0]) & set(seen[1])
