@@ -66,7 +66,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from tabulate import tabulate
+from _report import table
 
 import scfm
 from scfm.bench import hvg_pca, integration, knn_accuracy
@@ -92,10 +92,6 @@ N_NEIGHBOURS = 15
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-def table(rows: list[dict], columns: list[str]) -> str:
-    return tabulate([{c: r.get(c) for c in columns} for r in rows], headers="keys", floatfmt=".3f", tablefmt="github")
-
-
 def read_counts(path: Path) -> ad.AnnData:
     adata = ad.read_h5ad(path)
     adata.X = sp.csr_matrix(adata.X, dtype=np.float32)

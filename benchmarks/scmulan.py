@@ -76,13 +76,13 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from tabulate import tabulate
+from _report import table
 
 import scfm
 from scfm.bench import annotation, hvg_pca, integration, knn_accuracy, log_normalised, logistic_regression
 from scfm.bench._runners import tidy_scib_table
 from scfm.bench._scmulan_data import scmulan_corpus
-from scfm.data import expression_source
+from scfm.data import expressed_gene_counts, expression_source
 from scfm.genes import align_genes
 from scfm.models._checkpoint import CheckpointError
 from scfm.models.scmulan import PretrainedSCMulan, load_pretrained_scmulan
@@ -93,10 +93,6 @@ SECTIONS = ("annotation", "generation", "embedding")
 GENERATION_TYPES = ("NK cell", "B cell", "monocyte", "K562", "HEK293", "beta cell")
 SCGPT = "default"
 UNKNOWN = "unknown"
-
-
-def table(rows: list[dict], columns: list[str]) -> str:
-    return tabulate([{c: r.get(c) for c in columns} for r in rows], headers="keys", floatfmt=".3f", tablefmt="github")
 
 
 def subsample(adata: ad.AnnData, n: int | None, rng: np.random.Generator) -> ad.AnnData:
@@ -117,9 +113,7 @@ def cap_per_label(adata: ad.AnnData, key: str, n: int | None, rng: np.random.Gen
 def with_known_genes(adata: ad.AnnData, pretrained: PretrainedSCMulan) -> tuple[ad.AnnData, int]:
     """The cells that express at least one scMulan gene (scMulan cannot prompt the others), and how many were not."""
     alignment = align_genes(adata.var, pretrained.vocab, min_genes=1)
-    known = alignment.column_token_ids() >= 0
-    matrix = sp.csr_matrix(adata.X)
-    keep = np.asarray((matrix[:, known] > 0).sum(1)).ravel() > 0
+    keep = expressed_gene_counts(sp.csr_matrix(adata.X), alignment.column_token_ids()) > 0
     return (adata if keep.all() else adata[keep].copy()), int((~keep).sum())
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from tabulate import tabulate
+from _report import table
 
 import scfm
 from scfm.bench import integration, knn_accuracy
@@ -52,10 +52,6 @@ def random_tgpt(seed: int) -> PretrainedTGPT:
     torch.manual_seed(seed)
     module = TGPTModule(bundled.module.config).eval()
     return PretrainedTGPT(module, bundled.vocab, "tgpt random weights", "none", "none")
-
-
-def table(rows: list[dict], columns: list[str]) -> str:
-    return tabulate([{c: r.get(c) for c in columns} for r in rows], headers="keys", floatfmt=".3f", tablefmt="github")
 
 
 def bulk_tcga(opts: argparse.Namespace) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import anndata as ad
@@ -11,11 +12,33 @@ import pytest
 import scanpy as sc
 import scipy.sparse as sp
 import torch
+from threadpoolctl import threadpool_limits
 
 N_CELLS = 120
 N_GENES = 300
 N_TYPES = 3
 TINY = {"d_model": 32, "n_heads": 2, "n_layers": 2, "d_hidden": 64, "max_len": 64}
+
+
+@contextlib.contextmanager
+def one_thread():
+    """One torch thread and one BLAS/OpenMP thread: tiny models train many times faster on the two shared cores
+    (threads fight each other). Set per test and inside module fixtures, not once per module: scanpy's numba layer
+    resets the OpenMP thread count that torch shares."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def single_thread():
+    """Opt in per module with ``pytestmark = pytest.mark.usefixtures("single_thread")``."""
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

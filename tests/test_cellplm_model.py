@@ -3,7 +3,6 @@ tl.annotate with CellPLM models, and the bundled checkpoint on pbmc68k_reduced."
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 from importlib import resources
@@ -16,6 +15,7 @@ import pytest
 import scanpy as sc
 import scipy.sparse as sp
 import torch
+from conftest import one_thread
 
 import scfm
 from scfm.data import SentenceCollator, plan_sentences
@@ -42,22 +42,7 @@ QUIET = {"accelerator": "cpu", "enable_progress_bar": False, "logger": False, "e
 EMBED = {"device": "cpu", "progress": False}
 
 
-@contextlib.contextmanager
-def one_thread():
-    """Tiny models run many times faster on one torch thread when the CPU is shared (set per test: scanpy's
-    numba layer can reset the count)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def make_data(n_cells: int = 300, seed: int = 0) -> ad.AnnData:

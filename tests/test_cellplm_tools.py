@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 
@@ -13,6 +12,7 @@ import pytest
 import scanpy as sc
 import scipy.sparse as sp
 import torch
+from conftest import one_thread
 
 import scfm
 from scfm.models import CellPLM
@@ -37,22 +37,7 @@ SMALL = {
 QUIET = {"progress": False, "device": "cpu"}
 
 
-@contextlib.contextmanager
-def one_thread():
-    """Tiny models run many times faster on one torch thread when the CPU is shared. Set per test (and inside
-    module fixtures), not once per module: numba's OpenMP layer, used by scanpy, resets the shared count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def make_data(n_cells: int = 240, seed: int = 0, unknown: bool = True) -> tuple[ad.AnnData, np.ndarray]:

@@ -3,7 +3,6 @@ conditional generation, checkpoints and bad input. One tiny model is trained onc
 
 from __future__ import annotations
 
-import contextlib
 import json
 import warnings
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 import scanpy as sc
 import scipy.sparse as sp
 import torch
-from threadpoolctl import threadpool_limits
+from conftest import TINY, one_thread
 
 import scfm
 from scfm.models import SCMulan
@@ -41,26 +40,9 @@ TYPES = ("A", "B", "C")
 N_GENES = 200
 MARKERS = 15  # genes per type, highly expressed in that type only
 PAD, BEGIN, END = 0, 1, 2
-TINY = {"d_model": 32, "n_layers": 2, "n_heads": 2, "d_hidden": 64, "max_len": 64}
 
 
-@contextlib.contextmanager
-def one_thread():
-    """Two busy cores: several BLAS/torch threads fight each other (training ~20x slower), so use one. Set again for
-    every test: sc.pp.normalize_total/log1p (numba) reset the OpenMP thread count that torch shares."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(1):
-            yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def make_cells(n_cells: int, seed: int) -> ad.AnnData:

@@ -20,7 +20,7 @@ from scvi.model.base import BaseModelClass
 
 from scfm.data import CellDataModule, CellWordsDataset, CSentenceCollator, expressed_gene_counts, expression_source
 from scfm.genes import GeneAlignment, GeneVocab, align_genes, vocabulary_genes
-from scfm.tokenize import check_values, detect_input_kind
+from scfm.tokenize import check_values, detect_input_kind, normalised_log_values
 from scfm.train import WarmupCosineTrainingPlan
 
 from .._base import FoundationModelMixin
@@ -217,13 +217,10 @@ class SCMulan(FoundationModelMixin, BaseModelClass):
     def _level_values(self, matrix: sp.csr_matrix, column_token_ids: np.ndarray, input_kind: str) -> list[float]:
         """Mean ``log1p`` value of the training cells' known genes at each level (the bin middle where empty)."""
         scheme = self.config.level_scheme
-        values = matrix.data.astype(np.float64)
-        if input_kind == "log1p":
-            values = np.expm1(values)
-        rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
-        totals = np.bincount(rows, weights=values, minlength=matrix.shape[0])
-        totals[totals <= 0] = 1.0
-        log_values = np.log1p(values * scheme.target_sum / totals[rows])
+        bounds = zip(matrix.indptr[:-1], matrix.indptr[1:], strict=True)
+        log_values = np.concatenate(
+            [np.zeros(0), *(normalised_log_values(matrix.data[a:b], input_kind, scheme.target_sum) for a, b in bounds)]
+        )
         keep = (column_token_ids[matrix.indices] >= 0) & (log_values > 0)
         levels = scheme.levels(log_values[keep])
         sums = np.bincount(levels - 1, weights=log_values[keep], minlength=scheme.n_levels)
