@@ -85,8 +85,8 @@ from scfm.bench._scmulan_data import scmulan_corpus
 from scfm.data import expressed_gene_counts, expression_source
 from scfm.genes import align_genes
 from scfm.models._checkpoint import CheckpointError
-from scfm.models.scmulan import PretrainedSCMulan, load_pretrained_scmulan
-from scfm.tokenize import cell_gene_words, detect_input_kind
+from scfm.models.scmulan import PretrainedSCMulan, cell_gene_words, load_pretrained_scmulan
+from scfm.tokenize import detect_input_kind
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SECTIONS = ("annotation", "generation", "embedding")

@@ -18,9 +18,8 @@ import torch
 from conftest import one_thread
 
 import scfm
-from scfm.data import SentenceCollator, plan_sentences
 from scfm.models import CellPLM
-from scfm.models.cellplm import load_pretrained_cellplm
+from scfm.models.cellplm import SentenceCollator, load_pretrained_cellplm, plan_sentences
 
 N_TYPES = 3
 N_GENES = 80

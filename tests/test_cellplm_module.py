@@ -11,8 +11,15 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from scfm.data import SentenceBatchSampler, SentenceCollator, plan_sentences
-from scfm.models.cellplm import CellPLMConfig, CellPLMModule, relative_coordinates, spatial_coordinates
+from scfm.models.cellplm import (
+    CellPLMConfig,
+    CellPLMModule,
+    SentenceBatchSampler,
+    SentenceCollator,
+    plan_sentences,
+    relative_coordinates,
+    spatial_coordinates,
+)
 from scfm.nn import FlowAttention, GaussianMixtureLatent, NegativeBinomialDecoder, negative_binomial_log_likelihood
 
 SMALL = {

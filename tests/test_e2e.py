@@ -12,8 +12,7 @@ import torch
 
 import scfm
 from scfm._demo import run_demo
-from scfm.data import MaskedValueCollator, TokenizedCellDataset
-from scfm.models.scgpt import SCGPTModule, load_pretrained_module
+from scfm.models.scgpt import MaskedValueCollator, SCGPTModule, TokenizedCellDataset, load_pretrained_module
 from scfm.models.scgpt._embed import binning_config
 
 BUNDLED = Path(str(resources.files("scfm") / "checkpoints" / "scgpt_default"))

@@ -10,9 +10,8 @@ import pytest
 import torch
 from conftest import TINY
 
-from scfm.data import TokenizedCellDataset
 from scfm.models import SCGPT, CheckpointError, SCGPTConfig, bundled_checkpoint_names, load_checkpoint
-from scfm.models.scgpt import load_pretrained_module
+from scfm.models.scgpt import TokenizedCellDataset, load_pretrained_module
 from scfm.models.scgpt._embed import binning_config
 
 TRAIN_KWARGS = {"accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from scfm.tokenize import rank_genes, rank_tokenize_csr, rank_tokens
+from scfm.models.tgpt import rank_genes, rank_tokenize_csr, rank_tokens
 
 BEGIN, END = 1, 2
 
@@ -72,7 +72,7 @@ def test_bad_input_is_rejected():
 
 
 def test_ranked_dataset_items_equal_block_tokenisation():
-    from scfm.data import RankedSampleDataset
+    from scfm.models.tgpt import RankedSampleDataset
 
     rng = np.random.default_rng(3)
     dense = rng.poisson(0.7, size=(12, 40)).astype(np.float32)

@@ -18,23 +18,26 @@ from conftest import TINY, one_thread
 
 import scfm
 from scfm.models import SCMulan
-from scfm.models.scmulan import NoKnownGenesError, SCMulanConfig, SCMulanModule, sentence_attention_mask
-from scfm.models.scmulan._generate import generate_cells
-from scfm.nn import TransformerStack
-from scfm.tokenize import (
+from scfm.models.scmulan import (
     ANNOTATE,
     GENERATE,
     CSentenceVocab,
     LevelScheme,
+    NoKnownGenesError,
+    SCMulanConfig,
+    SCMulanModule,
     annotation_sentence,
     cell_gene_words,
     generation_prompt,
     generation_sentence,
-    normalised_log_values,
     ordered_gene_words,
     query_token,
     read_sentence,
+    sentence_attention_mask,
 )
+from scfm.models.scmulan._generate import generate_cells
+from scfm.nn import TransformerStack
+from scfm.tokenize import normalised_log_values
 
 TYPES = ("A", "B", "C")
 N_GENES = 200

@@ -23,17 +23,10 @@ soma = pytest.importorskip("tiledbsoma")
 import pyarrow as pa  # noqa: E402
 import tiledbsoma.io  # noqa: E402
 
-from scfm.data import (  # noqa: E402
-    H5adShard,
-    MaskedValueCollator,
-    SCGPTCellEncoder,
-    SomaExperimentSource,
-    StreamingCellDataset,
-    measured_masks,
-)
+from scfm.data import H5adShard, SomaExperimentSource, StreamingCellDataset, measured_masks  # noqa: E402
 from scfm.data import _soma as soma_module  # noqa: E402
 from scfm.genes import GeneVocab  # noqa: E402
-from scfm.tokenize import BinningConfig  # noqa: E402
+from scfm.models.scgpt import BinningConfig, MaskedValueCollator, SCGPTCellEncoder  # noqa: E402
 
 N_OBS, N_VARS = 300, 120
 DATASETS = ("d1", "d2", "d3")

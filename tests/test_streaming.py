@@ -16,8 +16,6 @@ from torch.utils.data import DataLoader
 from scfm.data import (
     Block,
     H5adShard,
-    MaskedValueCollator,
-    SCGPTCellEncoder,
     StreamingCellDataset,
     batches_per_slot,
     deal_blocks,
@@ -26,7 +24,7 @@ from scfm.data import (
     iter_windows,
 )
 from scfm.genes import GeneVocab
-from scfm.tokenize import BinningConfig
+from scfm.models.scgpt import BinningConfig, MaskedValueCollator, SCGPTCellEncoder
 
 GENES = [f"G{i}" for i in range(60)]
 UNMEASURED = GENES[50:]  # dataset "b" of every shard did not measure these

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from scfm.models.tgpt import TGPTConfig, TGPTModule, causal_padding_mask
-from scfm.tokenize import rank_tokenize_csr
+from scfm.models.tgpt import TGPTConfig, TGPTModule, causal_padding_mask, rank_tokenize_csr
 
 CONFIG = {"n_tokens": 40, "d_model": 16, "n_heads": 2, "n_layers": 2, "d_hidden": 32, "max_len": 12}
 
@@ -92,7 +91,7 @@ def test_next_gene_training_learns_a_planted_ranking():
 
 
 def test_scvi_module_protocol_gives_the_same_loss(module):
-    from scfm.data import TOKEN_IDS
+    from scfm.models.tgpt import TOKEN_IDS
 
     tokens = torch.tensor([[1, 5, 9, 7, 2, 0], [1, 8, 6, 2, 0, 0]])
     with torch.no_grad():
@@ -103,7 +102,7 @@ def test_scvi_module_protocol_gives_the_same_loss(module):
 def test_ranked_dataset_and_padding_collator():
     import scipy.sparse as sp
 
-    from scfm.data import TOKEN_IDS, PadTokens, RankedSampleDataset
+    from scfm.models.tgpt import TOKEN_IDS, PadTokens, RankedSampleDataset
 
     matrix = sp.csr_matrix(np.array([[0, 3, 1, 0], [5, 0, 0, 0], [0, 0, 0, 0]], dtype=np.float32))
     dataset = RankedSampleDataset(matrix, np.array([4, 5, 6, -1]), np.array([2, 0, 1]), begin_id=1, end_id=2, max_len=8)

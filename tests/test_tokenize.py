@@ -2,16 +2,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from scfm.tokenize import (
-    BinningConfig,
-    bin_expressed,
-    cell_seed,
-    check_values,
-    detect_input_kind,
-    quantile_bin_edges,
-    tokenize_cell,
-    tokenize_csr,
-)
+from scfm.models.scgpt import BinningConfig, tokenize_cell, tokenize_csr
+from scfm.tokenize import bin_expressed, cell_seed, check_values, detect_input_kind, quantile_bin_edges
 
 
 def reference_bins(values: np.ndarray, n_bins: int, rng: np.random.Generator) -> np.ndarray:

@@ -31,11 +31,10 @@ import scipy.sparse as sp
 import torch
 from tabulate import tabulate
 
-from scfm.data import pad_cells
 from scfm.genes import align_genes
-from scfm.models.scgpt import load_pretrained_module, write_converted_checkpoint
+from scfm.models.scgpt import BinningConfig, load_pretrained_module, pad_cells, tokenize_csr, write_converted_checkpoint
 from scfm.tl import embed
-from scfm.tokenize import BinningConfig, bin_expressed, tokenize_csr
+from scfm.tokenize import bin_expressed
 
 HERE = Path(__file__).resolve().parent
 REFERENCE = HERE / "scgpt_reference.py"

@@ -8,46 +8,7 @@ import scanpy as sc
 import scipy.sparse as sp
 from anndata import AnnData
 
-from scfm.data import expression_source
-from scfm.tokenize import check_values, detect_input_kind
-
-
-def _matrix(adata: AnnData, layer: str | None, use_raw: bool, what: str):
-    source = expression_source(adata, layer=layer, use_raw=use_raw)
-    if source.is_backed:
-        raise ValueError(f"{what} needs the matrix in memory; load the AnnData without backed mode")
-    check_values(source.matrix, where=source.label)
-    return source
-
-
-def log_normalised(adata: AnnData, *, layer: str | None = None, use_raw: bool = False) -> AnnData:
-    """A new AnnData (same cells, same genes) of log-normalised values; ``adata`` is not modified.
-
-    Counts and other non-log values (expected counts, TPM) are normalised to 10,000 per cell and
-    log1p-transformed; log-normalised input (non-integer, max <= 30) is used as is.
-    """
-    source = _matrix(adata, layer, use_raw, "log-normalisation")
-    work = AnnData(sp.csr_matrix(source.matrix, dtype=np.float32), var=source.var[[]].copy())
-    work.obs_names = adata.obs_names
-    if detect_input_kind(work.X) != "log1p":
-        sc.pp.normalize_total(work, target_sum=1e4)
-        sc.pp.log1p(work)
-    return work
-
-
-def obs_categories(adata: AnnData, key: str, what: str, min_categories: int = 1) -> pd.Series:
-    """``adata.obs[key]`` as strings, after checking it exists, has no missing values and enough categories."""
-    if key not in adata.obs:
-        raise KeyError(f"{what}={key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)})")
-    values = adata.obs[key]
-    if values.isna().any():
-        raise ValueError(f"adata.obs[{key!r}] has {int(values.isna().sum())} missing values; fill or drop those cells")
-    values = values.astype(str)
-    if values.nunique() < min_categories:
-        raise ValueError(
-            f"adata.obs[{key!r}] has {values.nunique()} distinct value(s); {what} needs at least {min_categories}"
-        )
-    return values
+from scfm.data._finetune import _matrix, log_normalised, obs_categories
 
 
 def _hvg_pca_array(

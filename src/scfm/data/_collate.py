@@ -2,26 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import scipy.sparse as sp
-import torch
-
-from scfm.tokenize import CellTokens
-
-
-def pad_cells(
-    cells: Sequence[CellTokens], *, pad_id: int, pad_value: float, min_length: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack cells into ``(batch, max(longest, min_length))`` id and value tensors, padding shorter cells."""
-    length = max(max(len(cell.gene_ids) for cell in cells), min_length)
-    gene_ids = np.full((len(cells), length), pad_id, dtype=np.int64)
-    values = np.full((len(cells), length), pad_value, dtype=np.float32)
-    for row, cell in enumerate(cells):
-        gene_ids[row, : len(cell.gene_ids)] = cell.gene_ids
-        values[row, : len(cell.values)] = cell.values
-    return torch.from_numpy(gene_ids), torch.from_numpy(values)
 
 
 def length_bucketed_batches(lengths: np.ndarray, batch_size: int, max_tokens: int | None = None) -> list[np.ndarray]:

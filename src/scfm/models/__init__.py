@@ -1,20 +1,51 @@
-"""Model families (scvi-tools ``BaseModelClass`` subclasses) and checkpoint handling."""
+"""Model families (scvi-tools ``BaseModelClass`` subclasses), the family contract and checkpoint handling.
 
-from ._checkpoint import Checkpoint, CheckpointError, bundled_checkpoint_names, load_checkpoint, save_checkpoint
+Importing this package registers the built-in families (scGPT first: it is the package default).
+"""
+
+from .base import (
+    AnnotationRequest,
+    Checkpoint,
+    CheckpointError,
+    Family,
+    FoundationModel,
+    IntegrationRequest,
+    IntegrationWeights,
+    ModelArg,
+    NoKnownGenesError,
+    Pretrained,
+    bundled_checkpoint_names,
+    families,
+    families_with,
+    get_family,
+    load_checkpoint,
+    load_pretrained,
+    register_family,
+    resolve_device,
+    resolve_model,
+    save_checkpoint,
+)
 from .cellplm import CellPLM, CellPLMConfig, CellPLMModule
 from .scgpt import SCGPT, SCGPTConfig, SCGPTModule
-from .scmulan import PretrainedSCMulan, SCMulan, SCMulanConfig, SCMulanModule
+from .scmulan import SCMulan, SCMulanConfig, SCMulanModule
 from .tgpt import TGPT, TGPTConfig, TGPTModule
 
 __all__ = [
     "SCGPT",
     "TGPT",
+    "AnnotationRequest",
     "CellPLM",
     "CellPLMConfig",
     "CellPLMModule",
     "Checkpoint",
     "CheckpointError",
-    "PretrainedSCMulan",
+    "Family",
+    "FoundationModel",
+    "IntegrationRequest",
+    "IntegrationWeights",
+    "ModelArg",
+    "NoKnownGenesError",
+    "Pretrained",
     "SCGPTConfig",
     "SCGPTModule",
     "SCMulan",
@@ -23,6 +54,13 @@ __all__ = [
     "TGPTConfig",
     "TGPTModule",
     "bundled_checkpoint_names",
+    "families",
+    "families_with",
+    "get_family",
     "load_checkpoint",
+    "load_pretrained",
+    "register_family",
+    "resolve_device",
+    "resolve_model",
     "save_checkpoint",
 ]

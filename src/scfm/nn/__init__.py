@@ -6,6 +6,7 @@ from ._domain import BatchDiscriminator, ClassifierHead, DomainBatchNorm, revers
 from ._embeddings import CategoryValueEmbedding, ConditionEmbedding, ContinuousValueEmbedding, GeneEmbedding
 from ._flow_attention import FlowAttention
 from ._heads import CellToGeneHead, ExpressionHead
+from ._losses import elastic_cell_similarity, masked_mse, masked_zero_bce
 from ._masks import generative_attention_mask, padding_attention_mask
 from ._mixture import GaussianMixtureLatent, MixtureLatentOutput, gaussian_log_density
 from ._positional import SinusoidalPosition2D
@@ -29,9 +30,12 @@ __all__ = [
     "SinusoidalPosition2D",
     "TransformerLayer",
     "TransformerStack",
+    "elastic_cell_similarity",
     "feature_norm",
     "gaussian_log_density",
     "generative_attention_mask",
+    "masked_mse",
+    "masked_zero_bce",
     "negative_binomial_log_likelihood",
     "padding_attention_mask",
     "reverse_gradient",

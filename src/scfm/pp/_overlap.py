@@ -8,7 +8,7 @@ from anndata import AnnData
 
 from scfm.data import expression_source
 from scfm.genes import GeneAlignment, align_genes
-from scfm.models._resolve import ModelArg, resolve_model
+from scfm.models import ModelArg, resolve_model
 
 
 def gene_overlap(
@@ -38,5 +38,5 @@ def gene_overlap(
     The :class:`~scfm.genes.GeneAlignment`; ``print(result.summary())`` for a one-line report.
     """
     source = expression_source(adata, use_raw=use_raw)
-    vocab = resolve_model(model, families=("scgpt", "tgpt", "cellplm", "scmulan")).vocab
+    vocab = resolve_model(model).vocab
     return align_genes(source.var, vocab, gene_key=gene_key, min_genes=min_genes, on_duplicate=on_duplicate)

@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from scfm.bench._baselines import obs_categories
-from scfm.data import expression_source
-from scfm.genes import align_genes
-from scfm.models._device import resolve_device
-from scfm.models._resolve import ModelArg, family_of, resolve_model
-from scfm.models.cellplm import CellPLMClassifier
-from scfm.models.scgpt import SCGPT, embed_cells
+from scfm.data import obs_categories
+from scfm.models import AnnotationRequest, ModelArg, resolve_model
+from scfm.models.base import CheckpointError, families_with
 
-from ._annotate_cellplm import cellplm_annotation
-from ._annotate_scmulan import annotate_by_generation
-from ._finetune_data import HEAD_LR_FACTOR, accelerator_for, highly_variable_subset, training_copy
+from ._annotate_zero_shot import annotate_zero_shot
 from ._provenance import write_provenance
 
 UNKNOWN = "unknown"
@@ -32,7 +26,7 @@ def annotate(
     labels_key: str | None = None,
     *,
     model: ModelArg = None,
-    method: Literal["finetune", "knn"] = "finetune",
+    method: Literal["finetune", "knn", "generate"] | None = None,
     layer: str | None = None,
     reference_layer: str | None = None,
     use_raw: bool = False,
@@ -56,7 +50,7 @@ def annotate(
     return_model: bool = False,
     progress: bool = True,
     copy: bool = False,
-) -> SCGPT | CellPLMClassifier | AnnData | None:
+) -> Any:
     """Predict the cell types of ``adata`` from a labelled ``reference``, or zero-shot with an scMulan model.
 
     ``method="finetune"`` fine-tunes the model with a classification head on the reference's cell
@@ -129,20 +123,28 @@ def annotate(
     copy
         Write into a copy of ``adata`` and return it.
     """
-    if method not in ("finetune", "knn"):
-        raise ValueError(f"method must be 'finetune' or 'knn', got {method!r}")
-    if return_model and method != "finetune":
-        raise ValueError("return_model=True needs method='finetune' (the kNN mode trains no model)")
+    if method not in (None, "finetune", "knn", "generate"):
+        raise ValueError(f"method must be 'finetune', 'knn', 'generate' or None, got {method!r}")
     if unknown_threshold is not None and not 0.0 <= unknown_threshold <= 1.0:
         raise ValueError(f"unknown_threshold must be in [0, 1], got {unknown_threshold}")
     if adata.n_obs == 0:
         raise ValueError("the query has no cells (n_obs == 0)")
     if (reference is None) != (labels_key is None):
         raise ValueError("pass reference and labels_key together (or neither, for zero-shot annotation by scMulan)")
-    pretrained = resolve_model(model, families=("scgpt", "cellplm", "scmulan"))
-    if family_of(pretrained) == "scmulan":
-        if return_model:
-            raise ValueError("return_model=True does not apply to scMulan's zero-shot annotation (no model is trained)")
+    pretrained = resolve_model(model)
+    capabilities = pretrained.spec.capabilities
+    if method is None:
+        zero_shot = "annotate_zero_shot" in capabilities
+        by_reference = reference is not None and "annotate_reference" in capabilities
+        method = "generate" if zero_shot and not by_reference else "finetune"
+    needed = "annotate_zero_shot" if method == "generate" else "annotate_reference"
+    if needed not in capabilities:
+        able = " or ".join(f"{f.label} (model={f.bundled!r})" for f in families_with(needed))
+        what = "zero-shot annotation by generation" if method == "generate" else f"method={method!r}"
+        raise CheckpointError(f"{pretrained.name} is a {pretrained.spec.label} model, which has no {what}; use {able}")
+    if return_model and method != "finetune":
+        raise ValueError(f"return_model=True needs method='finetune' (method={method!r} trains no model)")
+    if method == "generate":
         if reference is not None:
             if labels_key not in reference.obs:
                 raise KeyError(f"labels_key={labels_key!r} is not a column of reference.obs")
@@ -150,7 +152,7 @@ def annotate(
                 candidates = sorted(reference.obs[labels_key].dropna().astype(str).unique())
         if copy:
             adata = adata.copy()
-        annotate_by_generation(
+        annotate_zero_shot(
             pretrained,
             adata,
             metadata_key=metadata_key,
@@ -170,8 +172,8 @@ def annotate(
         return adata if copy else None
     if reference is None:
         raise ValueError(
-            "annotation with an scGPT or CellPLM model needs a labelled reference and labels_key; zero-shot "
-            "annotation without a reference needs model='scmulan'"
+            f"method={method!r} needs a labelled reference and labels_key; zero-shot annotation without a reference "
+            "needs a model that generates labels (model='scmulan')"
         )
     if reference.n_obs == 0:
         raise ValueError("the query and the reference both need cells")
@@ -183,57 +185,30 @@ def annotate(
     reference = reference[labelled]
     labels = obs_categories(reference, labels_key, "labels_key", min_categories=2)
     categories = sorted(set(labels))
-
+    request = AnnotationRequest(
+        labels=labels.to_numpy(),
+        categories=categories,
+        method=method,
+        layer=layer,
+        reference_layer=reference_layer,
+        use_raw=use_raw,
+        gene_key=gene_key,
+        reference_gene_key=reference_gene_key,
+        shared_genes_only=shared_genes_only,
+        n_top_genes=n_top_genes,
+        max_epochs=max_epochs,
+        batch_size=batch_size,
+        lr=lr,
+        max_len=max_len,
+        n_neighbors=n_neighbors,
+        min_genes=min_genes,
+        seed=seed,
+        device=device,
+        progress=progress,
+    )
     start = time.perf_counter()
-    if family_of(pretrained) == "cellplm":
-        codes = pd.Categorical(labels, categories=categories).codes.astype(np.int64)
-        probabilities, genes_used, finetuned = cellplm_annotation(
-            pretrained,
-            adata,
-            reference,
-            codes,
-            len(categories),
-            method=method,
-            layer=layer,
-            reference_layer=reference_layer,
-            use_raw=use_raw,
-            gene_key=gene_key,
-            reference_gene_key=reference_gene_key,
-            shared_genes_only=shared_genes_only,
-            min_genes=min_genes,
-            max_epochs=max_epochs,
-            lr=lr,
-            n_neighbors=n_neighbors,
-            seed=seed,
-            device=device,
-            progress=progress,
-        )
-        n_reference, n_top_genes = reference.n_obs, None
-    else:
-        probabilities, genes_used, n_reference, finetuned = _scgpt_annotation(
-            pretrained,
-            adata,
-            reference,
-            labels,
-            categories,
-            method=method,
-            layer=layer,
-            reference_layer=reference_layer,
-            use_raw=use_raw,
-            gene_key=gene_key,
-            reference_gene_key=reference_gene_key,
-            shared_genes_only=shared_genes_only,
-            n_top_genes=n_top_genes,
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            lr=lr,
-            max_len=max_len,
-            n_neighbors=n_neighbors,
-            min_genes=min_genes,
-            seed=seed,
-            device=device,
-            progress=progress,
-        )
+    result = pretrained.spec.annotate_with_reference(pretrained, adata, reference, request)
+    probabilities, genes_used, n_reference = result.probabilities, result.genes_used, result.n_reference
     seconds = time.perf_counter() - start
 
     best = probabilities.argmax(1)
@@ -258,11 +233,11 @@ def annotate(
             "checkpoint_sha256": pretrained.sha256,
             "labels_key": labels_key,
             "categories": categories,
-            "family": family_of(pretrained),
+            "family": pretrained.family,
             "reference_cells": int(n_reference),
             "reference_cells_without_label": int((~labelled).sum()),
             "genes_used": int(genes_used),
-            "n_top_genes": n_top_genes if method == "finetune" else None,
+            "n_top_genes": result.n_top_genes if method == "finetune" else None,
             "shared_genes_only": shared_genes_only,
             "unknown_threshold": unknown_threshold,
             "n_unknown": int((predicted == UNKNOWN).sum()) if unknown_threshold is not None else 0,
@@ -273,99 +248,5 @@ def annotate(
         },
     )
     if return_model:
-        return finetuned
+        return result.model
     return adata if copy else None
-
-
-def _scgpt_annotation(
-    pretrained,
-    adata: AnnData,
-    reference: AnnData,
-    labels,
-    categories: list,
-    *,
-    method: str,
-    layer: str | None,
-    reference_layer: str | None,
-    use_raw: bool,
-    gene_key: str | None,
-    reference_gene_key: str | None,
-    shared_genes_only: bool,
-    n_top_genes: int | None,
-    max_epochs: int,
-    batch_size: int,
-    lr: float,
-    max_len: int | None,
-    n_neighbors: int,
-    min_genes: int,
-    seed: int,
-    device: str,
-    progress: bool,
-) -> tuple[np.ndarray, int, int, SCGPT | None]:
-    """Class probabilities of the query with an scGPT model, genes used, reference cells, fine-tuned model."""
-    vocab = pretrained.vocab
-    query = training_copy(adata, {}, layer=layer, use_raw=use_raw, gene_key=gene_key, vocab=vocab, min_genes=min_genes)
-    ref = training_copy(
-        reference,
-        {"label": pd.Categorical(labels, categories=categories)},
-        layer=reference_layer,
-        use_raw=False,
-        gene_key=reference_gene_key,
-        vocab=vocab,
-        min_genes=min_genes,
-    )
-    if shared_genes_only:  # copies name genes by vocabulary token, so shared genes are shared names
-        shared = query.var_names.intersection(ref.var_names)
-        if len(shared) < min_genes:
-            raise ValueError(
-                f"the query and the reference share {len(shared)} of the model's genes; at least {min_genes} are "
-                "needed (check gene names, or lower min_genes)"
-            )
-        query = query[:, query.var_names.isin(shared)].copy()
-        ref = ref[:, ref.var_names.isin(shared)].copy()
-
-    finetuned = None
-    if method == "finetune":
-        ref = highly_variable_subset(ref, n_top_genes)
-        query = query[:, query.var_names.isin(ref.var_names)].copy()
-        if max_len is None:
-            max_len = min(pretrained.module.config.max_len, ref.n_vars + 1)
-        finetuned = SCGPT.for_finetuning(
-            pretrained, ref, labels_key="label", label_categories=categories, min_genes=min_genes
-        )
-        finetuned.train(
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            lr=lr,
-            max_len=max_len,
-            mask_ratio=0.0,
-            gep_weight=0.0,
-            gepc_weight=0.0,
-            cls_weight=1.0,
-            head_lr_factor=HEAD_LR_FACTOR,
-            seed=seed,
-            accelerator=accelerator_for(device),
-            enable_progress_bar=progress,
-        )
-        probabilities = finetuned.predict(query, max_len=max_len, device=device).to_numpy()
-    else:
-        probabilities = _knn_probabilities(pretrained, ref, query, categories, n_neighbors, max_len, device, progress)
-    return probabilities, query.n_vars, ref.n_obs, finetuned
-
-
-def _knn_probabilities(pretrained, ref: AnnData, query: AnnData, categories, n_neighbors, max_len, device, progress):
-    from sklearn.neighbors import KNeighborsClassifier
-
-    target = resolve_device(device)
-    module = pretrained.module.to(target)
-
-    def embed(data: AnnData) -> np.ndarray:
-        source = expression_source(data)
-        alignment = align_genes(source.var, pretrained.vocab, min_genes=1)
-        return embed_cells(module, source, alignment, device=target, max_len=max_len, progress=progress).embeddings
-
-    classifier = KNeighborsClassifier(n_neighbors=min(n_neighbors, ref.n_obs), metric="cosine")
-    classifier.fit(embed(ref), ref.obs["label"].astype(str).to_numpy())
-    probabilities = classifier.predict_proba(embed(query))
-    order = [list(classifier.classes_).index(c) for c in categories]
-    return probabilities[:, order]

@@ -4,7 +4,8 @@ The Cox model comes from lifelines rather than scikit-survival: lifelines is pur
 formulaic), so it installs on any platform and does not pin scikit-learn to a narrow range, while
 scikit-survival ships compiled extensions and each release pins scikit-learn, which conflicts with the
 scanpy/scib-metrics stack. It is imported lazily (``eval`` extra). Model fitting lives in
-:mod:`scfm.bench._survival`; this module validates the input and writes the results.
+:mod:`scfm.tl._survival` (cross-validated Cox and logistic models); this module validates the input and writes
+the results.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-from scfm.bench._survival import FeatureSet, cv_concordance, cv_roc_auc, import_lifelines
+from ._survival import FeatureSet, cv_concordance, cv_roc_auc, import_lifelines
 
 MIN_SURVIVAL_SAMPLES = 20
 COLUMNS = ["outcome", "metric", "feature_set", "mean", "std", "n_samples", "n_events"]

@@ -6,8 +6,7 @@ import numpy as np
 from anndata import AnnData
 
 from scfm.data import expression_source, iter_row_blocks
-from scfm.models._resolve import ModelArg, resolve_model
-from scfm.models.tgpt import EmptySampleError
+from scfm.models import ModelArg, NoKnownGenesError, resolve_model
 
 from ._embed import embed
 
@@ -71,7 +70,7 @@ def bulk_features(
     """
     if bdata.n_obs == 0:
         raise ValueError("the AnnData has no samples (n_obs == 0)")
-    pretrained = resolve_model(model, families=("tgpt",))
+    pretrained = resolve_model(model, capability="bulk_features")
     source = expression_source(bdata, layer=layer)
     for _, _, block in iter_row_blocks(source.matrix, 4096):
         if not np.all(np.isfinite(block.data)):
@@ -96,8 +95,8 @@ def bulk_features(
             progress=progress,
             copy=copy,
         )
-    except EmptySampleError as err:
-        raise EmptySampleError(f"{err}. In bulk data this usually means an all-zero sample row.") from err
+    except NoKnownGenesError as err:
+        raise NoKnownGenesError(f"{err}. In bulk data this usually means an all-zero sample row.") from err
     target = result if copy else bdata
     record = target.uns["scfm"][key_added]
     record["input_scale"] = BULK_SCALES[record["input_kind"]]

@@ -1,54 +1,37 @@
-"""``scfm.tl.denoise``: expected counts of every cell from a CellPLM model's negative-binomial decoder.
+"""``scfm.tl.denoise``: expected counts of every cell from a model that predicts counts (CellPLM's decoder).
 
-The helpers shared with :func:`scfm.tl.impute` (the validated plan of a run and the per-sentence decoder
-predictions) live here too.
+The checks and the plan shared with :func:`scfm.tl.impute` live here too; the predictions come from the model's
+family (capability ``"predict_counts"``).
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 from anndata import AnnData
 
-from scfm.data import ExpressionSource, expression_source
-from scfm.genes import GeneAlignment, align_genes
-from scfm.models._device import resolve_device
-from scfm.models._resolve import ModelArg, resolve_model
-from scfm.models.cellplm import PretrainedCellPLM, cell_features, iter_sentences, sentences_of
+from scfm.data import expression_source
+from scfm.models import FoundationModel, ModelArg, Pretrained, resolve_device, resolve_model
 
 from ._provenance import checkpoint_and_genes, write_provenance
 
 _BYTES_PER_GB = 1e9
 
 
-@dataclass
-class CountsPlan:
-    """Everything a CellPLM count prediction needs, validated before anything is computed."""
-
-    pretrained: PretrainedCellPLM
-    source: ExpressionSource
-    alignment: GeneAlignment
-    sentences: list[np.ndarray]
-    coordinates: np.ndarray | None
-    context: int
-    device: torch.device
-
-    def record(self, **extra: Any) -> dict[str, Any]:
-        """Provenance fields common to the CellPLM count tools."""
-        return {
-            **checkpoint_and_genes(self.pretrained, self.alignment, self.source),
-            "input_kind": "counts",
-            "context": self.context,
-            "n_sentences": len(self.sentences),
-            "device": str(self.device),
-            **extra,
-        }
+def counts_record(plan, **extra: Any) -> dict[str, Any]:
+    """Provenance fields common to the count tools."""
+    return {
+        **checkpoint_and_genes(plan.pretrained, plan.alignment, plan.source),
+        "input_kind": "counts",
+        "context": plan.context,
+        "n_sentences": len(plan.sentences),
+        "device": str(plan.device),
+        **extra,
+    }
 
 
 def check_arguments(adata: AnnData, *, copy: bool, block_size: int, max_dense_gb: float, key: str, what: str) -> None:
@@ -91,65 +74,29 @@ def plan_counts(
     min_genes: int,
     on_duplicate: Literal["error", "first"],
     device: str,
-) -> CountsPlan:
-    """Resolve the matrix, the model, the gene alignment and the sentences (all validated, nothing computed)."""
+):
+    """Resolve the matrix, a model that predicts counts, and the family's validated plan (nothing computed)."""
     source = expression_source(adata, layer=layer)
     target = resolve_device(device)
-    if not isinstance(model, ModelArg):
+    if not isinstance(model, str | os.PathLike | FoundationModel | Pretrained | None):
         raise TypeError(
-            "model must be a CellPLM checkpoint directory, the bundled name 'cellplm', or a CellPLM model, "
+            "model must be a checkpoint directory, a bundled name such as 'cellplm', or a model instance, "
             f"got {type(model).__name__}"
         )
-    pretrained = resolve_model("cellplm" if model is None else model, families=("cellplm",))
-    alignment = align_genes(
-        source.var, pretrained.vocab, gene_key=gene_key, min_genes=min_genes, on_duplicate=on_duplicate
+    pretrained = resolve_model(model, capability="predict_counts")
+    return pretrained.spec.plan_counts(
+        pretrained,
+        adata,
+        source,
+        gene_key=gene_key,
+        sample_key=sample_key,
+        spatial_key=spatial_key,
+        context=context,
+        seed=seed,
+        min_genes=min_genes,
+        on_duplicate=on_duplicate,
+        device=target,
     )
-    context = pretrained.module.config.context if context is None else context
-    if isinstance(context, bool) or not isinstance(context, int | np.integer):
-        raise ValueError(f"context must be an integer number of cells, got {context!r}")
-    sentences, coordinates = sentences_of(
-        adata, sample_key=sample_key, spatial_key=spatial_key, context=int(context), seed=seed
-    )
-    return CountsPlan(pretrained, source, alignment, sentences, coordinates, int(context), target)
-
-
-def iter_panel_predictions(
-    plan: CountsPlan,
-    targets: np.ndarray,
-    *,
-    block_size: int,
-    progress: bool,
-    on_block: Callable[[int, int, sp.csr_matrix], None] | None = None,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(cells, expected counts)`` per sentence for the vocabulary genes ``targets`` (0-based gene indices).
-
-    The matrix is read once, checked block by block for raw counts (an error before anything is yielded);
-    ``on_block`` sees each raw block on the way (see :func:`~scfm.models.cellplm.cell_features`).
-
-    The decoder's proportions are renormalised over the cell's measured panel (the matched genes): a target gene
-    ``g`` gets ``exp(logit_g - logsumexp(logits over the panel)) * library`` with ``library`` the cell's counts
-    over the panel. For a panel gene this is ``softmax(panel logits) * library``; for a gene outside the panel it
-    is ``p_g / s * library`` with ``s`` the panel's share of the softmax over the whole vocabulary.
-    """
-    module = plan.pretrained.module
-    first = module.config.first_gene_id
-    target = plan.device
-    module.to(target)
-    stage_one = cell_features(
-        module, plan.source, plan.alignment, block_size=block_size, require_counts=True, on_block=on_block
-    )
-    n_panel = plan.alignment.n_matched
-    # only the logits of the panel and of the targets are needed: p_g / s = exp(logit_g - logsumexp(panel logits))
-    genes = np.concatenate([plan.alignment.token_ids - first, np.asarray(targets, dtype=np.int64)])
-    genes = torch.as_tensor(genes, device=target)
-    with torch.inference_mode():
-        for cells, z in iter_sentences(
-            module, stage_one.features, plan.sentences, coordinates=plan.coordinates, device=target, progress=progress
-        ):
-            logits = module.decoder(z.float(), genes).float()
-            log_share = logits[:, n_panel:] - torch.logsumexp(logits[:, :n_panel], dim=1, keepdim=True)
-            proportions = torch.exp(log_share).cpu().numpy().astype(np.float64)
-            yield cells, (proportions * stage_one.library[cells, None]).astype(np.float32)
 
 
 def denoise(
@@ -269,11 +216,10 @@ def denoise(
         if unmatched.size:
             denoised[start:stop, unmatched] = block[:, unmatched].toarray()
 
-    first = plan.pretrained.module.config.first_gene_id
     var_index = plan.alignment.var_index
     n_empty = 0
-    for cells, values in iter_panel_predictions(
-        plan, plan.alignment.token_ids - first, block_size=block_size, progress=progress, on_block=keep_observed
+    for cells, values in plan.pretrained.spec.iter_expected_counts(
+        plan, plan.alignment.token_ids, block_size=block_size, progress=progress, on_block=keep_observed
     ):
         denoised[np.ix_(cells, var_index)] = values
         n_empty += int(np.count_nonzero(values.sum(1) == 0))
@@ -285,7 +231,8 @@ def denoise(
     write_provenance(
         adata,
         layer_added,
-        plan.record(
+        counts_record(
+            plan,
             task="denoise",
             sample_key=sample_key,
             spatial_key=spatial_key,

@@ -9,13 +9,7 @@ from anndata import AnnData
 
 from scfm.data import expression_source
 from scfm.genes import align_genes
-from scfm.models._device import resolve_device
-from scfm.models._embedding import EmbeddingResult
-from scfm.models._resolve import ModelArg, family_of, resolve_model
-from scfm.models.cellplm import embed_cells_as_tokens, sentences_of
-from scfm.models.scgpt import embed_cells
-from scfm.models.scmulan._infer import annotation_pass
-from scfm.models.tgpt import embed_ranked
+from scfm.models import ModelArg, resolve_device, resolve_model
 
 from ._provenance import checkpoint_and_genes, write_provenance
 
@@ -129,66 +123,28 @@ def embed(
     source = expression_source(adata, layer=layer, use_raw=use_raw)
     if source.var.shape[0] == 0:
         raise ValueError("the AnnData has no genes (n_vars == 0)")
-    pretrained = resolve_model(model, families=("scgpt", "tgpt", "cellplm", "scmulan"))
-    family = family_of(pretrained)
-    config = pretrained.module.config
-    cellplm_args = {"sample_key": sample_key, "spatial_key": spatial_key, "context": context}
-    if family != "cellplm" and any(v is not None for v in cellplm_args.values()):
-        given = sorted(k for k, v in cellplm_args.items() if v is not None)
-        raise ValueError(f"{given} only apply to CellPLM models (cells as tokens); this is a {family!r} model")
-    if family == "cellplm" and max_len is not None:
-        raise ValueError("max_len does not apply to a CellPLM model (a cell is one token); use context= (cells)")
-    if family == "cellplm":
-        sentences, coordinates = sentences_of(
-            adata, sample_key=sample_key, spatial_key=spatial_key, context=context or config.context
-        )
-    if family in ("tgpt", "scmulan") and max_len is not None and max_len != config.max_len:
-        raise ValueError(
-            f"max_len={max_len} cannot be used with a {family} model: its context is fixed at {config.max_len} tokens "
-            "by the checkpoint; leave max_len=None"
-        )
+    pretrained = resolve_model(model, capability="embed")
+    family = pretrained.spec
+    options = {"max_len": max_len, "sample_key": sample_key, "spatial_key": spatial_key, "context": context}
+    family.check_embed_options(pretrained, options)
     alignment = align_genes(
         source.var, pretrained.vocab, gene_key=gene_key, min_genes=min_genes, on_duplicate=on_duplicate
     )
     target = resolve_device(device)
-    module = pretrained.module.to(target)
+    pretrained.module.to(target)
     start = time.perf_counter()
-    common = {"device": target, "batch_size": batch_size, "block_size": block_size, "normalize": normalize}
-    if family == "cellplm":
-        result = embed_cells_as_tokens(
-            module, source, alignment, sentences, coordinates=coordinates, progress=progress, **common
-        )
-        tokenizer = {
-            "tokenizer": "cell",
-            "context": context or config.context,
-            "n_sentences": len(sentences),
-            "sample_key": sample_key,
-            "spatial_key": spatial_key,
-            "n_empty_cells": result.n_empty_cells,
-        }
-    elif family == "scmulan":
-        found = annotation_pass(module, source, alignment, [], progress=progress, obs_names=adata.obs_names, **common)
-        result = EmbeddingResult(found.embeddings, found.input_kind, 0, found.n_truncated_cells, 0)
-        tokenizer = {
-            "tokenizer": "c-sentence",
-            "max_len": config.max_len,
-            "n_levels": config.n_levels,
-            "n_truncated_cells": found.n_truncated_cells,
-        }
-    elif family == "tgpt":
-        result = embed_ranked(module, source, alignment, progress=progress, obs_names=adata.obs_names, **common)
-        tokenizer = {"tokenizer": "rank", "max_len": config.max_len, "n_truncated_cells": result.n_subsampled_cells}
-    else:
-        result = embed_cells(module, source, alignment, max_len=max_len, progress=progress, **common)
-        tokenizer = {
-            "tokenizer": "binned",
-            "max_len": max_len or config.max_len,
-            "n_bins": config.n_bins,
-            "cell_embedding": config.cell_embedding,
-            "tokenizer_seed": config.tokenizer_seed,
-            "n_empty_cells": result.n_empty_cells,
-            "n_subsampled_cells": result.n_subsampled_cells,
-        }
+    result = family.embed(
+        pretrained,
+        adata,
+        source,
+        alignment,
+        options=options,
+        device=target,
+        batch_size=batch_size,
+        block_size=block_size,
+        normalize=normalize,
+        progress=progress,
+    )
     seconds = time.perf_counter() - start
     if copy:
         adata = adata.copy()
@@ -200,7 +156,7 @@ def embed(
             **checkpoint_and_genes(pretrained, alignment, source),
             "input_kind": result.input_kind,
             "mean_tokens_per_cell": result.n_tokens / adata.n_obs,
-            **tokenizer,
+            **result.record,
             "normalize": normalize,
             "device": str(target),
             "seconds": seconds,

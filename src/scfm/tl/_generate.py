@@ -7,9 +7,7 @@ from collections.abc import Mapping
 
 from anndata import AnnData
 
-from scfm.models._device import resolve_device
-from scfm.models._resolve import ModelArg, resolve_model
-from scfm.models.scmulan import generate_anndata
+from scfm.models import ModelArg, resolve_device, resolve_model
 
 from ._provenance import write_provenance
 
@@ -74,11 +72,11 @@ def generate(
     >>> cells = scfm.tl.generate("scmulan", 200, {"cell_type": "B cell"}, seed=0)
     >>> sc.pp.log1p(cells)
     """
-    pretrained = resolve_model("scmulan" if model is None else model, families=("scmulan",))
+    pretrained = resolve_model(model, capability="generate")
     target = resolve_device(device)
     pretrained.module.to(target)
     start = time.perf_counter()
-    cells = generate_anndata(
+    cells = pretrained.spec.generate(
         pretrained,
         n_cells,
         conditions,
@@ -94,7 +92,7 @@ def generate(
         {
             "tool": "generate",
             "model": pretrained.name,
-            "family": "scmulan",
+            "family": pretrained.family,
             "checkpoint_sha256": pretrained.sha256,
             "conditions": dict(conditions or {}),
             "seed": seed,

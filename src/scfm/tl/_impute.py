@@ -11,12 +11,12 @@ import pandas as pd
 from anndata import AnnData
 
 from scfm.genes import GeneVocab
-from scfm.models._resolve import ModelArg
+from scfm.models import ModelArg
 
 from ._denoise import (
     check_arguments,
     check_dense_size,
-    iter_panel_predictions,
+    counts_record,
     plan_counts,
 )
 from ._provenance import write_provenance
@@ -180,10 +180,9 @@ def impute(
     panel = set(plan.alignment.token_ids.tolist())
     in_panel = [gene for gene, i in zip(requested, ids.tolist(), strict=True) if i in panel]
 
-    first = plan.pretrained.module.config.first_gene_id
     imputed = np.zeros((adata.n_obs, len(requested)), dtype=np.float32)
     n_empty = 0
-    for cells, values in iter_panel_predictions(plan, ids - first, block_size=block_size, progress=progress):
+    for cells, values in plan.pretrained.spec.iter_expected_counts(plan, ids, block_size=block_size, progress=progress):
         imputed[cells] = values
         n_empty += int(np.count_nonzero(values.sum(1) == 0))
     result = pd.DataFrame(imputed, index=adata.obs_names.copy(), columns=pd.Index(requested, dtype=object))
@@ -194,7 +193,8 @@ def impute(
     write_provenance(
         adata,
         key_added,
-        plan.record(
+        counts_record(
+            plan,
             task="impute",
             genes=requested,
             vocab_genes=[vocab.token(int(i)) for i in ids],

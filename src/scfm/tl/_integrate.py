@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
-import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from scfm.bench._baselines import obs_categories
-from scfm.models._resolve import ModelArg, resolve_model
-from scfm.models.scgpt import SCGPT
+from scfm.data import UNLABELLED, obs_categories
+from scfm.models import FoundationModel, IntegrationRequest, IntegrationWeights, ModelArg, resolve_model
 
-from ._finetune_data import HEAD_LR_FACTOR, UNLABELLED, accelerator_for, highly_variable_subset, training_copy
 from ._provenance import write_provenance
 
 
@@ -46,8 +41,8 @@ def integrate(
     return_model: bool = False,
     progress: bool = True,
     copy: bool = False,
-) -> SCGPT | AnnData | None:
-    """Fine-tune an SCGPT model to remove batch effects, then write the integrated cell embedding.
+) -> FoundationModel | AnnData | None:
+    """Fine-tune a model to remove batch effects, then write the integrated cell embedding.
 
     The recipe is scGPT's integration fine-tuning:
 
@@ -134,80 +129,60 @@ def integrate(
         columns[labels_key] = pd.Categorical(strings.fillna(UNLABELLED))  # scvi-tools needs no missing values
     if max_epochs < 1 or batch_size < 2:
         raise ValueError(f"max_epochs must be >= 1 and batch_size >= 2, got {max_epochs} and {batch_size}")
-    pretrained = resolve_model(model)
-    work = training_copy(
-        adata, columns, layer=layer, use_raw=use_raw, gene_key=gene_key, vocab=pretrained.vocab, min_genes=min_genes
+    pretrained = resolve_model(model, capability="integrate")
+    weights = IntegrationWeights(
+        gep=gep_weight, gepc=gepc_weight, ecs=ecs_weight, ecs_threshold=ecs_threshold, dar=dar_weight, cls=cls_weight
     )
-    work = highly_variable_subset(work, n_top_genes, batch_key)
-    if max_len is None:
-        max_len = min(pretrained.module.config.max_len, work.n_vars + 1)
-    finetuned = SCGPT.for_finetuning(
-        pretrained,
-        work,
+    request = IntegrationRequest(
         batch_key=batch_key,
-        labels_key=labels_key,
-        use_batch_embeddings=batch_embeddings,
-        batch_discriminator=dar_weight > 0,
-        domain_batchnorm=domain_batchnorm,
+        columns=columns,
         label_categories=label_categories,
-        min_genes=min_genes,
-    )
-    start = time.perf_counter()
-    finetuned.train(
+        labels_key=labels_key,
+        layer=layer,
+        use_raw=use_raw,
+        gene_key=gene_key,
+        n_top_genes=n_top_genes,
         max_epochs=max_epochs,
         batch_size=batch_size,
         lr=lr,
         max_len=max_len,
         mask_ratio=mask_ratio,
-        gep_weight=gep_weight,
-        gepc_weight=gepc_weight,
-        ecs_weight=ecs_weight,
-        ecs_threshold=ecs_threshold,
-        dar_weight=dar_weight,
-        cls_weight=cls_weight if label_categories else 0.0,
-        head_lr_factor=HEAD_LR_FACTOR,
+        weights=weights,
+        batch_embeddings=batch_embeddings,
+        domain_batchnorm=domain_batchnorm,
+        min_genes=min_genes,
         seed=seed,
-        accelerator=accelerator_for(device),
-        enable_progress_bar=progress,
+        device=device,
+        progress=progress,
     )
-    train_seconds = time.perf_counter() - start
-    embedding = finetuned.get_latent_representation(work, max_len=max_len, device=device)
+    result = pretrained.spec.integrate(pretrained, adata, request)
     if copy:
         adata = adata.copy()
-    adata.obsm[key_added] = embedding.astype(np.float32)
-    config = finetuned.config
+    adata.obsm[key_added] = result.embedding
+    record = result.record
     write_provenance(
         adata,
         key_added,
         {
             "tool": "integrate",
             "model": pretrained.name,
+            "family": pretrained.family,
             "checkpoint_sha256": pretrained.sha256,
             "batch_key": batch_key,
             "labels_key": labels_key,
-            "batches": list(config.batch_categories),
-            "genes_used": int(work.n_vars),
+            "batches": record.pop("batches"),
+            "genes_used": record.pop("genes_used"),
             "n_top_genes": n_top_genes,
             "max_epochs": max_epochs,
             "batch_size": batch_size,
             "lr": lr,
-            "max_len": max_len,
-            "weights": {
-                "gep": gep_weight,
-                "gepc": gepc_weight,
-                "ecs": ecs_weight,
-                "dar": dar_weight,
-                "cls": cls_weight if label_categories else 0.0,
-            },
-            "ecs_threshold": ecs_threshold,
+            "max_len": record.pop("max_len"),
             "batch_embeddings": batch_embeddings,
             "domain_batchnorm": domain_batchnorm,
-            "train_seconds": train_seconds,
-            "seconds_per_epoch": train_seconds / max_epochs,
-            "reinitialised": list(finetuned.reinitialised_),
+            **record,
             "seed": seed,
         },
     )
     if return_model:
-        return finetuned
+        return result.model
     return adata if copy else None

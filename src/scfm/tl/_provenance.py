@@ -20,12 +20,7 @@ def write_provenance(adata: AnnData, key_added: str, record: dict[str, Any]) -> 
 def checkpoint_and_genes(pretrained, alignment, source) -> dict[str, Any]:
     """The fields every model-based tool records: which checkpoint, which genes matched, which matrix was read."""
     return {
-        "model": pretrained.name,
-        "family": pretrained.module.config.family,
-        "checkpoint": pretrained.path,
-        "checkpoint_sha256": pretrained.sha256,
-        "vocab_size": len(pretrained.vocab),
-        "vocab_fingerprint": pretrained.vocab.fingerprint(),
+        **pretrained.provenance(),
         "genes_matched": alignment.n_matched,
         "genes_total": alignment.n_vars,
         "gene_source": alignment.source,

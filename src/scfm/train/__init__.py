@@ -1,8 +1,7 @@
-"""Objectives, training plans and the streaming pretraining entry point (``scfm pretrain``)."""
+"""Training plans, callbacks and the streaming pretraining entry point (``scfm pretrain``)."""
 
 from ._callbacks import AtomicCheckpointIO, CellTrace, StepCheckpoint, Throughput, checkpoint_files
 from ._export import export_run
-from ._objectives import elastic_cell_similarity, masked_mse, masked_zero_bce
 from ._plan import WarmupCosineTrainingPlan, warmup_cosine
 from ._pretrain import PretrainResult, pretrain, schedule_steps, union_vocab
 from ._pretrain_config import PretrainConfig
@@ -16,10 +15,7 @@ __all__ = [
     "Throughput",
     "WarmupCosineTrainingPlan",
     "checkpoint_files",
-    "elastic_cell_similarity",
     "export_run",
-    "masked_mse",
-    "masked_zero_bce",
     "pretrain",
     "schedule_steps",
     "union_vocab",

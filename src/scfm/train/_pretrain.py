@@ -17,9 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from scfm.data import (
     H5adShard,
-    MaskedValueCollator,
     RowSource,
-    SCGPTCellEncoder,
     StreamingDataModule,
     batches_per_slot,
     deal_blocks,
@@ -27,6 +25,8 @@ from scfm.data import (
     expand_shard_paths,
 )
 from scfm.genes import GeneVocab, vocabulary_genes
+from scfm.models.scgpt._data import MaskedValueCollator
+from scfm.models.scgpt._stream import SCGPTCellEncoder
 
 from ._callbacks import AtomicCheckpointIO, CellTrace, StepCheckpoint, Throughput, checkpoint_files
 from ._export import MODEL_CONFIG_FILE, RUN_CONFIG_FILE, RUN_VOCAB_FILE, export_run, write_atomic

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from anndata import AnnData
 
-from scfm.data import plan_sentences
+from ._data import plan_sentences
 
 
 def sample_labels(adata: AnnData, sample_key: str | None) -> np.ndarray | None:

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from scfm.genes import GeneVocab
 
-from .._checkpoint import CheckpointError, file_sha256, load_weights_strict, read_torch_state_dict, save_checkpoint
+from ..base._checkpoint import CheckpointError, file_sha256, load_weights_strict, read_torch_state_dict, save_checkpoint
 from ._config import CellPLMConfig
 from ._model import SPECIALS
 from ._module import CellPLMModule

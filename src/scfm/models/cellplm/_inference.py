@@ -14,8 +14,8 @@ from scfm.data import ExpressionSource, iter_row_blocks
 from scfm.genes import GeneAlignment
 from scfm.tokenize import check_values, detect_input_kind
 
-from .._device import autocast_context
-from .._embedding import EmbeddingResult, l2_normalise
+from ..base._device import autocast_context
+from ..base._inference import EmbeddingResult, l2_normalise
 from ._module import CellPLMModule
 
 

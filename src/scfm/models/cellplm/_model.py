@@ -1,89 +1,28 @@
-"""``CellPLM``: the scvi-tools model class of the CellPLM family, and AnnData-free loading of its checkpoints."""
+"""``CellPLM``: the scvi-tools model class of the CellPLM family."""
 
 from __future__ import annotations
-
-import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 from lightning.fabric.utilities.seed import seed_everything
-from scvi import REGISTRY_KEYS
-from scvi.data import AnnDataManager
-from scvi.data.fields import LayerField
-from scvi.model.base import BaseModelClass
 
-from scfm.data import SentenceCollator, SentenceDataModule, expression_source, sample_codes
-from scfm.genes import GeneAlignment, GeneVocab, align_genes
+from scfm.data import expression_source
+from scfm.genes import GeneVocab
 from scfm.tokenize import check_values, detect_input_kind
 from scfm.train import WarmupCosineTrainingPlan
 
-from .._base import FoundationModelMixin
-from .._checkpoint import (
-    Checkpoint,
-    load_checkpoint,
-    module_from_checkpoint,
-    save_checkpoint,
-)
-from .._device import resolve_device
+from ..base import FoundationModel
 from ._config import CellPLMConfig
 from ._context import sample_labels, sentences_of, spatial_coordinates
+from ._data import SentenceCollator, SentenceDataModule, sample_codes
 from ._inference import cell_features, sentence_latents
-from ._module import CellPLMModule
 
 SPECIALS = ("<pad>", "<cls>")
 MEASURED_PREFIX = "measured_in:"
 
 
-@dataclass
-class PretrainedCellPLM:
-    """A loaded CellPLM-family checkpoint, independent of any AnnData."""
-
-    module: CellPLMModule
-    vocab: GeneVocab
-    name: str
-    path: str
-    sha256: str
-
-
-def _cellplm_vocab_problem(config: CellPLMConfig, vocab: GeneVocab) -> str | None:
-    if config.first_gene_id + config.n_genes != len(vocab):
-        return (
-            f"config.json says {config.n_genes} genes from id {config.first_gene_id} but vocab.json has "
-            f"{len(vocab)} tokens"
-        )
-    return None
-
-
-def cellplm_from_checkpoint(checkpoint: Checkpoint) -> PretrainedCellPLM:
-    """Build the :class:`CellPLMModule` of an already read checkpoint, in eval mode."""
-    module = module_from_checkpoint(
-        checkpoint,
-        family="cellplm",
-        label="a CellPLM",
-        config_cls=CellPLMConfig,
-        module_cls=CellPLMModule,
-        vocab_problem=_cellplm_vocab_problem,
-    )
-    return PretrainedCellPLM(module, checkpoint.vocab, checkpoint.name, str(checkpoint.path), checkpoint.sha256)
-
-
-def load_pretrained_cellplm(name_or_path: str | os.PathLike = "cellplm") -> PretrainedCellPLM:
-    """Load a CellPLM checkpoint directory (or the bundled ``"cellplm"``) without an AnnData. Nothing is downloaded."""
-    return cellplm_from_checkpoint(load_checkpoint(name_or_path))
-
-
-def gene_vocab_of(var, gene_key: str | None) -> GeneVocab:
-    """A vocabulary of the genes of ``var`` (``<pad>``, ``<cls>`` then the genes in order, duplicates dropped)."""
-    names = var[gene_key] if gene_key is not None else var.index.to_series()
-    names = names.dropna().astype(str)
-    return GeneVocab(list(dict.fromkeys(names[(names != "") & ~names.str.match(r"^<.*>$")])), specials=SPECIALS)
-
-
-class CellPLM(FoundationModelMixin, BaseModelClass):
+class CellPLM(FoundationModel):
     """CellPLM (Wen et al., ICLR 2024): cells are tokens and a sample or spatial neighbourhood is the sentence.
 
     Each cell becomes one token, the expression-weighted sum of its genes' embeddings (any gene panel; genes
@@ -106,40 +45,20 @@ class CellPLM(FoundationModelMixin, BaseModelClass):
         Settings of :class:`CellPLMConfig` (``d_model``, ``n_layers``, ``context``, ``attention``, ...).
     """
 
-    def __init__(
-        self,
-        adata: AnnData,
-        *,
-        vocab: GeneVocab | None = None,
-        config: CellPLMConfig | None = None,
-        min_genes: int = 50,
-        on_duplicate: Literal["error", "first"] = "error",
-        **config_kwargs,
-    ) -> None:
-        super().__init__(adata)
-        args = self.adata_manager.registry["setup_args"]
-        source = expression_source(adata, layer=args.get("layer"))
-        vocab = gene_vocab_of(source.var, args.get("gene_key")) if vocab is None else vocab
-        self.vocab = vocab
-        self.alignment = align_genes(
-            source.var, vocab, gene_key=args.get("gene_key"), min_genes=min_genes, on_duplicate=on_duplicate
-        )
+    family_name = "cellplm"
+    vocab_specials = SPECIALS
+
+    def _new_config(self, vocab: GeneVocab, **config_kwargs) -> CellPLMConfig:
         first_gene_id = len(vocab.specials)
-        if config is None:
-            config = CellPLMConfig(n_genes=len(vocab) - first_gene_id, first_gene_id=first_gene_id, **config_kwargs)
-        elif config.first_gene_id + config.n_genes != len(vocab):
-            raise ValueError(f"config has {config.n_genes} genes but the vocabulary has {len(vocab)} tokens")
-        self.config = config
-        self.module = CellPLMModule(config)
-        self.checkpoint_name = "untrained"
-        self.checkpoint_sha256 = ""
-        self._min_genes, self._on_duplicate = min_genes, on_duplicate
-        self._model_summary_string = (
+        return CellPLMConfig(n_genes=len(vocab) - first_gene_id, first_gene_id=first_gene_id, **config_kwargs)
+
+    def _summary(self) -> str:
+        config = self.config
+        return (
             f"CellPLM: {config.n_layers} layers ({config.attention} attention), d_model {config.d_model}, "
             f"{config.n_components}-component mixture latent of {config.latent_dim}, {config.n_genes} genes, "
-            f"context {config.context} cells; {self.alignment.summary()}"
+            f"context {config.context} cells"
         )
-        self.init_params_ = self._get_init_params(locals())
 
     @classmethod
     def setup_anndata(
@@ -174,35 +93,15 @@ class CellPLM(FoundationModelMixin, BaseModelClass):
 
         Nothing is registered when a key is missing or malformed.
         """
+        setup_method_args = cls._get_setup_method_args(**locals())
         if gene_key is not None and gene_key not in adata.var:
             raise KeyError(f"gene_key={gene_key!r} is not a column of adata.var (columns: {list(adata.var.columns)})")
         sample_labels(adata, batch_key)
         spatial_coordinates(adata, spatial_key, sample_labels(adata, sample_key or batch_key))
-        source = expression_source(adata, layer=layer)
-        if source.is_backed:
-            raise ValueError("CellPLM.setup_anndata needs the matrix in memory; for backed files use scfm.tl.embed")
-        check_values(source.matrix, where=source.label)
-        setup_method_args = cls._get_setup_method_args(**locals())
-        manager = AnnDataManager(
-            fields=[LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False)], setup_method_args=setup_method_args
-        )
-        manager.register_fields(adata, **kwargs)
-        cls.register_manager(manager)
+        cls._check_expression(adata, layer, gene_key)
+        cls._register(adata, setup_method_args, layer, **kwargs)
 
     # -- helpers ----------------------------------------------------------------------------------
-    @property
-    def _setup_args(self) -> dict:
-        return self.adata_manager.registry["setup_args"]
-
-    def _align(self, source) -> GeneAlignment:
-        return align_genes(
-            source.var,
-            self.vocab,
-            gene_key=self._setup_args.get("gene_key"),
-            min_genes=self._min_genes,
-            on_duplicate=self._on_duplicate,
-        )
-
     def _sample_key(self) -> str | None:
         return self._setup_args.get("sample_key") or self._setup_args.get("batch_key")
 
@@ -317,9 +216,7 @@ class CellPLM(FoundationModelMixin, BaseModelClass):
         does not depend on cell order or ``block_size``; it does depend on ``context`` and ``seed`` (which
         cells share a sentence).
         """
-        adata = self.adata if adata is None else adata
-        source = expression_source(adata, layer=self._setup_args.get("layer"))
-        alignment = self.alignment if adata is self.adata else self._align(source)
+        adata, source, alignment = self._source_and_alignment(adata)
         rows = None if indices is None else np.asarray(indices)
         subset = adata if rows is None else adata[rows]
         sentences, coordinates = sentences_of(
@@ -329,8 +226,7 @@ class CellPLM(FoundationModelMixin, BaseModelClass):
             context=context or self.config.context,
             seed=seed,
         )
-        target = resolve_device(device)
-        self.module.to(target)
+        target = self._move_to(device)
         stage_one = cell_features(self.module, source, alignment, block_size=block_size, rows=rows)
         latent = sentence_latents(
             self.module, stage_one.features, sentences, coordinates=coordinates, device=target, progress=progress
@@ -338,94 +234,3 @@ class CellPLM(FoundationModelMixin, BaseModelClass):
         if normalize:
             latent /= np.maximum(np.linalg.norm(latent, axis=1, keepdims=True), 1e-12)
         return latent
-
-    # -- persistence ------------------------------------------------------------------------------
-    def save(
-        self,
-        dir_path: str | os.PathLike,
-        overwrite: bool = False,
-        *,
-        model_card: str | None = None,
-        half_precision: bool = False,
-        **kwargs,
-    ) -> Path:
-        """Write a checkpoint directory (``config.json``, ``vocab.json``, ``model.safetensors``, ``model_card.md``)."""
-        config = self.config
-        card = model_card or (
-            f"# CellPLM checkpoint\n\nFamily: cellplm. {config.n_layers} layers ({config.attention} attention), "
-            f"d_model {config.d_model}, {config.n_genes} genes, context {config.context} cells. "
-            f"Source: {self.checkpoint_name}.\n"
-        )
-        return save_checkpoint(
-            dir_path,
-            config=config.to_dict(),
-            vocab=self.vocab,
-            state_dict=self.module.state_dict(),
-            model_card=card,
-            overwrite=overwrite,
-            half_precision=half_precision,
-        )
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | os.PathLike | PretrainedCellPLM = "cellplm",
-        adata: AnnData | None = None,
-        *,
-        layer: str | None = None,
-        sample_key: str | None = None,
-        batch_key: str | None = None,
-        spatial_key: str | None = None,
-        gene_key: str | None = None,
-        min_genes: int = 50,
-        on_duplicate: Literal["error", "first"] = "error",
-    ) -> CellPLM:
-        """Load a CellPLM checkpoint (a directory, the bundled ``"cellplm"``, or an already loaded one) and align
-        ``adata`` to its vocabulary; ``adata`` is registered with :meth:`setup_anndata` unless it already is.
-        Nothing is downloaded.
-        """
-        if adata is None:
-            raise ValueError(
-                "from_pretrained needs the AnnData to align to the checkpoint; for AnnData-free use call "
-                "scfm.models.cellplm.load_pretrained_cellplm or scfm.tl.embed(adata, model='cellplm')"
-            )
-        pretrained = (
-            name_or_path if isinstance(name_or_path, PretrainedCellPLM) else load_pretrained_cellplm(name_or_path)
-        )
-        cls._register_if_needed(
-            adata,
-            layer=layer,
-            sample_key=sample_key,
-            batch_key=batch_key,
-            spatial_key=spatial_key,
-            gene_key=gene_key,
-        )
-        return cls._from_loaded(pretrained, adata, min_genes=min_genes, on_duplicate=on_duplicate)
-
-    @classmethod
-    def load(
-        cls,
-        dir_path: str | os.PathLike,
-        adata: AnnData | None = None,
-        *,
-        layer: str | None = None,
-        sample_key: str | None = None,
-        batch_key: str | None = None,
-        spatial_key: str | None = None,
-        gene_key: str | None = None,
-        min_genes: int = 50,
-        **kwargs,
-    ) -> CellPLM:
-        """Load a checkpoint directory written by :meth:`save` and align ``adata`` to its vocabulary."""
-        if adata is None:
-            raise ValueError("CellPLM.load needs the AnnData to align to the checkpoint")
-        return cls.from_pretrained(
-            load_pretrained_cellplm(dir_path),
-            adata,
-            layer=layer,
-            sample_key=sample_key,
-            batch_key=batch_key,
-            spatial_key=spatial_key,
-            gene_key=gene_key,
-            min_genes=min_genes,
-        )

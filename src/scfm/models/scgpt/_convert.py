@@ -19,7 +19,8 @@ import torch
 
 from scfm.genes import GeneVocab
 
-from .._checkpoint import CheckpointError, file_sha256, load_weights_strict, read_torch_state_dict, save_checkpoint
+from ..base._checkpoint import CheckpointError, file_sha256, load_weights_strict, read_torch_state_dict, save_checkpoint
+from ..base._pretrained import Pretrained
 from ._config import SCGPTConfig
 from ._module import SCGPTModule
 
@@ -393,3 +394,12 @@ __all__ = [
     "read_reference_checkpoint",
     "write_converted_checkpoint",
 ]
+
+
+def pretrained_from_reference(path: str | os.PathLike, drop: tuple[str, ...] | list[str] = ()) -> Pretrained:
+    """A reference scGPT checkpoint directory converted in memory, as a :class:`~scfm.models.Pretrained`."""
+    converted = convert_scgpt_checkpoint(path, drop)
+    reference = converted.reference
+    return Pretrained(
+        "scgpt", converted.module, converted.vocab, reference.path.name, str(reference.path), reference.weights_sha256
+    )

@@ -1,22 +1,25 @@
-"""Streaming, length-bucketed inference of cell embeddings."""
+"""scGPT inference through the shared streaming loop: cell embeddings or classifier logits."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
 
-from scfm.data import ExpressionSource, iter_row_blocks, length_bucketed_batches, pad_cells
+from scfm.data import ExpressionSource
 from scfm.genes import GeneAlignment
-from scfm.tokenize import BinningConfig, detect_input_kind, tokenize_csr
 
-from .._device import autocast_context
-from .._embedding import EmbeddingResult, l2_normalise
+from ..base import EmbeddingResult, TokenizedBlock, autocast_context, bucketed, in_order, l2_normalise, stream_cells
 from ._config import SCGPTConfig
+from ._data import pad_cells
 from ._module import SCGPTModule
+from ._tokenizer import BinningConfig, CellTokens, tokenize_csr
 
 
 def binning_config(config: SCGPTConfig, max_len: int | None = None) -> BinningConfig:
+    """The tokenizer settings of a model (``max_len`` overrides the checkpoint's context)."""
     return BinningConfig(
         n_bins=config.n_bins,
         max_len=max_len or config.max_len,
@@ -26,7 +29,54 @@ def binning_config(config: SCGPTConfig, max_len: int | None = None) -> BinningCo
     )
 
 
-@torch.inference_mode()
+class SCGPTBlockTokenizer:
+    """``<cls>`` + a cell's expressed known genes with per-cell binned values (see :func:`tokenize_csr`)."""
+
+    def __init__(
+        self,
+        config: SCGPTConfig,
+        column_token_ids: np.ndarray,
+        *,
+        max_len: int | None,
+        device: torch.device,
+        output: str = "embedding",
+        batch_codes: np.ndarray | None = None,
+        pad_to_max_len: bool = False,
+    ) -> None:
+        self.config = config
+        self.binning = binning_config(config, max_len)
+        self.column_token_ids = column_token_ids
+        self.device = device
+        self.output = output
+        self.batch_codes = batch_codes
+        self.pad_to_max_len = pad_to_max_len
+
+    def encode(self, block: sp.csr_matrix, start: int, stop: int, input_kind: str) -> TokenizedBlock:
+        cells = tokenize_csr(block, self.column_token_ids, cls_id=self.config.cls_id, config=self.binning)
+        lengths = np.array([len(cell.gene_ids) for cell in cells])
+        counters = {
+            "n_empty_cells": int((lengths == 1).sum()),
+            "n_subsampled_cells": int(sum(cell.n_expressed > len(cell.gene_ids) - 1 for cell in cells)),
+            "n_tokens": int(lengths.sum()),
+        }
+        return TokenizedBlock(cells, lengths, counters)
+
+    def collate(self, items: Sequence[CellTokens]) -> dict[str, torch.Tensor]:
+        gene_ids, values = pad_cells(items, pad_id=self.config.pad_id, pad_value=self.config.pad_value)
+        extra = self.binning.max_len - gene_ids.shape[1] if self.pad_to_max_len else 0
+        if extra > 0:
+            gene_ids = torch.nn.functional.pad(gene_ids, (0, extra), value=self.config.pad_id)
+            values = torch.nn.functional.pad(values, (0, extra), value=self.config.pad_value)
+        return {"gene_ids": gene_ids, "values": values}
+
+    def forward(self, module: SCGPTModule, batch: dict[str, torch.Tensor], positions: np.ndarray):
+        codes = None if self.batch_codes is None else torch.as_tensor(self.batch_codes[positions], device=self.device)
+        with autocast_context(self.device):
+            if self.output == "embedding":
+                return {"embedding": module.embed(batch["gene_ids"], batch["values"], codes)}
+            return {"logits": module.classify(batch["gene_ids"], batch["values"], codes)}
+
+
 def embed_cells(
     module: SCGPTModule,
     source: ExpressionSource,
@@ -57,52 +107,37 @@ def embed_cells(
     if output not in ("embedding", "logits"):
         raise ValueError(f"output must be 'embedding' or 'logits', got {output!r}")
     config = module.config
-    tokenizer = binning_config(config, max_len)
-    if column_token_ids is None:
-        column_token_ids = alignment.column_token_ids()
-    n_obs = source.n_obs if rows is None else len(rows)
+    tokenizer = SCGPTBlockTokenizer(
+        config,
+        alignment.column_token_ids() if column_token_ids is None else column_token_ids,
+        max_len=max_len,
+        device=device,
+        output=output,
+        batch_codes=batch_codes,
+        pad_to_max_len=not bucketing,
+    )
     width = config.d_model if output == "embedding" else len(config.label_categories)
-    embeddings = np.zeros((n_obs, width), dtype=np.float32)
-    input_kind = None
-    n_empty = n_subsampled = n_tokens = 0
-    module.eval()
-    bar = tqdm(total=n_obs, desc="scfm embed", unit="cell", disable=not progress)
-    for start, stop, block in iter_row_blocks(source.matrix, block_size, rows):
-        if input_kind is None:
-            input_kind = detect_input_kind(block)
-        cells = tokenize_csr(block, column_token_ids, cls_id=config.cls_id, config=tokenizer)
-        lengths = np.array([len(cell.gene_ids) for cell in cells])
-        n_empty += int((lengths == 1).sum())
-        n_subsampled += sum(cell.n_expressed > len(cell.gene_ids) - 1 for cell in cells)
-        n_tokens += int(lengths.sum())
-        batches = (
-            length_bucketed_batches(lengths, batch_size)
-            if bucketing
-            else [np.arange(i, min(i + batch_size, len(cells))) for i in range(0, len(cells), batch_size)]
-        )
-        for batch in batches:
-            chosen = [cells[i] for i in batch]
-            gene_ids, values = pad_cells(chosen, pad_id=config.pad_id, pad_value=config.pad_value)
-            if not bucketing:
-                gene_ids, values = _pad_to(gene_ids, values, tokenizer.max_len, config)
-            codes = None if batch_codes is None else torch.as_tensor(batch_codes[start + batch], device=device)
-            with autocast_context(device):
-                if output == "embedding":
-                    result = module.embed(gene_ids.to(device), values.to(device), codes)
-                else:
-                    result = module.classify(gene_ids.to(device), values.to(device), codes)
-            embeddings[start + batch] = result.float().cpu().numpy()
-        bar.update(stop - start)
-    bar.close()
+    result = stream_cells(
+        module,
+        source,
+        tokenizer,
+        {output: width},
+        device=device,
+        batch_size=batch_size,
+        block_size=block_size,
+        rows=rows,
+        batching=bucketed if bucketing else in_order,
+        progress=progress,
+        desc="scfm embed",
+    )
+    embeddings = result.outputs[output]
     if normalize and output == "embedding":
         l2_normalise(embeddings)
-    return EmbeddingResult(embeddings, input_kind or "counts", n_empty, int(n_subsampled), n_tokens)
-
-
-def _pad_to(gene_ids: torch.Tensor, values: torch.Tensor, length: int, config: SCGPTConfig):
-    extra = length - gene_ids.shape[1]
-    if extra <= 0:
-        return gene_ids, values
-    gene_ids = torch.nn.functional.pad(gene_ids, (0, extra), value=config.pad_id)
-    values = torch.nn.functional.pad(values, (0, extra), value=config.pad_value)
-    return gene_ids, values
+    counters = result.counters
+    return EmbeddingResult(
+        embeddings,
+        result.input_kind,
+        counters.get("n_empty_cells", 0),
+        counters.get("n_subsampled_cells", 0),
+        counters.get("n_tokens", 0),
+    )

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -15,83 +13,21 @@ import torch
 from anndata import AnnData
 from lightning.fabric.utilities.seed import seed_everything
 from scvi import REGISTRY_KEYS
-from scvi.data import AnnDataManager
-from scvi.data.fields import CategoricalObsField, LayerField
-from scvi.model.base import BaseModelClass
+from scvi.data.fields import CategoricalObsField
 
-from scfm.data import (
-    CellDataModule,
-    MaskedValueCollator,
-    TokenizedCellDataset,
-    expressed_gene_counts,
-    expression_source,
-)
-from scfm.genes import GeneVocab, align_genes, vocabulary_genes
+from scfm.data import CellDataModule, expressed_gene_counts
+from scfm.genes import GeneVocab
 from scfm.tokenize import check_values
 from scfm.train import WarmupCosineTrainingPlan
 
-from .._base import FoundationModelMixin
-from .._checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights_strict, save_checkpoint
-from .._device import resolve_device
+from ..base import FoundationModel, Pretrained, load_pretrained
 from ._config import SCGPTConfig
-from ._convert import convert_scgpt_checkpoint, is_reference_checkpoint_dir
+from ._convert import pretrained_from_reference
+from ._data import MaskedValueCollator, TokenizedCellDataset
 from ._embed import binning_config, embed_cells
-from ._module import SCGPTModule
 
 
-@dataclass
-class PretrainedSCGPT:
-    """A loaded scGPT-family checkpoint, independent of any AnnData."""
-
-    module: SCGPTModule
-    vocab: GeneVocab
-    name: str
-    path: str
-    sha256: str
-
-
-def load_pretrained_module(name_or_path: str | os.PathLike | None = None) -> PretrainedSCGPT:
-    """Load a checkpoint directory (or a bundled name) into an :class:`SCGPTModule` in eval mode.
-
-    A directory of the reference scGPT code (``best_model.pt``, ``args.json``, ``vocab.json``) is converted in
-    memory (see :func:`~scfm.models.scgpt.convert_scgpt_checkpoint`); ``scfm convert scgpt`` saves the
-    conversion once instead.
-    """
-    if name_or_path is not None and is_reference_checkpoint_dir(name_or_path):
-        return _pretrained_from_reference(name_or_path)
-    return scgpt_from_checkpoint(load_checkpoint(name_or_path))
-
-
-def scgpt_from_checkpoint(checkpoint: Checkpoint) -> PretrainedSCGPT:
-    """Build the :class:`SCGPTModule` of an already read checkpoint, in eval mode."""
-    if checkpoint.family != "scgpt":
-        raise CheckpointError(f"{checkpoint.path} holds a {checkpoint.family!r} model, not an scGPT one")
-    try:
-        config = SCGPTConfig.from_dict(checkpoint.config)
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{checkpoint.path / 'config.json'} is not a valid SCGPT config: {err}") from err
-    if config.n_tokens != len(checkpoint.vocab):
-        raise CheckpointError(
-            f"config.json says n_tokens={config.n_tokens} but vocab.json has {len(checkpoint.vocab)} tokens "
-            f"in {str(checkpoint.path)!r}"
-        )
-    if (config.pad_id, config.cls_id) != (checkpoint.vocab.pad_id, checkpoint.vocab.cls_id):
-        raise CheckpointError(f"pad/cls ids in config.json and vocab.json disagree in {str(checkpoint.path)!r}")
-    module = SCGPTModule(config)
-    load_weights_strict(module, checkpoint.state_dict, str(checkpoint.path / "model.safetensors"))
-    module.eval()
-    return PretrainedSCGPT(module, checkpoint.vocab, checkpoint.name, str(checkpoint.path), checkpoint.sha256)
-
-
-def _pretrained_from_reference(path: str | os.PathLike, drop: tuple[str, ...] | list[str] = ()) -> PretrainedSCGPT:
-    converted = convert_scgpt_checkpoint(path, drop)
-    reference = converted.reference
-    return PretrainedSCGPT(
-        converted.module, converted.vocab, reference.path.name, str(reference.path), reference.weights_sha256
-    )
-
-
-class SCGPT(FoundationModelMixin, BaseModelClass):
+class SCGPT(FoundationModel):
     """scGPT (Cui et al. 2024): gene tokens with binned values, a ``<cls>`` cell token, a transformer encoder.
 
     Parameters
@@ -116,56 +52,26 @@ class SCGPT(FoundationModelMixin, BaseModelClass):
     >>> adata.obsm["X_scgpt"] = model.get_latent_representation()
     """
 
-    def __init__(
-        self,
-        adata: AnnData,
-        *,
-        vocab: GeneVocab | None = None,
-        config: SCGPTConfig | None = None,
-        min_genes: int = 50,
-        on_duplicate: Literal["error", "first"] = "error",
-        use_batch_embeddings: bool = False,
-        **config_kwargs,
-    ) -> None:
-        super().__init__(adata)
-        setup_args = self.adata_manager.registry["setup_args"]
-        source = expression_source(adata, layer=setup_args.get("layer"))
-        if vocab is None:
-            vocab = GeneVocab(vocabulary_genes(source.var, setup_args.get("gene_key")))
-        self.vocab = vocab
-        self.alignment = align_genes(
-            source.var, vocab, gene_key=setup_args.get("gene_key"), min_genes=min_genes, on_duplicate=on_duplicate
+    family_name = "scgpt"
+
+    def _new_config(self, vocab: GeneVocab, *, use_batch_embeddings: bool = False, **config_kwargs) -> SCGPTConfig:
+        uses_batches = use_batch_embeddings or any(
+            config_kwargs.get(k) for k in ("batch_discriminator", "domain_batchnorm")
         )
-        if config is None:
-            uses_batches = use_batch_embeddings or any(
-                config_kwargs.get(k) for k in ("batch_discriminator", "domain_batchnorm")
+        if uses_batches and self._setup_args.get("batch_key") is None:
+            raise ValueError(
+                "batch embeddings, the batch discriminator and batch norm need setup_anndata(batch_key=...)"
             )
-            if uses_batches and setup_args.get("batch_key") is None:
-                raise ValueError(
-                    "batch embeddings, the batch discriminator and batch norm need setup_anndata(batch_key=...)"
-                )
-            categories = self._registered_batches() if uses_batches else []
-            config = SCGPTConfig(
-                n_tokens=len(vocab),
-                pad_id=vocab.pad_id,
-                cls_id=vocab.cls_id,
-                n_batches=len(categories),
-                batch_categories=categories,
-                batch_embedding=use_batch_embeddings,
-                **config_kwargs,
-            )
-        elif config.n_tokens != len(vocab):
-            raise ValueError(f"config.n_tokens={config.n_tokens} does not match the vocabulary size {len(vocab)}")
-        self.config = config
-        self.module = SCGPTModule(config)
-        self.checkpoint_name = "untrained"
-        self.checkpoint_sha256 = ""
-        self._min_genes, self._on_duplicate = min_genes, on_duplicate
-        self._model_summary_string = (
-            f"SCGPT: {config.n_layers} layers, d_model {config.d_model}, {config.n_heads} heads, "
-            f"{len(vocab)} tokens; {self.alignment.summary()}"
+        categories = self._registered_batches() if uses_batches else []
+        return SCGPTConfig(
+            n_tokens=len(vocab),
+            pad_id=vocab.pad_id,
+            cls_id=vocab.cls_id,
+            n_batches=len(categories),
+            batch_categories=categories,
+            batch_embedding=use_batch_embeddings,
+            **config_kwargs,
         )
-        self.init_params_ = self._get_init_params(locals())
 
     def _registered_batches(self) -> list[str]:
         mapping = self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping
@@ -181,7 +87,7 @@ class SCGPT(FoundationModelMixin, BaseModelClass):
             was not trained on (they have no embedding or normalisation statistics).
         """
         adata = self.adata if adata is None else adata
-        batch_key = self.adata_manager.registry["setup_args"].get("batch_key")
+        batch_key = self._setup_args.get("batch_key")
         if self.config.n_batches == 0:
             raise ValueError("this model has no batch-specific parts")
         if batch_key is None or batch_key not in adata.obs:
@@ -195,7 +101,7 @@ class SCGPT(FoundationModelMixin, BaseModelClass):
     def label_codes(self, adata: AnnData | None = None) -> np.ndarray:
         """Index of every cell's label in ``config.label_categories`` (``-1``: missing or unknown label)."""
         adata = self.adata if adata is None else adata
-        labels_key = self.adata_manager.registry["setup_args"].get("labels_key")
+        labels_key = self._setup_args.get("labels_key")
         if not self.config.label_categories:
             raise ValueError("this model has no classification head (config.label_categories is empty)")
         if labels_key is None or labels_key not in adata.obs:
@@ -229,24 +135,16 @@ class SCGPT(FoundationModelMixin, BaseModelClass):
             Column of ``adata.var`` holding gene symbols (``None`` = ``var_names``, with auto-detection of
             common symbol columns when var_names are Ensembl ids).
         """
+        setup_method_args = cls._get_setup_method_args(**locals())
         for key, name in ((batch_key, "batch_key"), (labels_key, "labels_key")):
             if key is not None and key not in adata.obs:
                 raise KeyError(f"{name}={key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)})")
-        if gene_key is not None and gene_key not in adata.var:
-            raise KeyError(f"gene_key={gene_key!r} is not a column of adata.var (columns: {list(adata.var.columns)})")
-        source = expression_source(adata, layer=layer)
-        if source.is_backed:
-            raise ValueError("SCGPT.setup_anndata needs the matrix in memory; use scfm.tl.embed for backed AnnData")
-        check_values(source.matrix, where=source.label)
-        setup_method_args = cls._get_setup_method_args(**locals())
+        cls._check_expression(adata, layer, gene_key)
         fields = [
-            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
             CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
             CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
         ]
-        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        adata_manager.register_fields(adata, **kwargs)
-        cls.register_manager(adata_manager)
+        cls._register(adata, setup_method_args, layer, fields, **kwargs)
 
     # -- training --------------------------------------------------------------------------------
     def train(
@@ -443,24 +341,13 @@ class SCGPT(FoundationModelMixin, BaseModelClass):
     ) -> np.ndarray:
         """Cell embeddings or classifier logits of ``adata`` (aligned to the vocabulary unless it is the training
         data), streamed through :func:`embed_cells`."""
-        setup_args = self.adata_manager.registry["setup_args"]
-        source = expression_source(adata, layer=setup_args.get("layer"))
-        alignment = self.alignment
-        if adata is not self.adata:
-            alignment = align_genes(
-                source.var,
-                self.vocab,
-                gene_key=setup_args.get("gene_key"),
-                min_genes=self._min_genes,
-                on_duplicate=self._on_duplicate,
-            )
+        adata, source, alignment = self._source_and_alignment(adata)
         rows = None if indices is None else np.asarray(indices)
         batch_codes = None
         if self.config.domain_batchnorm:
             codes = self.batch_codes(adata)
             batch_codes = codes if rows is None else codes[rows]
-        target = resolve_device(device)
-        self.module.to(target)
+        target = self._move_to(device)
         result = embed_cells(
             self.module,
             source,
@@ -508,64 +395,6 @@ class SCGPT(FoundationModelMixin, BaseModelClass):
         names = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
         return pd.DataFrame(probabilities, index=names, columns=self.config.label_categories)
 
-    # -- persistence -----------------------------------------------------------------------------
-    def save(
-        self,
-        dir_path: str | os.PathLike,
-        overwrite: bool = False,
-        *,
-        model_card: str | None = None,
-        half_precision: bool = False,
-        **kwargs,
-    ) -> Path:
-        """Write a checkpoint directory (``config.json``, ``vocab.json``, ``model.safetensors``, ``model_card.md``)."""
-        card = model_card or _default_card(self)
-        return save_checkpoint(
-            dir_path,
-            config=self.config.to_dict(),
-            vocab=self.vocab,
-            state_dict=self.module.state_dict(),
-            model_card=card,
-            overwrite=overwrite,
-            half_precision=half_precision,
-        )
-
-    @classmethod
-    def load(cls, dir_path: str | os.PathLike, adata: AnnData | None = None, **kwargs) -> SCGPT:
-        """Load a checkpoint directory for ``adata`` (same as :meth:`from_pretrained`)."""
-        return cls.from_pretrained(dir_path, adata, **kwargs)
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | os.PathLike | PretrainedSCGPT | None = "default",
-        adata: AnnData | None = None,
-        *,
-        layer: str | None = None,
-        gene_key: str | None = None,
-        batch_key: str | None = None,
-        labels_key: str | None = None,
-        min_genes: int = 50,
-        on_duplicate: Literal["error", "first"] = "error",
-    ) -> SCGPT:
-        """Load a checkpoint (a directory, a bundled name such as ``"default"``, or an already loaded one) and
-        align ``adata`` to it.
-
-        ``adata`` is registered with :meth:`setup_anndata` (using ``layer``, ``gene_key``, ...) unless it
-        already is. Nothing is downloaded.
-        """
-        if adata is None:
-            raise ValueError(
-                "from_pretrained needs the AnnData to align to the checkpoint; for AnnData-free use call "
-                "scfm.models.scgpt.load_pretrained_module or scfm.tl.embed"
-            )
-        if isinstance(name_or_path, PretrainedSCGPT):
-            pretrained = name_or_path
-        else:
-            pretrained = load_pretrained_module(name_or_path)
-        cls._register_if_needed(adata, layer=layer, batch_key=batch_key, labels_key=labels_key, gene_key=gene_key)
-        return cls._from_loaded(pretrained, adata, min_genes=min_genes, on_duplicate=on_duplicate)
-
     @classmethod
     def from_scgpt_checkpoint(
         cls,
@@ -596,7 +425,7 @@ class SCGPT(FoundationModelMixin, BaseModelClass):
             ``"flag_encoder"``); any other tensor without an scfm counterpart is an error.
         """
         return cls.from_pretrained(
-            _pretrained_from_reference(source_dir, drop),
+            pretrained_from_reference(source_dir, drop),
             adata,
             layer=layer,
             gene_key=gene_key,
@@ -609,7 +438,7 @@ class SCGPT(FoundationModelMixin, BaseModelClass):
     @classmethod
     def for_finetuning(
         cls,
-        pretrained: str | os.PathLike | PretrainedSCGPT | SCGPT | None,
+        pretrained: str | os.PathLike | Pretrained | SCGPT | None,
         adata: AnnData,
         *,
         layer: str | None = None,
@@ -644,15 +473,9 @@ class SCGPT(FoundationModelMixin, BaseModelClass):
             Classes of a classification head (e.g. the reference's cell types).
         """
         if isinstance(pretrained, SCGPT):
-            pretrained = PretrainedSCGPT(
-                pretrained.module,
-                pretrained.vocab,
-                pretrained.checkpoint_name,
-                "in-memory model",
-                pretrained.checkpoint_sha256 or "none",
-            )
-        elif not isinstance(pretrained, PretrainedSCGPT):
-            pretrained = load_pretrained_module(pretrained)
+            pretrained = pretrained.pretrained
+        elif not isinstance(pretrained, Pretrained):
+            pretrained = load_pretrained(pretrained, family="scgpt")
         cls._register_if_needed(adata, layer=layer, batch_key=batch_key, labels_key=labels_key, gene_key=gene_key)
         base = pretrained.module.config
         uses_batches = use_batch_embeddings or batch_discriminator or domain_batchnorm
@@ -683,20 +506,6 @@ class SCGPT(FoundationModelMixin, BaseModelClass):
         model.checkpoint_sha256 = pretrained.sha256
         model.module.eval()
         return model
-
-
-def _default_card(model: SCGPT) -> str:
-    config = model.config
-    n_params = sum(p.numel() for p in model.module.parameters())
-    return (
-        "# scfm SCGPT checkpoint\n\n"
-        f"- family: scgpt\n- parameters: {n_params:,}\n- vocabulary: {len(model.vocab)} tokens\n"
-        f"- layers {config.n_layers}, d_model {config.d_model}, heads {config.n_heads}, max_len {config.max_len}\n"
-        f"- origin: {model.checkpoint_name}\n"
-    )
-
-
-__all__ = ["SCGPT", "PretrainedSCGPT", "load_pretrained_module"]
 
 
 def _codes(values: pd.Series, categories: list[str], where: str, what: str) -> np.ndarray:

@@ -20,7 +20,7 @@ from scfm.nn import (
     generative_attention_mask,
     padding_attention_mask,
 )
-from scfm.train._objectives import elastic_cell_similarity, masked_mse, masked_zero_bce
+from scfm.nn._losses import elastic_cell_similarity, masked_mse, masked_zero_bce
 
 from ._config import SCGPTConfig
 

@@ -1,22 +1,62 @@
 """scMulan family: c-sentences of (entity, value) words, a causal decoder with next-entity and value heads,
 zero-shot annotation by generation and conditional cell generation."""
 
+from ..base import register_family
 from ._config import SCMulanConfig
-from ._infer import NoKnownGenesError
-from ._model import SCMulan, load_pretrained_scmulan, scmulan_from_checkpoint
+from ._data import ENTITIES, ENTITY_TARGET, METADATA_TARGET, VALUE_TARGET, VALUES, CellWordsDataset, CSentenceCollator
+from ._family import SCMulanFamily
+from ._infer import AnnotationPromptTokenizer, annotation_pass
+from ._model import SCMulan, is_missing_term, metadata_terms_of
 from ._module import SCMulanModule, sentence_attention_mask
-from ._tasks import PretrainedSCMulan, TermPrediction, generate_anndata, predict_terms
+from ._tasks import generate_anndata, predict_terms
+from ._tokenizer import (
+    ANNOTATE,
+    GENERATE,
+    CSentence,
+    CSentenceVocab,
+    LevelScheme,
+    annotation_sentence,
+    cell_gene_words,
+    generation_prompt,
+    generation_sentence,
+    ordered_gene_words,
+    query_token,
+    read_sentence,
+    row_gene_words,
+)
+
+register_family(SCMulanFamily())
 
 __all__ = [
-    "NoKnownGenesError",
-    "PretrainedSCMulan",
+    "ANNOTATE",
+    "ENTITIES",
+    "ENTITY_TARGET",
+    "GENERATE",
+    "METADATA_TARGET",
+    "VALUES",
+    "VALUE_TARGET",
+    "AnnotationPromptTokenizer",
+    "CSentence",
+    "CSentenceCollator",
+    "CSentenceVocab",
+    "CellWordsDataset",
+    "LevelScheme",
     "SCMulan",
     "SCMulanConfig",
+    "SCMulanFamily",
     "SCMulanModule",
-    "TermPrediction",
+    "annotation_pass",
+    "annotation_sentence",
+    "cell_gene_words",
     "generate_anndata",
-    "load_pretrained_scmulan",
+    "generation_prompt",
+    "generation_sentence",
+    "is_missing_term",
+    "metadata_terms_of",
+    "ordered_gene_words",
     "predict_terms",
-    "scmulan_from_checkpoint",
+    "query_token",
+    "read_sentence",
+    "row_gene_words",
     "sentence_attention_mask",
 ]

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from scfm.tokenize import CSentenceVocab, LevelScheme
-
-from .._base import ConfigDict
+from ..base._config import ConfigDict
+from ._tokenizer import CSentenceVocab, LevelScheme
 
 FAMILY = "scmulan"
 

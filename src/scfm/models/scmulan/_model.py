@@ -1,61 +1,28 @@
-"""``SCMulan``: the scvi-tools model class of the scMulan family, and AnnData-free loading of its checkpoints."""
+"""``SCMulan``: the scvi-tools model class of the scMulan family."""
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 from lightning.fabric.utilities.seed import seed_everything
-from scvi import REGISTRY_KEYS
-from scvi.data import AnnDataManager
-from scvi.data.fields import LayerField
-from scvi.model.base import BaseModelClass
 
-from scfm.data import CellDataModule, CellWordsDataset, CSentenceCollator, expressed_gene_counts, expression_source
-from scfm.genes import GeneAlignment, GeneVocab, align_genes, vocabulary_genes
+from scfm.data import CellDataModule, expressed_gene_counts, expression_source
+from scfm.genes import GeneVocab
 from scfm.tokenize import check_values, detect_input_kind, normalised_log_values
 from scfm.train import WarmupCosineTrainingPlan
 
-from .._base import FoundationModelMixin
-from .._checkpoint import (
-    Checkpoint,
-    decoder_vocab_problem,
-    load_checkpoint,
-    module_from_checkpoint,
-    save_checkpoint,
-)
-from .._device import resolve_device
+from ..base import FoundationModel, Pretrained
 from ._config import SCMulanConfig
+from ._data import CellWordsDataset, CSentenceCollator
 from ._infer import annotation_pass
-from ._module import SCMulanModule
-from ._tasks import PretrainedSCMulan, TermPrediction, generate_anndata, predict_terms
+from ._tasks import TermPrediction, generate_anndata, predict_terms
 
 MISSING_TERMS = frozenset({"", "nan", "none", "unknown", "na", "n/a"})
-
-
-def scmulan_from_checkpoint(checkpoint: Checkpoint) -> PretrainedSCMulan:
-    """Build the :class:`SCMulanModule` of an already read checkpoint, in eval mode."""
-    module = module_from_checkpoint(
-        checkpoint,
-        family="scmulan",
-        label="an scMulan",
-        config_cls=SCMulanConfig,
-        module_cls=SCMulanModule,
-        vocab_problem=decoder_vocab_problem("n_gene_tokens"),
-    )
-    return PretrainedSCMulan(module, checkpoint.vocab, checkpoint.name, str(checkpoint.path), checkpoint.sha256)
-
-
-def load_pretrained_scmulan(name_or_path: str | os.PathLike = "scmulan") -> PretrainedSCMulan:
-    """Load an scMulan checkpoint directory (or the bundled ``"scmulan"``) without an AnnData. Nothing is downloaded."""
-    return scmulan_from_checkpoint(load_checkpoint(name_or_path))
 
 
 def is_missing_term(value: str) -> bool:
@@ -77,7 +44,7 @@ def _names(adata: AnnData, indices: np.ndarray | None) -> np.ndarray:
     return names if indices is None else names[np.asarray(indices)]
 
 
-class SCMulan(FoundationModelMixin, BaseModelClass):
+class SCMulan(FoundationModel):
     """scMulan (Bian et al. 2024): a cell is a c-sentence of (entity, value) words (its expressed genes with
     expression levels, its metadata terms, task tokens); a causal decoder predicts the next entity and its value.
 
@@ -101,52 +68,39 @@ class SCMulan(FoundationModelMixin, BaseModelClass):
         Settings of :class:`SCMulanConfig` (``d_model``, ``n_layers``, ``max_len``, ``n_levels``, ...).
     """
 
-    def __init__(
-        self,
-        adata: AnnData,
-        *,
-        vocab: GeneVocab | None = None,
-        config: SCMulanConfig | None = None,
-        min_genes: int = 50,
-        on_duplicate: Literal["error", "first"] = "error",
-        **config_kwargs,
-    ) -> None:
-        super().__init__(adata)
-        setup = self.adata_manager.registry["setup_args"]
-        source = expression_source(adata, layer=setup.get("layer"))
-        if vocab is None:
-            vocab = GeneVocab(vocabulary_genes(source.var, setup.get("gene_key")))
+    family_name = "scmulan"
+
+    def _check_vocab(self, vocab: GeneVocab) -> None:
         if vocab.eoc_id is None:
             raise ValueError("the vocabulary has no '<eoc>' token, which scMulan needs to close a cell's genes")
-        self.vocab = vocab
-        self.alignment = align_genes(
-            source.var, vocab, gene_key=setup.get("gene_key"), min_genes=min_genes, on_duplicate=on_duplicate
+
+    def _new_config(self, vocab: GeneVocab, **config_kwargs) -> SCMulanConfig:
+        metadata_keys = dict(self._setup_args.get("metadata_keys") or {})
+        return SCMulanConfig(
+            n_gene_tokens=len(vocab),
+            metadata_terms=metadata_terms_of(self.adata.obs, metadata_keys),
+            pad_id=vocab.pad_id,
+            begin_id=vocab.cls_id,
+            end_id=vocab.eoc_id,
+            **config_kwargs,
         )
-        metadata_keys = dict(setup.get("metadata_keys") or {})
-        if config is None:
-            config = SCMulanConfig(
-                n_gene_tokens=len(vocab),
-                metadata_terms=metadata_terms_of(adata.obs, metadata_keys),
-                pad_id=vocab.pad_id,
-                begin_id=vocab.cls_id,
-                end_id=vocab.eoc_id,
-                **config_kwargs,
-            )
-        elif config.n_gene_tokens != len(vocab):
-            raise ValueError(
-                f"config.n_gene_tokens={config.n_gene_tokens} does not match the vocabulary ({len(vocab)})"
-            )
-        self.config = config
-        self.module = SCMulanModule(config)
-        self.checkpoint_name = "untrained"
-        self.checkpoint_sha256 = ""
-        self._min_genes, self._on_duplicate = min_genes, on_duplicate
+
+    def _summary(self) -> str:
+        config = self.config
         keys = ", ".join(f"{k} ({len(config.metadata_terms[k])} terms)" for k in config.metadata_keys) or "none"
-        self._model_summary_string = (
-            f"SCMulan: {config.n_layers} layers, d_model {config.d_model}, {config.n_heads} heads, {len(vocab)} gene "
-            f"tokens, metadata keys: {keys}; {self.alignment.summary()}"
+        return (
+            f"SCMulan: {config.n_layers} layers, d_model {config.d_model}, {config.n_heads} heads, {len(self.vocab)} "
+            f"gene tokens, context {config.max_len} words, {config.n_levels} expression levels, metadata keys: {keys}"
         )
-        self.init_params_ = self._get_init_params(locals())
+
+    @classmethod
+    def _check_pretrained_for(cls, pretrained: Pretrained, adata: AnnData) -> None:
+        registered = dict(cls._get_most_recent_anndata_manager(adata).registry["setup_args"].get("metadata_keys") or {})
+        unknown = sorted(set(registered) - set(pretrained.config.metadata_terms))
+        if unknown:
+            raise KeyError(
+                f"metadata_keys {unknown} are not keys of the checkpoint (keys: {pretrained.config.metadata_keys})"
+            )
 
     @classmethod
     def setup_anndata(
@@ -169,8 +123,7 @@ class SCMulan(FoundationModelMixin, BaseModelClass):
         gene_key
             ``var`` column with gene symbols (default: ``var_names``).
         """
-        if gene_key is not None and gene_key not in adata.var:
-            raise KeyError(f"gene_key={gene_key!r} is not a column of adata.var (columns: {list(adata.var.columns)})")
+        setup_method_args = cls._get_setup_method_args(**locals())
         metadata_keys = dict(metadata_keys or {})
         missing = {k: c for k, c in metadata_keys.items() if c not in adata.obs}
         if missing:
@@ -180,21 +133,13 @@ class SCMulan(FoundationModelMixin, BaseModelClass):
         bad_keys = [k for k in metadata_keys if not isinstance(k, str) or not k or "<" in k or ">" in k]
         if bad_keys:
             raise ValueError(f"metadata keys must be non-empty strings without '<' or '>', got {bad_keys}")
-        source = expression_source(adata, layer=layer)
-        if source.is_backed:
-            raise ValueError("SCMulan.setup_anndata needs the matrix in memory")
-        check_values(source.matrix, where=source.label)
-        setup_method_args = cls._get_setup_method_args(**locals())
-        manager = AnnDataManager(
-            fields=[LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False)], setup_method_args=setup_method_args
-        )
-        manager.register_fields(adata, **kwargs)
-        cls.register_manager(manager)
+        cls._check_expression(adata, layer, gene_key)
+        cls._register(adata, setup_method_args, layer, **kwargs)
 
     # -- training ------------------------------------------------------------------------------
     def _term_ids(self) -> np.ndarray:
         """``(n_obs, n_keys)`` term entity ids of the registered metadata (``-1``: no term or unknown term)."""
-        metadata_keys = dict(self.adata_manager.registry["setup_args"].get("metadata_keys") or {})
+        metadata_keys = dict(self._setup_args.get("metadata_keys") or {})
         vocab = self.config.sentence_vocab()
         ids = np.full((self.adata.n_obs, len(vocab.keys)), -1, dtype=np.int64)
         for j, key in enumerate(vocab.keys):
@@ -310,26 +255,6 @@ class SCMulan(FoundationModelMixin, BaseModelClass):
         )
 
     # -- inference -----------------------------------------------------------------------------
-    def _as_pretrained(self) -> PretrainedSCMulan:
-        return PretrainedSCMulan(
-            self.module, self.vocab, self.checkpoint_name, "in-memory model", self.checkpoint_sha256 or "none"
-        )
-
-    def _source_and_alignment(self, adata: AnnData | None) -> tuple[AnnData, object, GeneAlignment]:
-        adata = self.adata if adata is None else adata
-        setup = self.adata_manager.registry["setup_args"]
-        source = expression_source(adata, layer=setup.get("layer"))
-        if adata is self.adata:
-            return adata, source, self.alignment
-        alignment = align_genes(
-            source.var,
-            self.vocab,
-            gene_key=setup.get("gene_key"),
-            min_genes=self._min_genes,
-            on_duplicate=self._on_duplicate,
-        )
-        return adata, source, alignment
-
     def predict_metadata(
         self,
         adata: AnnData | None = None,
@@ -359,7 +284,7 @@ class SCMulan(FoundationModelMixin, BaseModelClass):
         adata, source, alignment = self._source_and_alignment(adata)
         keys = list(self.config.metadata_keys) if keys is None else list(keys)
         predictions, _ = predict_terms(
-            self._as_pretrained(),
+            self.pretrained,
             source,
             alignment,
             keys,
@@ -422,7 +347,7 @@ class SCMulan(FoundationModelMixin, BaseModelClass):
         """Generate ``n_cells`` cells for the metadata prompt ``conditions`` (key -> term); see
         :func:`scfm.tl.generate`."""
         return generate_anndata(
-            self._as_pretrained(),
+            self.pretrained,
             n_cells,
             conditions,
             seed=seed,
@@ -430,100 +355,4 @@ class SCMulan(FoundationModelMixin, BaseModelClass):
             top_k=top_k,
             batch_size=batch_size,
             device=self._move_to(device),
-        )
-
-    def _move_to(self, device: str):
-        target = resolve_device(device)
-        self.module.to(target)
-        return target
-
-    # -- checkpoints ---------------------------------------------------------------------------
-    def save(
-        self,
-        dir_path: str | os.PathLike,
-        overwrite: bool = False,
-        *,
-        model_card: str | None = None,
-        half_precision: bool = False,
-        **kwargs,
-    ) -> Path:
-        """Write a checkpoint directory (``config.json``, ``vocab.json``, ``model.safetensors``, ``model_card.md``).
-
-        ``half_precision`` stores float16 weights (half the size; loaded back as float32).
-        """
-        config = self.config
-        keys = ", ".join(f"{k} ({len(config.metadata_terms[k])} terms)" for k in config.metadata_keys) or "none"
-        card = model_card or (
-            f"# scMulan checkpoint\n\nFamily: scmulan. {config.n_layers} layers, d_model {config.d_model}, "
-            f"{len(self.vocab)} gene tokens, context {config.max_len} words, {config.n_levels} expression levels. "
-            f"Metadata keys: {keys}. Source: {self.checkpoint_name}.\n"
-        )
-        return save_checkpoint(
-            dir_path,
-            config=config.to_dict(),
-            vocab=self.vocab,
-            state_dict=self.module.state_dict(),
-            model_card=card,
-            overwrite=overwrite,
-            half_precision=half_precision,
-        )
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | os.PathLike | PretrainedSCMulan = "scmulan",
-        adata: AnnData | None = None,
-        *,
-        layer: str | None = None,
-        metadata_keys: Mapping[str, str] | None = None,
-        gene_key: str | None = None,
-        min_genes: int = 50,
-        on_duplicate: Literal["error", "first"] = "error",
-    ) -> SCMulan:
-        """Load an scMulan checkpoint (a directory, the bundled ``"scmulan"``, or an already loaded one) and align
-        ``adata`` to its vocabulary.
-
-        ``adata`` is registered with :meth:`setup_anndata` (``layer``, ``metadata_keys``, ``gene_key``) unless it
-        already is. Nothing is downloaded.
-        """
-        if adata is None:
-            raise ValueError(
-                "from_pretrained needs the AnnData to align to the checkpoint; for AnnData-free use call "
-                "scfm.tl.generate(model='scmulan', ...) or scfm.models.scmulan.load_pretrained_scmulan"
-            )
-        pretrained = (
-            name_or_path if isinstance(name_or_path, PretrainedSCMulan) else load_pretrained_scmulan(name_or_path)
-        )
-        cls._register_if_needed(adata, layer=layer, metadata_keys=metadata_keys, gene_key=gene_key)
-        registered = dict(cls._get_most_recent_anndata_manager(adata).registry["setup_args"].get("metadata_keys") or {})
-        unknown = sorted(set(registered) - set(pretrained.module.config.metadata_terms))
-        if unknown:
-            raise KeyError(
-                f"metadata_keys {unknown} are not keys of the checkpoint "
-                f"(keys: {pretrained.module.config.metadata_keys})"
-            )
-        return cls._from_loaded(pretrained, adata, min_genes=min_genes, on_duplicate=on_duplicate)
-
-    @classmethod
-    def load(
-        cls,
-        dir_path: str | os.PathLike,
-        adata: AnnData | None = None,
-        *,
-        layer: str | None = None,
-        metadata_keys: Mapping[str, str] | None = None,
-        gene_key: str | None = None,
-        min_genes: int = 50,
-        **kwargs,
-    ) -> SCMulan:
-        """Load a checkpoint directory written by :meth:`save` and align ``adata`` to its vocabulary."""
-        if adata is None:
-            raise ValueError("SCMulan.load needs the AnnData to align to the checkpoint")
-        return cls.from_pretrained(
-            load_pretrained_scmulan(dir_path),
-            adata,
-            layer=layer,
-            metadata_keys=metadata_keys,
-            gene_key=gene_key,
-            min_genes=min_genes,
         )

@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from scvi.module.base import BaseModuleClass, LossOutput
 from torch import nn
 
-from scfm.data import ENTITIES, ENTITY_TARGET, METADATA_TARGET, VALUE_TARGET, VALUES
 from scfm.nn import TransformerStack
 
 from ._config import SCMulanConfig
+from ._data import ENTITIES, ENTITY_TARGET, METADATA_TARGET, VALUE_TARGET, VALUES
 
 
 def sentence_attention_mask(padding: torch.Tensor, isolated: torch.Tensor | None = None) -> torch.Tensor:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -12,38 +11,12 @@ import torch
 from anndata import AnnData
 
 from scfm.data import ExpressionSource
-from scfm.genes import GeneAlignment, GeneVocab
-from scfm.tokenize import generation_prompt
+from scfm.genes import GeneAlignment
 
+from ..base import Pretrained, TermPrediction
 from ._generate import generate_cells, prompt_terms
 from ._infer import annotation_pass
-from ._module import SCMulanModule
-
-
-@dataclass
-class PretrainedSCMulan:
-    """A loaded scMulan-family checkpoint, independent of any AnnData."""
-
-    module: SCMulanModule
-    vocab: GeneVocab
-    name: str
-    path: str
-    sha256: str
-
-
-@dataclass
-class TermPrediction:
-    """Predicted terms of one metadata key.
-
-    ``table`` has one row per cell: ``label`` and ``probability`` of the most likely term, then ``label_r`` and
-    ``probability_r`` for the ``r``-th most likely (``r = 1..top_k``). ``out_of_vocabulary`` lists candidate
-    labels that the model does not know (never predicted).
-    """
-
-    key: str
-    table: pd.DataFrame
-    candidates: list[str]
-    out_of_vocabulary: list[str]
+from ._tokenizer import generation_prompt
 
 
 def split_candidates(terms: Sequence[str], candidates: Sequence[str] | None) -> tuple[list[str], list[str]]:
@@ -56,7 +29,7 @@ def split_candidates(terms: Sequence[str], candidates: Sequence[str] | None) -> 
 
 
 def predict_terms(
-    pretrained: PretrainedSCMulan,
+    pretrained: Pretrained,
     source: ExpressionSource,
     alignment: GeneAlignment,
     keys: Sequence[str],
@@ -128,7 +101,7 @@ def _top_table(probabilities: np.ndarray, labels: list[str], top_k: int) -> pd.D
 
 
 def generate_anndata(
-    pretrained: PretrainedSCMulan,
+    pretrained: Pretrained,
     n_cells: int,
     conditions: Mapping[str, str] | None = None,
     *,

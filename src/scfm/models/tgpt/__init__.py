@@ -1,18 +1,28 @@
 """tGPT family: rank tokens, a causal next-gene decoder, mean-over-genes sample embeddings."""
 
+from ..base import register_family
 from ._config import TGPTConfig
-from ._embed import EmptySampleError, embed_ranked
-from ._model import TGPT, PretrainedTGPT, load_pretrained_tgpt, tgpt_from_checkpoint
+from ._data import TOKEN_IDS, PadTokens, RankedSampleDataset
+from ._embed import RankBlockTokenizer, embed_ranked
+from ._family import TGPTFamily
+from ._model import TGPT
 from ._module import TGPTModule, causal_padding_mask
+from ._tokenizer import rank_genes, rank_tokenize_csr, rank_tokens
+
+register_family(TGPTFamily())
 
 __all__ = [
     "TGPT",
-    "EmptySampleError",
-    "PretrainedTGPT",
+    "TOKEN_IDS",
+    "PadTokens",
+    "RankBlockTokenizer",
+    "RankedSampleDataset",
     "TGPTConfig",
+    "TGPTFamily",
     "TGPTModule",
     "causal_padding_mask",
     "embed_ranked",
-    "load_pretrained_tgpt",
-    "tgpt_from_checkpoint",
+    "rank_genes",
+    "rank_tokenize_csr",
+    "rank_tokens",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._base import ConfigDict
+from ..base._config import ConfigDict
 
 FAMILY = "tgpt"
 

@@ -1,25 +1,69 @@
-"""Streaming, length-sorted inference of tGPT sample embeddings."""
+"""tGPT inference through the shared streaming loop: mean-over-genes sample embeddings."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
 
-from scfm.data import ExpressionSource, PadTokens, iter_row_blocks, length_bucketed_batches
+from scfm.data import ExpressionSource
 from scfm.genes import GeneAlignment
-from scfm.tokenize import detect_input_kind, rank_tokenize_csr
 
-from .._device import autocast_context
-from .._embedding import EmbeddingResult, l2_normalise
+from ..base import (
+    EmbeddingResult,
+    TokenizedBlock,
+    autocast_context,
+    l2_normalise,
+    raise_if_no_known_genes,
+    stream_cells,
+)
+from ._data import PadTokens
 from ._module import TGPTModule
+from ._tokenizer import rank_tokenize_csr
 
 
-class EmptySampleError(ValueError):
-    """Samples that express none of the model's genes have no tGPT embedding (the mean over zero genes)."""
+class RankBlockTokenizer:
+    """``<begin>`` + a sample's expressed known genes ranked by value (ties by token id), cut to the context."""
+
+    def __init__(self, module: TGPTModule, alignment: GeneAlignment, obs_names, device: torch.device) -> None:
+        self.config = module.config
+        self.alignment = alignment
+        self.column_token_ids = alignment.column_token_ids()
+        self.obs_names = obs_names
+        self.device = device
+        self.pad = PadTokens(self.config.pad_id)
+
+    def encode(self, block: sp.csr_matrix, start: int, stop: int, input_kind: str) -> TokenizedBlock:
+        config = self.config
+        sequences = rank_tokenize_csr(
+            block, self.column_token_ids, begin_id=config.begin_id, end_id=config.end_id, max_len=config.max_len
+        )
+        lengths = np.array([len(s) for s in sequences])
+        raise_if_no_known_genes(
+            np.flatnonzero(lengths == 2),
+            start,
+            stop,
+            self.obs_names,
+            self.alignment.n_matched,
+            noun="samples",
+            why="a tGPT embedding averages over expressed genes",
+        )
+        counters = {
+            "n_truncated": int(sum(s[-1] != config.end_id for s in sequences)),
+            "n_tokens": int(lengths.sum()),
+        }
+        return TokenizedBlock(sequences, lengths, counters)
+
+    def collate(self, items: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+        return self.pad(list(items))
+
+    def forward(self, module: TGPTModule, batch: dict[str, torch.Tensor], positions: np.ndarray):
+        with autocast_context(self.device):
+            return {"embedding": module.embed(batch["token_ids"])}
 
 
-@torch.inference_mode()
 def embed_ranked(
     module: TGPTModule,
     source: ExpressionSource,
@@ -41,43 +85,24 @@ def embed_ranked(
 
     Raises
     ------
-    EmptySampleError
+    NoKnownGenesError
         A sample expresses none of the model's genes (the message names up to five, from ``obs_names``).
     """
-    config = module.config
-    column_token_ids = alignment.column_token_ids()
-    n_obs = source.n_obs if rows is None else len(rows)
-    embeddings = np.zeros((n_obs, config.d_model), dtype=np.float32)
-    collate = PadTokens(config.pad_id)
-    input_kind = None
-    n_truncated = n_tokens = 0
-    module.eval()
-    bar = tqdm(total=n_obs, desc="scfm embed (tgpt)", unit="sample", disable=not progress)
-    for start, stop, block in iter_row_blocks(source.matrix, block_size, rows):
-        if input_kind is None:
-            input_kind = detect_input_kind(block)
-        sequences = rank_tokenize_csr(
-            block, column_token_ids, begin_id=config.begin_id, end_id=config.end_id, max_len=config.max_len
-        )
-        lengths = np.array([len(s) for s in sequences])
-        empty = np.flatnonzero(lengths == 2)
-        if empty.size:
-            positions = start + empty
-            names = positions if obs_names is None else np.asarray(obs_names)[positions]
-            raise EmptySampleError(
-                f"{empty.size} samples in rows {start}-{stop} express none of the model's {alignment.n_matched} "
-                f"matched genes (e.g. {[str(n) for n in names[:5]]}); a tGPT embedding averages over expressed "
-                "genes, so remove them first (e.g. sc.pp.filter_cells(adata, min_genes=1) after subsetting to "
-                "the matched genes)"
-            )
-        n_truncated += int(sum(s[-1] != config.end_id for s in sequences))
-        n_tokens += int(lengths.sum())
-        for batch in length_bucketed_batches(lengths, batch_size):
-            token_ids = collate([sequences[i] for i in batch])["token_ids"].to(device)
-            with autocast_context(device):
-                embeddings[start + batch] = module.embed(token_ids).float().cpu().numpy()
-        bar.update(stop - start)
-    bar.close()
+    result = stream_cells(
+        module,
+        source,
+        RankBlockTokenizer(module, alignment, obs_names, device),
+        {"embedding": module.config.d_model},
+        device=device,
+        batch_size=batch_size,
+        block_size=block_size,
+        rows=rows,
+        progress=progress,
+        desc="scfm embed (tgpt)",
+    )
+    embeddings = result.outputs["embedding"]
     if normalize:
         l2_normalise(embeddings)
-    return EmbeddingResult(embeddings, input_kind or "counts", 0, n_truncated, n_tokens)
+    return EmbeddingResult(
+        embeddings, result.input_kind, 0, result.counters.get("n_truncated", 0), result.counters.get("n_tokens", 0)
+    )

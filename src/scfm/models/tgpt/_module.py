@@ -7,10 +7,10 @@ import torch.nn.functional as F
 from scvi.module.base import BaseModuleClass, LossOutput
 from torch import nn
 
-from scfm.data import TOKEN_IDS
 from scfm.nn import TransformerStack
 
 from ._config import TGPTConfig
+from ._data import TOKEN_IDS
 
 
 def causal_padding_mask(padding: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ._binning import bin_ranks, cell_seed, dense_ranks
-from ._input import check_values
+from scfm.tokenize._binning import bin_ranks, cell_seed, dense_ranks
+from scfm.tokenize._input import check_values
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ._binning import cell_seed
-from ._input import InputKind, check_values
+from scfm.tokenize._binning import cell_seed
+from scfm.tokenize._input import InputKind, check_values
+from scfm.tokenize._normalise import normalised_log_values
 
 ANNOTATE = "<annotate>"
 GENERATE = "<generate>"
@@ -126,21 +127,6 @@ class LevelScheme:
     def midpoints(self) -> np.ndarray:
         """``log1p`` value at the middle of each level (index ``b - 1`` for level ``b``)."""
         return (np.arange(self.n_levels) + 0.5) * self.width
-
-
-def normalised_log_values(row_values: np.ndarray, input_kind: InputKind, target_sum: float) -> np.ndarray:
-    """``log1p`` of one cell's values scaled to sum to ``target_sum`` over all of its genes.
-
-    ``log1p`` input is ``expm1``-ed first, so counts and their ``normalize_total`` + ``log1p`` give the same
-    values whatever target the user normalised to.
-    """
-    values = np.asarray(row_values, dtype=np.float64)
-    if input_kind == "log1p":
-        values = np.expm1(values)
-    total = values.sum()
-    if total <= 0:
-        return np.zeros_like(values)
-    return np.log1p(values * (target_sum / total))
 
 
 def ordered_gene_words(

@@ -9,11 +9,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from scfm.data._shards import RowSource, measured_masks
 from scfm.genes import GeneVocab, align_genes
-from scfm.tokenize import BinningConfig, tokenize_csr
 
-from ._pretraining import MaskedValueCollator, TrainingCell, unexpressed_measured_ids
-from ._shards import RowSource, measured_masks
+from ._data import MaskedValueCollator, TrainingCell, unexpressed_measured_ids
+from ._tokenizer import BinningConfig, tokenize_csr
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from ._input import check_values
+from scfm.tokenize._input import check_values
 
 
 def rank_genes(gene_ids: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Zero-shot annotation by generation with an scMulan model: the metadata term it writes after a cell's genes."""
+"""Zero-shot annotation without a reference (capability ``"annotate_zero_shot"``, e.g. scMulan's generation)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,13 @@ from anndata import AnnData
 
 from scfm.data import expression_source
 from scfm.genes import align_genes
-from scfm.models._device import resolve_device
-from scfm.models.scmulan import PretrainedSCMulan, predict_terms
+from scfm.models import Pretrained, resolve_device
 
 from ._provenance import checkpoint_and_genes, write_provenance
 
 
-def annotate_by_generation(
-    pretrained: PretrainedSCMulan,
+def annotate_zero_shot(
+    pretrained: Pretrained,
     adata: AnnData,
     *,
     metadata_key: str,
@@ -45,12 +44,12 @@ def annotate_by_generation(
     target = resolve_device(device)
     pretrained.module.to(target)
     start = time.perf_counter()
-    predictions, _ = predict_terms(
+    prediction = pretrained.spec.annotate_zero_shot(
         pretrained,
         source,
         alignment,
-        [metadata_key],
-        candidates=None if candidates is None else {metadata_key: candidates},
+        metadata_key,
+        candidates=None if candidates is None else list(candidates),
         top_k=top_k,
         device=target,
         batch_size=batch_size,
@@ -58,7 +57,6 @@ def annotate_by_generation(
         obs_names=np.asarray(adata.obs_names),
     )
     seconds = time.perf_counter() - start
-    prediction = predictions[metadata_key]
     if prediction.out_of_vocabulary:
         warnings.warn(
             f"{len(prediction.out_of_vocabulary)} candidate labels are not {metadata_key!r} terms of the model and "

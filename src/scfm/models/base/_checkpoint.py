@@ -255,7 +255,7 @@ def module_from_checkpoint(
     module_cls,
     vocab_problem: Callable[[Any, GeneVocab], str | None],
 ):
-    """The eval-mode module of an already read checkpoint of ``family`` (``label``: "a tGPT", ...).
+    """The eval-mode module of an already read checkpoint of ``family`` (``label``: "a tGPT", "an scGPT", ...).
 
     ``vocab_problem(config, vocab)`` returns what disagrees between ``config.json`` and ``vocab.json``, or ``None``.
     """

@@ -8,12 +8,12 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import Dataset
 
-from scfm.tokenize import (
+from scfm.tokenize import InputKind, check_values
+
+from ._tokenizer import (
     CSentenceVocab,
-    InputKind,
     LevelScheme,
     annotation_sentence,
-    check_values,
     generation_sentence,
     row_gene_words,
 )

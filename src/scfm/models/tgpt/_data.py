@@ -7,7 +7,9 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import Dataset
 
-from scfm.tokenize import check_values, rank_tokenize_csr, rank_tokens
+from scfm.tokenize import check_values
+
+from ._tokenizer import rank_tokenize_csr, rank_tokens
 
 TOKEN_IDS = "token_ids"
 

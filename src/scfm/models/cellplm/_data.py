@@ -17,7 +17,7 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Sampler
 
-from ._pretraining import split_cells
+from scfm.data._datamodule import split_cells
 
 
 def _hash_order(names: np.ndarray, seed: int) -> np.ndarray:

@@ -1,0 +1,107 @@
+"""The family contract: the :class:`Pretrained` handle, the :class:`Family` registry with its capabilities, the
+:class:`FoundationModel` base of the scvi-tools model classes, checkpoint I/O and the one streaming inference loop.
+
+A new family implements a :class:`Family` subclass (with the capability mixins it serves) and a
+:class:`FoundationModel` subclass in its own folder and calls :func:`register_family`; ``docs/architecture.md``
+has the checklist.
+"""
+
+from ._checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    bundled_checkpoint_names,
+    decoder_vocab_problem,
+    load_checkpoint,
+    load_weights_strict,
+    module_from_checkpoint,
+    read_torch_state_dict,
+    save_checkpoint,
+)
+from ._config import ConfigDict
+from ._device import autocast_context, resolve_device
+from ._family import (
+    AnnotatesWithReference,
+    AnnotatesZeroShot,
+    AnnotationRequest,
+    Embedding,
+    EmbedsBulk,
+    EmbedsCells,
+    Family,
+    Generates,
+    IntegratesBatches,
+    Integration,
+    IntegrationRequest,
+    IntegrationWeights,
+    PredictsCounts,
+    ReferenceAnnotation,
+    TermPrediction,
+    families,
+    families_with,
+    get_family,
+    register_family,
+)
+from ._inference import (
+    BlockTokenizer,
+    EmbeddingResult,
+    NoKnownGenesError,
+    StreamResult,
+    TokenizedBlock,
+    bucketed,
+    in_order,
+    l2_normalise,
+    raise_if_no_known_genes,
+    stream_cells,
+)
+from ._model import FoundationModel
+from ._pretrained import Pretrained
+from ._resolve import ModelArg, default_model_for, load_pretrained, resolve_model
+
+__all__ = [
+    "AnnotatesWithReference",
+    "AnnotatesZeroShot",
+    "AnnotationRequest",
+    "BlockTokenizer",
+    "Checkpoint",
+    "CheckpointError",
+    "ConfigDict",
+    "Embedding",
+    "EmbeddingResult",
+    "EmbedsBulk",
+    "EmbedsCells",
+    "Family",
+    "FoundationModel",
+    "Generates",
+    "IntegratesBatches",
+    "Integration",
+    "IntegrationRequest",
+    "IntegrationWeights",
+    "ModelArg",
+    "NoKnownGenesError",
+    "PredictsCounts",
+    "Pretrained",
+    "ReferenceAnnotation",
+    "StreamResult",
+    "TermPrediction",
+    "TokenizedBlock",
+    "autocast_context",
+    "bucketed",
+    "bundled_checkpoint_names",
+    "decoder_vocab_problem",
+    "default_model_for",
+    "families",
+    "families_with",
+    "get_family",
+    "in_order",
+    "l2_normalise",
+    "load_checkpoint",
+    "load_pretrained",
+    "load_weights_strict",
+    "module_from_checkpoint",
+    "raise_if_no_known_genes",
+    "read_torch_state_dict",
+    "register_family",
+    "resolve_device",
+    "resolve_model",
+    "save_checkpoint",
+    "stream_cells",
+]

@@ -1,0 +1,360 @@
+"""The family contract: one :class:`Family` object per model family, registered by name, and the capabilities that
+tools dispatch on.
+
+A family declares what it can do by inheriting capability mixins (:class:`EmbedsCells`, :class:`PredictsCounts`,
+...). A tool asks :func:`~scfm.models.resolve_model` for a checkpoint whose family has the capability it needs and
+then calls the capability's method; it never names a family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from scfm.genes import GeneVocab
+
+from ._checkpoint import Checkpoint, module_from_checkpoint
+from ._pretrained import Pretrained
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+    from scfm.data import ExpressionSource
+    from scfm.genes import GeneAlignment
+
+
+class Family:
+    """What the package knows about one model family.
+
+    Subclasses set the class attributes and inherit the capability mixins the family serves; one instance is
+    registered with :func:`register_family`.
+
+    Attributes
+    ----------
+    name
+        Registry name, also ``config.family`` of its checkpoints.
+    label
+        Display name used in messages (``"scGPT"``).
+    bundled
+        Name of the checkpoint shipped inside the package.
+    config_cls, module_cls
+        The configuration dataclass and the torch module built from it.
+    """
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    article: ClassVar[str] = "a"
+    bundled: ClassVar[str]
+    config_cls: ClassVar[type]
+    module_cls: ClassVar[type]
+
+    @property
+    def a_label(self) -> str:
+        """The label with its article, for messages (``"an scGPT"``)."""
+        return f"{self.article} {self.label}"
+
+    @property
+    def model_cls(self) -> type:
+        """The scvi-tools model class of the family."""
+        raise NotImplementedError
+
+    def vocab_problem(self, config: Any, vocab: GeneVocab) -> str | None:
+        """What disagrees between a configuration and a vocabulary, or ``None``."""
+        return None
+
+    def from_checkpoint(self, checkpoint: Checkpoint) -> Pretrained:
+        """The eval-mode module of an already read checkpoint of this family."""
+        module = module_from_checkpoint(
+            checkpoint,
+            family=self.name,
+            label=self.a_label,
+            config_cls=self.config_cls,
+            module_cls=self.module_cls,
+            vocab_problem=self.vocab_problem,
+        )
+        return Pretrained(self.name, module, checkpoint.vocab, checkpoint.name, str(checkpoint.path), checkpoint.sha256)
+
+    def recognises(self, path: str | Path) -> bool:
+        """Whether ``path`` is a checkpoint of the family's reference code base that :meth:`from_reference` reads."""
+        return False
+
+    def from_reference(self, path: str | Path) -> Pretrained:
+        """Convert a checkpoint of the reference code base in memory."""
+        raise NotImplementedError(f"{self.label} has no reference checkpoint format")
+
+    @property
+    def capabilities(self) -> list[str]:
+        """Names of the capabilities this family serves."""
+        return [cls.capability for cls in type(self).__mro__ if isinstance(cls.__dict__.get("capability"), str)]
+
+
+_REGISTRY: dict[str, Family] = {}
+
+
+def register_family(family: Family) -> Family:
+    """Add ``family`` to the registry (a family folder calls this on import); returns it."""
+    _REGISTRY[family.name] = family
+    return family
+
+
+def _load_families() -> None:
+    import scfm.models  # noqa: F401  (importing the package registers the built-in families)
+
+
+def get_family(name: str) -> Family:
+    """The registered family called ``name``."""
+    _load_families()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown model family {name!r}; registered: {sorted(_REGISTRY)}") from None
+
+
+def families() -> list[Family]:
+    """Every registered family, in registration order (the package default first)."""
+    _load_families()
+    return list(_REGISTRY.values())
+
+
+def families_with(capability: str) -> list[Family]:
+    """The registered families that serve ``capability``."""
+    return [family for family in families() if capability in family.capabilities]
+
+
+# -- capabilities ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Embedding:
+    """What a family's embedding run returns to :func:`scfm.tl.embed`.
+
+    Attributes
+    ----------
+    embeddings
+        ``(n_obs, width)`` float32.
+    input_kind
+        What the values looked like (``"counts"``, ``"log1p"``, ``"nonnegative"``).
+    n_tokens
+        Tokens read over all cells (for the mean tokens per cell).
+    record
+        Family-specific provenance (tokenizer and its settings, cells cut or empty, ...).
+    """
+
+    embeddings: np.ndarray
+    input_kind: str
+    n_tokens: int
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+class EmbedsCells:
+    """Capability ``"embed"``: cell (or sample) embeddings from a loaded checkpoint.
+
+    ``embed_options`` names the family-specific keyword arguments of :func:`scfm.tl.embed` it accepts.
+    """
+
+    capability: ClassVar[str] = "embed"
+    embed_options: ClassVar[frozenset[str]] = frozenset()
+
+    def check_embed_options(self, pretrained: Pretrained, options: Mapping[str, Any]) -> None:
+        """Raise ``ValueError`` for options (given, not ``None``) that this family does not use."""
+        given = sorted(k for k, v in options.items() if v is not None and k not in self.embed_options)
+        if given:
+            accepted = sorted(self.embed_options) or "none"
+            raise ValueError(
+                f"{given} do not apply to a {self.label} model (family-specific options it accepts: {accepted})"
+            )
+
+    def embed(
+        self,
+        pretrained: Pretrained,
+        adata: AnnData,
+        source: ExpressionSource,
+        alignment: GeneAlignment,
+        *,
+        options: Mapping[str, Any],
+        device,
+        batch_size: int,
+        block_size: int,
+        normalize: bool,
+        progress: bool,
+    ) -> Embedding:
+        """Embed every cell of ``source`` (``adata`` gives names, ``obs`` and ``obsm`` where the family needs them)."""
+        raise NotImplementedError
+
+
+class EmbedsBulk:
+    """Capability ``"bulk_features"``: embeddings of bulk samples (tissue profiles) through :class:`EmbedsCells`."""
+
+    capability: ClassVar[str] = "bulk_features"
+
+
+@dataclass(frozen=True)
+class AnnotationRequest:
+    """What :func:`scfm.tl.annotate` asks of a family that annotates from a labelled reference.
+
+    ``labels`` are the reference cells' labels (strings, none missing) and ``categories`` their sorted distinct
+    values; the other fields are the tool's arguments of the same names.
+    """
+
+    labels: np.ndarray
+    categories: list[str]
+    method: str = "finetune"
+    layer: str | None = None
+    reference_layer: str | None = None
+    use_raw: bool = False
+    gene_key: str | None = None
+    reference_gene_key: str | None = None
+    shared_genes_only: bool = True
+    n_top_genes: int | None = 1200
+    max_epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-4
+    max_len: int | None = None
+    n_neighbors: int = 15
+    min_genes: int = 50
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+
+@dataclass
+class ReferenceAnnotation:
+    """Class probabilities ``(n_query, n_categories)`` in ``request.categories`` order, the genes and reference cells
+    used, the most variable genes kept (``None``: every shared gene) and the fine-tuned model (``None`` for kNN)."""
+
+    probabilities: np.ndarray
+    genes_used: int
+    n_reference: int
+    n_top_genes: int | None
+    model: Any = None
+
+
+class AnnotatesWithReference:
+    """Capability ``"annotate_reference"``: cell-type probabilities of a query from a labelled reference, by
+    fine-tuning a classifier (``method="finetune"``) or by a kNN vote in the embedding (``method="knn"``)."""
+
+    capability: ClassVar[str] = "annotate_reference"
+    reference_methods: ClassVar[tuple[str, ...]] = ("finetune", "knn")
+
+    def annotate_with_reference(
+        self, pretrained: Pretrained, query: AnnData, reference: AnnData, request: AnnotationRequest
+    ) -> ReferenceAnnotation:
+        """Probabilities of ``request.categories`` for every query cell."""
+        raise NotImplementedError
+
+
+@dataclass
+class TermPrediction:
+    """Predicted terms of one metadata key.
+
+    ``table`` has one row per cell: ``label`` and ``probability`` of the most likely term, then ``label_r`` and
+    ``probability_r`` for the ``r``-th most likely (``r = 1..top_k``). ``out_of_vocabulary`` lists candidate
+    labels that the model does not know (never predicted).
+    """
+
+    key: str
+    table: pd.DataFrame
+    candidates: list[str]
+    out_of_vocabulary: list[str]
+
+
+class AnnotatesZeroShot:
+    """Capability ``"annotate_zero_shot"``: metadata terms of cells without a reference (e.g. by generation)."""
+
+    capability: ClassVar[str] = "annotate_zero_shot"
+
+    def annotate_zero_shot(
+        self,
+        pretrained: Pretrained,
+        source: ExpressionSource,
+        alignment: GeneAlignment,
+        key: str,
+        *,
+        candidates: list[str] | None,
+        top_k: int,
+        device,
+        batch_size: int,
+        progress: bool,
+        obs_names: np.ndarray,
+    ) -> TermPrediction:
+        """Predicted terms of metadata ``key`` for every cell of ``source`` (``candidates``: the terms allowed)."""
+        raise NotImplementedError
+
+
+class Generates:
+    """Capability ``"generate"``: new cells from a metadata prompt."""
+
+    capability: ClassVar[str] = "generate"
+
+    def generate(self, pretrained: Pretrained, n_cells: int, conditions, **kwargs) -> AnnData:
+        """``n_cells`` generated cells for ``conditions``."""
+        raise NotImplementedError
+
+
+class PredictsCounts:
+    """Capability ``"predict_counts"``: expected counts of every vocabulary gene (denoising, imputation)."""
+
+    capability: ClassVar[str] = "predict_counts"
+
+
+@dataclass(frozen=True)
+class IntegrationWeights:
+    """Objective weights of batch-integration fine-tuning (scGPT's recipe; the defaults are the paper's)."""
+
+    gep: float = 1.0
+    gepc: float = 1.0
+    ecs: float = 10.0
+    ecs_threshold: float = 0.8
+    dar: float = 1.0
+    cls: float = 1.0
+
+
+@dataclass(frozen=True)
+class IntegrationRequest:
+    """What :func:`scfm.tl.integrate` asks of a family: the training copy's ``obs`` columns (``columns``), the label
+    categories (``None``: no classifier) and the tool's arguments of the same names."""
+
+    batch_key: str
+    columns: Mapping[str, Any]
+    label_categories: list[str] | None = None
+    labels_key: str | None = None
+    layer: str | None = None
+    use_raw: bool = False
+    gene_key: str | None = None
+    n_top_genes: int | None = 500
+    max_epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-4
+    max_len: int | None = None
+    mask_ratio: float = 0.4
+    weights: IntegrationWeights = IntegrationWeights()
+    batch_embeddings: bool = True
+    domain_batchnorm: bool = False
+    min_genes: int = 50
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+
+@dataclass
+class Integration:
+    """The integrated embedding ``(n_obs, width)``, the fine-tuned model and its provenance fields."""
+
+    embedding: np.ndarray
+    model: Any
+    record: dict[str, Any]
+
+
+class IntegratesBatches:
+    """Capability ``"integrate"``: a batch-corrected embedding by fine-tuning with batch-aware objectives."""
+
+    capability: ClassVar[str] = "integrate"
+
+    def integrate(self, pretrained: Pretrained, adata: AnnData, request: IntegrationRequest) -> Integration:
+        """Fine-tune on ``adata`` (never modified) and embed it."""
+        raise NotImplementedError

@@ -1,0 +1,313 @@
+"""``FoundationModel``: what the scvi-tools model classes of all families share.
+
+A family's model class sets ``family_name``, implements the hooks (:meth:`_new_config`, :meth:`_summary`,
+:meth:`setup_anndata`, ``train``) and inherits construction, gene alignment, saving, loading and
+``from_pretrained`` from here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import LayerField
+from scvi.model.base import BaseModelClass
+
+from scfm.data import ExpressionSource, expression_source
+from scfm.genes import GeneAlignment, GeneVocab, align_genes, vocabulary_genes
+from scfm.tokenize import check_values
+
+from ._checkpoint import save_checkpoint
+from ._device import resolve_device
+from ._family import Family, get_family
+from ._pretrained import Pretrained
+
+
+class FoundationModel(BaseModelClass):
+    """Base class of the family model classes (:class:`~scfm.models.SCGPT`, :class:`~scfm.models.TGPT`, ...).
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with the family's ``setup_anndata``.
+    vocab
+        Gene vocabulary. ``None`` builds one from the AnnData's genes (training from scratch).
+    config
+        A complete configuration of the family (used when loading checkpoints); otherwise built from
+        ``config_kwargs``.
+    min_genes, on_duplicate
+        Passed to :func:`scfm.genes.align_genes`.
+    **config_kwargs
+        Settings of the family's configuration dataclass.
+    """
+
+    family_name: ClassVar[str]
+    vocab_specials: ClassVar[tuple[str, ...] | None] = None
+
+    def __init__(
+        self,
+        adata: AnnData,
+        *,
+        vocab: GeneVocab | None = None,
+        config: Any = None,
+        min_genes: int = 50,
+        on_duplicate: Literal["error", "first"] = "error",
+        **config_kwargs,
+    ) -> None:
+        super().__init__(adata)
+        source = expression_source(adata, layer=self._setup_args.get("layer"))
+        if vocab is None:
+            genes = vocabulary_genes(source.var, self._setup_args.get("gene_key"))
+            vocab = GeneVocab(genes) if self.vocab_specials is None else GeneVocab(genes, specials=self.vocab_specials)
+        self._check_vocab(vocab)
+        self.vocab = vocab
+        self._min_genes, self._on_duplicate = min_genes, on_duplicate
+        self.alignment = self._align(source)
+        if config is None:
+            config = self._new_config(vocab, **config_kwargs)
+        else:
+            problem = self.family().vocab_problem(config, vocab)
+            if problem:
+                raise ValueError(f"the config does not fit the vocabulary: {problem}")
+        self.config = config
+        self.module = self.family().module_cls(config)
+        self.checkpoint_name = "untrained"
+        self.checkpoint_sha256 = ""
+        self._model_summary_string = f"{self._summary()}; {self.alignment.summary()}"
+        self.init_params_ = self._get_init_params(locals())
+
+    # -- hooks of the families ---------------------------------------------------------------------------------------
+    def _new_config(self, vocab: GeneVocab, **config_kwargs):
+        """A configuration for a model trained from scratch on ``vocab``."""
+        raise NotImplementedError
+
+    def _check_vocab(self, vocab: GeneVocab) -> None:
+        """Raise ``ValueError`` when ``vocab`` lacks what the family needs (e.g. an end token)."""
+
+    def _summary(self) -> str:
+        """One line describing the architecture (without the gene alignment)."""
+        config = self.config
+        return (
+            f"{type(self).__name__}: {config.n_layers} layers, d_model {config.d_model}, {config.n_heads} heads, "
+            f"{len(self.vocab)} tokens"
+        )
+
+    def _model_card(self) -> str:
+        """The ``model_card.md`` written by :meth:`save` when none is given."""
+        n_params = sum(p.numel() for p in self.module.parameters())
+        return (
+            f"# scfm {type(self).__name__} checkpoint\n\n- family: {self.family_name}\n- parameters: {n_params:,}\n"
+            f"- {self._summary()}\n- origin: {self.checkpoint_name}\n"
+        )
+
+    @classmethod
+    def _check_pretrained_for(cls, pretrained: Pretrained, adata: AnnData) -> None:
+        """Raise when the registered ``adata`` cannot be used with ``pretrained`` (beyond gene alignment)."""
+
+    # -- shared behaviour --------------------------------------------------------------------------------------------
+    @classmethod
+    def family(cls) -> Family:
+        """The registered :class:`~scfm.models.base.Family` of this model class."""
+        return get_family(cls.family_name)
+
+    @property
+    def _setup_args(self) -> dict:
+        return self.adata_manager.registry["setup_args"]
+
+    @property
+    def pretrained(self) -> Pretrained:
+        """This model's weights as an AnnData-free :class:`Pretrained` handle (shares the module)."""
+        return Pretrained(
+            self.family_name,
+            self.module,
+            self.vocab,
+            self.checkpoint_name,
+            "in-memory model",
+            self.checkpoint_sha256 or "none",
+        )
+
+    @classmethod
+    def _check_expression(cls, adata: AnnData, layer: str | None, gene_key: str | None) -> ExpressionSource:
+        """Validate the gene-name column and the matrix that ``setup_anndata`` registers; returns the source."""
+        if gene_key is not None and gene_key not in adata.var:
+            raise KeyError(f"gene_key={gene_key!r} is not a column of adata.var (columns: {list(adata.var.columns)})")
+        source = expression_source(adata, layer=layer)
+        if source.is_backed:
+            raise ValueError(
+                f"{cls.__name__}.setup_anndata needs the matrix in memory; for backed AnnData use scfm.tl.embed"
+            )
+        check_values(source.matrix, where=source.label)
+        return source
+
+    @classmethod
+    def _register(cls, adata: AnnData, setup_method_args: dict, layer: str | None, extra_fields=(), **kwargs) -> None:
+        """Register the expression layer and ``extra_fields`` with scvi-tools."""
+        fields = [LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False), *extra_fields]
+        manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        manager.register_fields(adata, **kwargs)
+        cls.register_manager(manager)
+
+    @classmethod
+    def _register_if_needed(cls, adata: AnnData, **setup_kwargs) -> None:
+        try:
+            registered = cls._get_most_recent_anndata_manager(adata, required=False) is not None
+        except ValueError:  # a copy of a registered AnnData: register the copy itself
+            registered = False
+        if not registered:
+            cls.setup_anndata(adata, **setup_kwargs)
+
+    def _align(self, source: ExpressionSource) -> GeneAlignment:
+        return align_genes(
+            source.var,
+            self.vocab,
+            gene_key=self._setup_args.get("gene_key"),
+            min_genes=self._min_genes,
+            on_duplicate=self._on_duplicate,
+        )
+
+    def _source_and_alignment(self, adata: AnnData | None) -> tuple[AnnData, ExpressionSource, GeneAlignment]:
+        """``adata`` (default: the registered one), its registered matrix and its alignment to the vocabulary."""
+        adata = self.adata if adata is None else adata
+        source = expression_source(adata, layer=self._setup_args.get("layer"))
+        alignment = self.alignment if adata is self.adata else self._align(source)
+        return adata, source, alignment
+
+    def _move_to(self, device: str | torch.device) -> torch.device:
+        target = resolve_device(device)
+        self.module.to(target)
+        return target
+
+    @classmethod
+    def _from_loaded(
+        cls,
+        pretrained: Pretrained,
+        adata: AnnData,
+        *,
+        min_genes: int,
+        on_duplicate: Literal["error", "first"] = "error",
+    ):
+        """A model on ``adata`` (registered) holding a copy of the loaded checkpoint's weights, in eval mode."""
+        model = cls(
+            adata, vocab=pretrained.vocab, config=pretrained.config, min_genes=min_genes, on_duplicate=on_duplicate
+        )
+        model.module.load_state_dict(pretrained.module.state_dict())
+        model.module.eval()
+        model.is_trained_ = True
+        model.checkpoint_name = pretrained.name
+        model.checkpoint_sha256 = pretrained.sha256
+        return model
+
+    def _run_training(
+        self,
+        plan,
+        data_module,
+        *,
+        max_epochs: int,
+        accelerator: str,
+        devices: int | str,
+        validation_size: float,
+        **trainer_kwargs,
+    ) -> None:
+        """Fit ``plan`` on ``data_module`` with scvi-tools' ``TrainRunner``; the module ends in eval mode."""
+        from scvi.train import TrainRunner
+
+        trainer_kwargs.setdefault("check_val_every_n_epoch", 1 if validation_size > 0 else None)
+        runner = TrainRunner(
+            self,
+            training_plan=plan,
+            data_splitter=data_module,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            **trainer_kwargs,
+        )
+        self.module.train()
+        runner()
+        self.module.eval()
+        self.checkpoint_name = "trained in session"
+
+    # -- persistence -------------------------------------------------------------------------------------------------
+    def save(
+        self,
+        dir_path: str | os.PathLike,
+        overwrite: bool = False,
+        *,
+        model_card: str | None = None,
+        half_precision: bool = False,
+        **kwargs,
+    ) -> Path:
+        """Write a checkpoint directory (``config.json``, ``vocab.json``, ``model.safetensors``, ``model_card.md``).
+
+        Parameters
+        ----------
+        dir_path
+            Directory to write (atomically: a temporary sibling renamed into place).
+        overwrite
+            Replace an existing directory.
+        model_card
+            Text of ``model_card.md`` (default: a summary of the architecture and origin).
+        half_precision
+            Store float16 weights (half the size; loaded back as float32).
+        **kwargs
+            Ignored (scvi-tools' ``save`` arguments such as ``save_anndata`` do not apply).
+        """
+        return save_checkpoint(
+            dir_path,
+            config=self.config.to_dict(),
+            vocab=self.vocab,
+            state_dict=self.module.state_dict(),
+            model_card=model_card or self._model_card(),
+            overwrite=overwrite,
+            half_precision=half_precision,
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike | Pretrained | None = None,
+        adata: AnnData | None = None,
+        *,
+        min_genes: int = 50,
+        on_duplicate: Literal["error", "first"] = "error",
+        **setup_kwargs,
+    ):
+        """Load a checkpoint of this family and align ``adata`` to its vocabulary.
+
+        Parameters
+        ----------
+        name_or_path
+            A checkpoint directory, a bundled name, an already loaded :class:`Pretrained`, or ``None`` for the
+            family's bundled checkpoint. Nothing is downloaded.
+        adata
+            AnnData to align; registered with ``setup_anndata(**setup_kwargs)`` unless it already is.
+        min_genes, on_duplicate
+            Gene-alignment rules, see :func:`scfm.genes.align_genes`.
+        **setup_kwargs
+            Arguments of the family's ``setup_anndata`` (``layer``, ``gene_key``, ...).
+        """
+        from ._resolve import load_pretrained
+
+        if adata is None:
+            raise ValueError(
+                "from_pretrained needs the AnnData to align to the checkpoint; for AnnData-free use call "
+                "scfm.models.load_pretrained or a tool such as scfm.tl.embed"
+            )
+        if isinstance(name_or_path, Pretrained):
+            pretrained = name_or_path
+            if pretrained.family != cls.family_name:
+                raise ValueError(f"{pretrained.name} is a {pretrained.family!r} model, not a {cls.__name__} one")
+        else:
+            pretrained = load_pretrained(name_or_path, family=cls.family_name)
+        cls._register_if_needed(adata, **setup_kwargs)
+        cls._check_pretrained_for(pretrained, adata)
+        return cls._from_loaded(pretrained, adata, min_genes=min_genes, on_duplicate=on_duplicate)
+
+    @classmethod
+    def load(cls, dir_path: str | os.PathLike, adata: AnnData | None = None, **kwargs):
+        """Load a checkpoint directory written by :meth:`save` (same as :meth:`from_pretrained`)."""
+        return cls.from_pretrained(dir_path, adata, **kwargs)

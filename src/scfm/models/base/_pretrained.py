@@ -1,0 +1,60 @@
+"""``Pretrained``: a loaded checkpoint of any family, independent of any AnnData."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from scfm.genes import GeneVocab
+
+if TYPE_CHECKING:
+    from ._family import Family
+
+
+@dataclass
+class Pretrained:
+    """A family's torch module (in eval mode) with its vocabulary and where it came from.
+
+    Attributes
+    ----------
+    family
+        Registered family name (``"scgpt"``, ``"tgpt"``, ``"cellplm"``, ``"scmulan"``, ...).
+    module
+        The family's torch module; ``module.config`` is its configuration.
+    vocab
+        The gene vocabulary the module's token ids refer to.
+    name, path, sha256
+        Checkpoint name, directory (or ``"in-memory model"``) and sha256 of its weights file.
+    """
+
+    family: str
+    module: torch.nn.Module
+    vocab: GeneVocab
+    name: str
+    path: str
+    sha256: str
+
+    @property
+    def config(self) -> Any:
+        """The module's configuration dataclass."""
+        return self.module.config
+
+    @property
+    def spec(self) -> Family:
+        """The registered :class:`~scfm.models.base.Family` of this checkpoint."""
+        from ._family import get_family
+
+        return get_family(self.family)
+
+    def provenance(self) -> dict[str, Any]:
+        """What every tool records about the model it used."""
+        return {
+            "model": self.name,
+            "family": self.family,
+            "checkpoint": self.path,
+            "checkpoint_sha256": self.sha256,
+            "vocab_size": len(self.vocab),
+            "vocab_fingerprint": self.vocab.fingerprint(),
+        }

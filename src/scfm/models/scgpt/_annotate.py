@@ -1,0 +1,98 @@
+"""scGPT's cell-type annotation from a labelled reference: fine-tuned classification head or embedding kNN."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from scfm.data import HEAD_LR_FACTOR, accelerator_for, expression_source, highly_variable_subset, training_copy
+from scfm.genes import align_genes
+
+from ..base import AnnotationRequest, Pretrained, ReferenceAnnotation, resolve_device
+from ._embed import embed_cells
+
+
+def annotate_with_reference(
+    pretrained: Pretrained, adata: AnnData, reference: AnnData, request: AnnotationRequest
+) -> ReferenceAnnotation:
+    """Class probabilities of the query: fine-tuning (scGPT's recipe: cross-entropy only, no masking, on the
+    reference's most variable shared genes) or a cosine kNN vote among the reference's embeddings."""
+    from ._model import SCGPT
+
+    vocab, categories, min_genes = pretrained.vocab, request.categories, request.min_genes
+    query = training_copy(
+        adata,
+        {},
+        layer=request.layer,
+        use_raw=request.use_raw,
+        gene_key=request.gene_key,
+        vocab=vocab,
+        min_genes=min_genes,
+    )
+    ref = training_copy(
+        reference,
+        {"label": pd.Categorical(request.labels, categories=categories)},
+        layer=request.reference_layer,
+        use_raw=False,
+        gene_key=request.reference_gene_key,
+        vocab=vocab,
+        min_genes=min_genes,
+    )
+    if request.shared_genes_only:  # copies name genes by vocabulary token, so shared genes are shared names
+        shared = query.var_names.intersection(ref.var_names)
+        if len(shared) < min_genes:
+            raise ValueError(
+                f"the query and the reference share {len(shared)} of the model's genes; at least {min_genes} are "
+                "needed (check gene names, or lower min_genes)"
+            )
+        query = query[:, query.var_names.isin(shared)].copy()
+        ref = ref[:, ref.var_names.isin(shared)].copy()
+
+    max_len = request.max_len
+    if request.method == "knn":
+        probabilities = _knn_probabilities(pretrained, ref, query, categories, request)
+        return ReferenceAnnotation(probabilities, query.n_vars, ref.n_obs, None)
+    ref = highly_variable_subset(ref, request.n_top_genes)
+    query = query[:, query.var_names.isin(ref.var_names)].copy()
+    if max_len is None:
+        max_len = min(pretrained.config.max_len, ref.n_vars + 1)
+    finetuned = SCGPT.for_finetuning(
+        pretrained, ref, labels_key="label", label_categories=categories, min_genes=min_genes
+    )
+    finetuned.train(
+        max_epochs=request.max_epochs,
+        batch_size=request.batch_size,
+        lr=request.lr,
+        max_len=max_len,
+        mask_ratio=0.0,
+        gep_weight=0.0,
+        gepc_weight=0.0,
+        cls_weight=1.0,
+        head_lr_factor=HEAD_LR_FACTOR,
+        seed=request.seed,
+        accelerator=accelerator_for(request.device),
+        enable_progress_bar=request.progress,
+    )
+    probabilities = finetuned.predict(query, max_len=max_len, device=request.device).to_numpy()
+    return ReferenceAnnotation(probabilities, query.n_vars, ref.n_obs, request.n_top_genes, finetuned)
+
+
+def _knn_probabilities(pretrained: Pretrained, ref: AnnData, query: AnnData, categories, request) -> np.ndarray:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    target = resolve_device(request.device)
+    module = pretrained.module.to(target)
+
+    def embed(data: AnnData) -> np.ndarray:
+        source = expression_source(data)
+        alignment = align_genes(source.var, pretrained.vocab, min_genes=1)
+        return embed_cells(
+            module, source, alignment, device=target, max_len=request.max_len, progress=request.progress
+        ).embeddings
+
+    classifier = KNeighborsClassifier(n_neighbors=min(request.n_neighbors, ref.n_obs), metric="cosine")
+    classifier.fit(embed(ref), ref.obs["label"].astype(str).to_numpy())
+    probabilities = classifier.predict_proba(embed(query))
+    order = [list(classifier.classes_).index(c) for c in categories]
+    return probabilities[:, order]

@@ -1,0 +1,117 @@
+"""The scMulan family as the package sees it: loading, and the capabilities the tools dispatch on."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..base import (
+    AnnotatesZeroShot,
+    Embedding,
+    EmbedsCells,
+    Family,
+    Generates,
+    Pretrained,
+    TermPrediction,
+    decoder_vocab_problem,
+)
+from ._config import SCMulanConfig
+from ._infer import annotation_pass
+from ._module import SCMulanModule
+from ._tasks import generate_anndata, predict_terms
+
+
+class SCMulanFamily(Family, EmbedsCells, AnnotatesZeroShot, Generates):
+    """scMulan: c-sentences of (entity, value) words, one causal decoder for annotation and generation."""
+
+    name = "scmulan"
+    label = "scMulan"
+    article = "an"
+    bundled = "scmulan"
+    config_cls = SCMulanConfig
+    module_cls = SCMulanModule
+    embed_options = frozenset({"max_len"})
+    vocab_problem = staticmethod(decoder_vocab_problem("n_gene_tokens"))
+
+    @property
+    def model_cls(self) -> type:
+        from ._model import SCMulan
+
+        return SCMulan
+
+    def check_embed_options(self, pretrained: Pretrained, options: Mapping[str, Any]) -> None:
+        super().check_embed_options(pretrained, options)
+        max_len = options.get("max_len")
+        if max_len is not None and max_len != pretrained.config.max_len:
+            raise ValueError(
+                f"max_len={max_len} cannot be used with a scmulan model: its context is fixed at "
+                f"{pretrained.config.max_len} tokens by the checkpoint; leave max_len=None"
+            )
+
+    def embed(
+        self,
+        pretrained: Pretrained,
+        adata,
+        source,
+        alignment,
+        *,
+        options: Mapping[str, Any],
+        device,
+        batch_size: int,
+        block_size: int,
+        normalize: bool,
+        progress: bool,
+    ) -> Embedding:
+        config = pretrained.config
+        found = annotation_pass(
+            pretrained.module,
+            source,
+            alignment,
+            [],
+            device=device,
+            batch_size=batch_size,
+            block_size=block_size,
+            normalize=normalize,
+            progress=progress,
+            obs_names=np.asarray(adata.obs_names),
+        )
+        record = {
+            "tokenizer": "c-sentence",
+            "max_len": config.max_len,
+            "n_levels": config.n_levels,
+            "n_truncated_cells": found.n_truncated_cells,
+        }
+        return Embedding(found.embeddings, found.input_kind, 0, record)
+
+    def annotate_zero_shot(
+        self,
+        pretrained: Pretrained,
+        source,
+        alignment,
+        key: str,
+        *,
+        candidates: list[str] | None,
+        top_k: int,
+        device,
+        batch_size: int,
+        progress: bool,
+        obs_names: np.ndarray,
+    ) -> TermPrediction:
+        predictions, _ = predict_terms(
+            pretrained,
+            source,
+            alignment,
+            [key],
+            candidates=None if candidates is None else {key: candidates},
+            top_k=top_k,
+            device=device,
+            batch_size=batch_size,
+            progress=progress,
+            obs_names=obs_names,
+        )
+        return predictions[key]
+
+    def generate(self, pretrained: Pretrained, n_cells: int, conditions, **kwargs):
+        return generate_anndata(pretrained, n_cells, conditions, **kwargs)
