@@ -71,9 +71,9 @@ from _report import table
 import scfm
 from scfm.bench import hvg_pca, integration, knn_accuracy
 from scfm.genes import align_genes
-from scfm.models._device import resolve_device
-from scfm.models._resolve import resolve_model
-from scfm.models.cellplm import CellPLMModule, PretrainedCellPLM, load_pretrained_cellplm
+from scfm.models import Pretrained, load_pretrained, resolve_model
+from scfm.models.base import resolve_device
+from scfm.models.cellplm import CellPLMModule
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[0].parent / "shared" / "data"
@@ -98,11 +98,11 @@ def read_counts(path: Path) -> ad.AnnData:
     return adata
 
 
-def random_cellplm(bundled: PretrainedCellPLM, seed: int) -> PretrainedCellPLM:
+def random_cellplm(bundled: Pretrained, seed: int) -> Pretrained:
     """The bundled config and vocabulary with freshly initialised weights (the no-pretraining control)."""
     torch.manual_seed(seed)
     module = CellPLMModule(bundled.module.config).eval()
-    return PretrainedCellPLM(module, bundled.vocab, f"cellplm random weights (seed {seed})", "none", "none")
+    return Pretrained("cellplm", module, bundled.vocab, f"cellplm random weights (seed {seed})", "none", "none")
 
 
 def peak_rss_mib() -> float:
@@ -170,7 +170,7 @@ def worker(spec_path: str) -> None:
     seconds = time.perf_counter() - start
     record = adata.uns["scfm"]["X_scfm"]
     start = time.perf_counter()
-    resolve_model(spec["model"], families=("scgpt", "tgpt", "cellplm"))  # the share of loading the checkpoint
+    resolve_model(spec["model"], capability="embed")  # the share of loading the checkpoint
     load_seconds = time.perf_counter() - start
     print(
         json.dumps(
@@ -355,7 +355,7 @@ def normalised(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def denoise_dataset(name: str, adata: ad.AnnData, groups: str | None, opts: argparse.Namespace, **keys) -> list[dict]:
     """Thin ``adata``'s counts, denoise the visible part with CellPLM, score every method per group."""
-    model = load_pretrained_cellplm(opts.cellplm)
+    model = load_pretrained(opts.cellplm, family="cellplm")
     visible, held = thin(adata.X, opts.seed)
     view = ad.AnnData(visible, obs=adata.obs.copy(), var=adata.var.iloc[:, :0].copy())
     view.obsm = adata.obsm.copy()
@@ -416,7 +416,7 @@ def spatial_split(name: str) -> tuple[ad.AnnData, ad.AnnData]:
 
 
 def impute_dataset(name: str, opts: argparse.Namespace) -> tuple[list[dict], dict]:
-    model = load_pretrained_cellplm(opts.cellplm)
+    model = load_pretrained(opts.cellplm, family="cellplm")
     test, train = spatial_split(name)
     panel = np.asarray(test.var_names[align_genes(test.var, model.vocab, min_genes=1).var_index])
     rng = np.random.default_rng(opts.seed)
@@ -472,8 +472,8 @@ def spatial(opts: argparse.Namespace) -> list[dict]:
 
 
 # -- 4. embedding -------------------------------------------------------------------------------------
-def embedding_models(opts: argparse.Namespace) -> dict[str, PretrainedCellPLM]:
-    bundled = load_pretrained_cellplm(opts.cellplm)
+def embedding_models(opts: argparse.Namespace) -> dict[str, Pretrained]:
+    bundled = load_pretrained(opts.cellplm, family="cellplm")
     models = {"CellPLM": bundled}
     for seed in opts.random_seeds:
         models[f"CellPLM random weights, seed {seed}"] = random_cellplm(bundled, seed)
@@ -541,7 +541,7 @@ def embedding_pbmc(opts: argparse.Namespace) -> list[dict]:
 def embedding_osmfish(opts: argparse.Namespace) -> list[dict]:
     adata, _ = spatial_split("osmFISH")
     adata.obsm["spatial_shuffled"] = adata.obsm["spatial"][np.random.default_rng(opts.seed).permutation(adata.n_obs)]
-    bundled = load_pretrained_cellplm(opts.cellplm)
+    bundled = load_pretrained(opts.cellplm, family="cellplm")
     runs = {
         "CellPLM, coordinates": (bundled, "spatial"),
         "CellPLM, shuffled coordinates": (bundled, "spatial_shuffled"),

@@ -155,9 +155,9 @@ def generate_datasets(model: str | None, sizes: list[int], workdir: Path, seed: 
     import pandas as pd
     from anndata.io import sparse_dataset, write_elem
 
-    from scfm.models.scgpt import load_pretrained_module
+    from scfm.models import load_pretrained
 
-    vocab = load_pretrained_module(model).vocab
+    vocab = load_pretrained(model).vocab
     genes = list(vocab.genes)[:MAX_GENES]
     tag = f"v{DATA_VERSION}_seed{seed}_genes{len(genes)}_{vocab.fingerprint()[:10]}"
     paths = {n: workdir / f"synthetic_{n}_{tag}.h5ad" for n in sorted(set(sizes))}
@@ -273,12 +273,12 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     import scfm
     from scfm.data import expression_source
     from scfm.genes import align_genes
-    from scfm.models._device import resolve_device
-    from scfm.models.scgpt import embed_cells, load_pretrained_module
+    from scfm.models import load_pretrained, resolve_device
+    from scfm.models.scgpt import embed_cells
 
     mode = spec["mode"]
     start = time.perf_counter()
-    pretrained = load_pretrained_module(spec["model"])
+    pretrained = load_pretrained(spec["model"])
     device = resolve_device(spec["device"])
     pretrained.module.to(device)  # weights on the device (and CUDA initialised) before the clock starts
     model_load_s = time.perf_counter() - start

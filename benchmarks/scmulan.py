@@ -84,8 +84,9 @@ from scfm.bench._runners import tidy_scib_table
 from scfm.bench._scmulan_data import scmulan_corpus
 from scfm.data import expressed_gene_counts, expression_source
 from scfm.genes import align_genes
-from scfm.models._checkpoint import CheckpointError
-from scfm.models.scmulan import PretrainedSCMulan, cell_gene_words, load_pretrained_scmulan
+from scfm.models import Pretrained, load_pretrained
+from scfm.models.base import CheckpointError
+from scfm.models.scmulan import cell_gene_words
 from scfm.tokenize import detect_input_kind
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -110,7 +111,7 @@ def cap_per_label(adata: ad.AnnData, key: str, n: int | None, rng: np.random.Gen
     return adata[np.sort(np.concatenate(keep))].copy()
 
 
-def with_known_genes(adata: ad.AnnData, pretrained: PretrainedSCMulan) -> tuple[ad.AnnData, int]:
+def with_known_genes(adata: ad.AnnData, pretrained: Pretrained) -> tuple[ad.AnnData, int]:
     """The cells that express at least one scMulan gene (scMulan cannot prompt the others), and how many were not."""
     alignment = align_genes(adata.var, pretrained.vocab, min_genes=1)
     keep = expressed_gene_counts(sp.csr_matrix(adata.X), alignment.column_token_ids()) > 0
@@ -118,7 +119,7 @@ def with_known_genes(adata: ad.AnnData, pretrained: PretrainedSCMulan) -> tuple[
 
 
 # -- 1. zero-shot annotation ---------------------------------------------------------------------------------------
-def annotation_section(train: ad.AnnData, held: dict, pretrained: PretrainedSCMulan, opts) -> dict[str, list[dict]]:
+def annotation_section(train: ad.AnnData, held: dict, pretrained: Pretrained, opts) -> dict[str, list[dict]]:
     rng = np.random.default_rng(opts.seed)
     reference = train[train.obs["cell_type"] != UNKNOWN].copy()
     reference = cap_per_label(reference, "cell_type", opts.reference_per_type, rng)
@@ -234,7 +235,7 @@ def log1p_space(adata: ad.AnnData, genes: list[str]) -> np.ndarray:
     return out
 
 
-def sentence_space(adata: ad.AnnData, pretrained: PretrainedSCMulan) -> np.ndarray:
+def sentence_space(adata: ad.AnnData, pretrained: Pretrained) -> np.ndarray:
     """Each cell as scMulan reads it: its top ``max_gene_words`` model genes at the ``log1p`` value of their level
     (the values ``scfm.tl.generate`` writes), as dense columns in the order of the model's genes."""
     config = pretrained.module.config
@@ -325,7 +326,7 @@ def condition_of(cell_type: str, train: ad.AnnData, held: dict, terms: dict, opt
     return conditions, target.copy(), source, pool[mask].copy()
 
 
-def generation_section(train: ad.AnnData, held: dict, pretrained: PretrainedSCMulan, opts) -> dict[str, list[dict]]:
+def generation_section(train: ad.AnnData, held: dict, pretrained: Pretrained, opts) -> dict[str, list[dict]]:
     rng = np.random.default_rng(opts.seed)
     terms = pretrained.module.config.metadata_terms
     genes = list(pretrained.vocab.genes)
@@ -429,7 +430,7 @@ def generation_section(train: ad.AnnData, held: dict, pretrained: PretrainedSCMu
     return {"generation": rows, "generation_summary": summary, "generation_conditions": described}
 
 
-def assignment_fractions(train: ad.AnnData, pretrained: PretrainedSCMulan, sets: dict, opts) -> dict:
+def assignment_fractions(train: ad.AnnData, pretrained: Pretrained, sets: dict, opts) -> dict:
     """Per set, the fraction of cells that a logistic regression trained on the labelled training cells (in the same
     space, all cell types) assigns to the condition's cell type. One fit per space."""
     rng = np.random.default_rng(opts.seed)
@@ -456,7 +457,7 @@ def assignment_fractions(train: ad.AnnData, pretrained: PretrainedSCMulan, sets:
 
 
 # -- 3. embeddings -------------------------------------------------------------------------------------------------
-def embed_all(adata: ad.AnnData, pretrained: PretrainedSCMulan) -> dict[str, float]:
+def embed_all(adata: ad.AnnData, pretrained: Pretrained) -> dict[str, float]:
     seconds = {}
     for label, model in (("scMulan", pretrained), ("SCGPT", SCGPT)):
         start = time.perf_counter()
@@ -486,7 +487,7 @@ def bio_conservation(adata: ad.AnnData, keys: dict[str, str], label_key: str) ->
     return tidy_scib_table(benchmarker.get_results(min_max_scale=False), {v: k for k, v in keys.items()}, {})
 
 
-def embedding_section(data: Path, held: dict, pretrained: PretrainedSCMulan, opts) -> dict[str, list[dict]]:
+def embedding_section(data: Path, held: dict, pretrained: Pretrained, opts) -> dict[str, list[dict]]:
     rng = np.random.default_rng(opts.seed)
     pancreas = ad.read_h5ad(data / "integration" / "pancreas_3batches_cepo_small.h5ad")
     pancreas.X = sp.csr_matrix(pancreas.X, dtype=np.float32)
@@ -561,7 +562,7 @@ def main() -> None:
     if not opts.data.exists():
         sys.exit(f"{opts.data} not found: this benchmark needs the shared data (../shared/data, or pass --data)")
     try:
-        pretrained = load_pretrained_scmulan(opts.model)
+        pretrained = load_pretrained(opts.model, family="scmulan")
     except (CheckpointError, FileNotFoundError) as err:
         sys.exit(f"cannot load the scMulan checkpoint {opts.model!r}: {err}")
     config = pretrained.module.config

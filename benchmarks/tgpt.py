@@ -37,7 +37,8 @@ from _report import table
 
 import scfm
 from scfm.bench import integration, knn_accuracy
-from scfm.models.tgpt import PretrainedTGPT, TGPTModule, load_pretrained_tgpt
+from scfm.models import Pretrained, load_pretrained
+from scfm.models.tgpt import TGPTModule
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TCGA_CLINICAL = ["ajcc_pathologic_tumor_stage", "age_at_initial_pathologic_diagnosis", "gender", "Sample.Type"]
@@ -46,12 +47,12 @@ BREAST_CLINICAL = ["age", "size", "grade", "er"]
 TGPT_MODEL = "tgpt"
 
 
-def random_tgpt(seed: int) -> PretrainedTGPT:
+def random_tgpt(seed: int) -> Pretrained:
     """The bundled architecture and vocabulary with freshly initialised weights (the no-pretraining control)."""
-    bundled = load_pretrained_tgpt(TGPT_MODEL)
+    bundled = load_pretrained(TGPT_MODEL, family="tgpt")
     torch.manual_seed(seed)
     module = TGPTModule(bundled.module.config).eval()
-    return PretrainedTGPT(module, bundled.vocab, "tgpt random weights", "none", "none")
+    return Pretrained("tgpt", module, bundled.vocab, "tgpt random weights", "none", "none")
 
 
 def bulk_tcga(opts: argparse.Namespace) -> list[dict]:
@@ -78,7 +79,7 @@ def bulk_tcga(opts: argparse.Namespace) -> list[dict]:
     main["feature_set"] = main["feature_set"].replace({"features": "tGPT", "features+clinical": "tGPT+clinical"})
     control = control[control["feature_set"] == "features"].assign(feature_set="tGPT random weights")
     matched = bdata[
-        :, bdata.var_names.str.upper().isin([g.upper() for g in load_pretrained_tgpt(TGPT_MODEL).vocab.genes])
+        :, bdata.var_names.str.upper().isin([g.upper() for g in load_pretrained(TGPT_MODEL, family="tgpt").vocab.genes])
     ]
     same_genes = scfm.tl.associate(matched.copy(), "X_tgpt", **common)
     same_genes = same_genes[same_genes["feature_set"] == "expression_pca"].assign(

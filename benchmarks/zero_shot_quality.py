@@ -25,6 +25,7 @@ import pandas as pd
 import scanpy as sc
 
 import scfm
+from scfm.models import load_pretrained
 
 
 def pancreas(data_dir: Path, model) -> pd.DataFrame:
@@ -60,15 +61,18 @@ def random_weight_knn(model, seeds: range) -> pd.Series:
     """pbmc68k 15-NN accuracy of the checkpoint's architecture with random weights, one value per torch seed."""
     import torch
 
-    from scfm.models.scgpt import PretrainedSCGPT, SCGPTModule, load_pretrained_module
+    from scfm.models import Pretrained
+    from scfm.models.scgpt import SCGPTModule
 
-    pretrained = load_pretrained_module(model)
+    pretrained = load_pretrained(model)
     adata = sc.datasets.pbmc68k_reduced()
     scores = {}
     for seed in seeds:
         torch.manual_seed(seed)
         module = SCGPTModule(pretrained.module.config).eval()
-        scfm.tl.embed(adata, PretrainedSCGPT(module, pretrained.vocab, "random", "", ""), use_raw=True, progress=False)
+        scfm.tl.embed(
+            adata, Pretrained("scgpt", module, pretrained.vocab, "random", "", ""), use_raw=True, progress=False
+        )
         scores[seed] = scfm.bench.knn_accuracy(adata, "X_scfm", "bulk_labels")
     return pd.Series(scores, name="knn15_accuracy")
 

@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 from scfm.genes import GeneVocab
-from scfm.models._checkpoint import load_checkpoint, save_checkpoint
+from scfm.models.base import load_checkpoint, save_checkpoint
 
 
 def compact(source: str, dest: str, keep_genes: int) -> Path:

@@ -19,12 +19,11 @@ import scipy.sparse as sp
 import torch
 
 from scfm.cli import main as cli_main
-from scfm.models import CheckpointError, load_checkpoint
+from scfm.models import CheckpointError, load_checkpoint, load_pretrained
 from scfm.models.cellplm import (
     CellPLM,
     CellPLMModule,
     convert_reference_state_dict,
-    load_pretrained_cellplm,
     write_converted_cellplm,
 )
 
@@ -221,7 +220,7 @@ def test_write_load_embed(reference, tmp_path):
     checkpoint = load_checkpoint(out)
     assert checkpoint.family == "cellplm" and len(checkpoint.config["extra"]["source_sha256"]) == 64
     assert "tiny.best.ckpt" in checkpoint.model_card and "embedder.pe_enc.missing_pe" in checkpoint.model_card
-    pretrained = load_pretrained_cellplm(out)
+    pretrained = load_pretrained(out, family="cellplm")
     module = pretrained.module
     torch.testing.assert_close(module.gene_embedding.detach(), state["embedder.feat_enc.emb"], rtol=0, atol=0)
     features = module.cell_features(module.transform(torch.poisson(torch.full((12, len(GENES)), 2.0))))
@@ -257,7 +256,7 @@ def test_cli_convert(reference, tmp_path, capsys):
     _, _, config_file, ckpt_file = reference
     assert cli_main(["convert", "cellplm", str(config_file), str(ckpt_file), str(tmp_path / "out")]) == 0
     assert "wrote scfm checkpoint" in capsys.readouterr().out
-    assert load_pretrained_cellplm(tmp_path / "out").module.config.attention == "flow"
+    assert load_pretrained(tmp_path / "out", family="cellplm").module.config.attention == "flow"
     assert cli_main(["convert", "cellplm", str(config_file), str(ckpt_file), str(tmp_path / "out")]) == 2
     assert cli_main(["convert", "cellplm", str(tmp_path / "no.json"), str(ckpt_file), str(tmp_path / "o2")]) == 2
     assert "no CellPLM config" in capsys.readouterr().err
@@ -463,7 +462,7 @@ def test_folded_checkpoint_round_trip(tmp_path):
     assert checkpoint.config["norm"] == "groupnorm" and checkpoint.config["decoder_offsets"] is True
     assert checkpoint.config["extra"]["folded_covariates"]["sizes"] == {"batch": 7, "dataset": 3}
     assert "Decoder covariates folded: batch (7 embeddings), dataset (3 embeddings)" in checkpoint.model_card
-    module = load_pretrained_cellplm(out).module
+    module = load_pretrained(out, family="cellplm").module
     _, _, mapped = convert_reference_state_dict(config, state)
     torch.testing.assert_close(module.decoder.offsets.detach(), mapped["decoder.offsets"], rtol=0, atol=0)
     adata = counts_adata()

@@ -18,8 +18,8 @@ import torch
 from conftest import one_thread
 
 import scfm
-from scfm.models import CellPLM
-from scfm.models.cellplm import SentenceCollator, load_pretrained_cellplm, plan_sentences
+from scfm.models import CellPLM, load_pretrained
+from scfm.models.cellplm import SentenceCollator, plan_sentences
 
 N_TYPES = 3
 N_GENES = 80
@@ -247,7 +247,7 @@ def test_save_and_load_round_trip(trained, tmp_path):
     loaded = CellPLM.load(path, adata.copy(), min_genes=10)
     assert loaded.config == model.config
     np.testing.assert_array_equal(loaded.get_latent_representation(device="cpu"), expected)
-    pretrained = load_pretrained_cellplm(path)
+    pretrained = load_pretrained(path, family="cellplm")
     assert pretrained.module.config == model.config and not pretrained.module.training
     from_pretrained = CellPLM.from_pretrained(pretrained, adata.copy(), min_genes=10)
     np.testing.assert_array_equal(from_pretrained.get_latent_representation(device="cpu"), expected)

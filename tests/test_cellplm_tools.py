@@ -334,8 +334,8 @@ def test_other_refusals_leave_adata_unchanged(adata, untrained, tmp_path):
     foreign = shutil.copytree(untrained.save(tmp_path / "cellplm"), tmp_path / "foreign")
     config = json.loads((foreign / "config.json").read_text())
     (foreign / "config.json").write_text(json.dumps({**config, "family": "tgpt"}))
-    with pytest.raises(ValueError, match="is a 'tgpt' model; this tool accepts 'cellplm' models"):
+    with pytest.raises(ValueError, match=r"not a valid TGPT config.*another model family"):
         scfm.tl.denoise(adata, foreign, layer="counts", **QUIET)
-    with pytest.raises(TypeError, match="model must be a CellPLM checkpoint directory"):
+    with pytest.raises(TypeError, match="model must be a checkpoint directory"):
         scfm.tl.impute(adata, ["G1"], 42, layer="counts", **QUIET)
     assert_unchanged(adata, before)

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from scfm.cli import main as cli_main
-from scfm.models import CheckpointError, load_checkpoint
-from scfm.models.scgpt import SCGPT, convert_scgpt_checkpoint, load_pretrained_module, write_converted_checkpoint
+from scfm.models import CheckpointError, load_checkpoint, load_pretrained
+from scfm.models.scgpt import SCGPT, convert_scgpt_checkpoint, write_converted_checkpoint
 from scfm.models.scgpt._convert import map_reference_state_dict
 
 D_MODEL, N_HEADS, D_HID, N_LAYERS = 32, 4, 48, 2
@@ -199,8 +199,8 @@ def test_write_and_load_converted_checkpoint(reference, tmp_path):
     checkpoint = load_checkpoint(out)
     sha = convert_scgpt_checkpoint(path).reference.weights_sha256
     assert sha in checkpoint.model_card and str(path.resolve()) in checkpoint.model_card
-    loaded = load_pretrained_module(out)
-    direct = load_pretrained_module(path)  # the reference directory itself, converted in memory
+    loaded = load_pretrained(out)
+    direct = load_pretrained(path)  # the reference directory itself, converted in memory
     for key, value in loaded.module.state_dict().items():
         torch.testing.assert_close(value, direct.module.state_dict()[key])
     with pytest.raises(FileExistsError):

@@ -12,8 +12,13 @@ import torch
 
 import scfm
 from scfm._demo import run_demo
-from scfm.models.scgpt import MaskedValueCollator, SCGPTModule, TokenizedCellDataset, load_pretrained_module
-from scfm.models.scgpt._embed import binning_config
+from scfm.models import load_pretrained
+from scfm.models.scgpt import (
+    MaskedValueCollator,
+    SCGPTModule,
+    TokenizedCellDataset,
+    binning_config,
+)
 
 BUNDLED = Path(str(resources.files("scfm") / "checkpoints" / "scgpt_default"))
 bundled_exists = (BUNDLED / "model.safetensors").is_file()
@@ -88,7 +93,7 @@ def _masked_value_loss(module: SCGPTModule, adata, vocab) -> float:
 def test_bundled_model_is_trained(pbmc_small):
     # the shipped weights must predict held-out (masked) expression bins far better than the same architecture
     # with random weights; pbmc68k_reduced was not part of the pretraining corpus
-    pretrained = load_pretrained_module("default")
+    pretrained = load_pretrained("default")
     trained = _masked_value_loss(pretrained.module, pbmc_small, pretrained.vocab)
     torch.manual_seed(0)
     untrained = _masked_value_loss(SCGPTModule(pretrained.module.config), pbmc_small, pretrained.vocab)

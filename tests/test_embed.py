@@ -17,8 +17,8 @@ from conftest import assert_unchanged, snapshot
 import scfm
 from scfm.data import expression_source
 from scfm.genes import align_genes
-from scfm.models import SCGPT, CheckpointError, load_checkpoint
-from scfm.models.scgpt import embed_cells, load_pretrained_module
+from scfm.models import SCGPT, CheckpointError, load_checkpoint, load_pretrained
+from scfm.models.scgpt import embed_cells
 
 
 def embed(adata, ckpt, **kwargs):
@@ -168,7 +168,7 @@ def test_in_memory_model_matches_directory(counts_adata, tiny_checkpoint, refere
 
 
 def test_bucketing_matches_naive_padding(counts_adata, tiny_checkpoint):
-    pretrained = load_pretrained_module(tiny_checkpoint)
+    pretrained = load_pretrained(tiny_checkpoint)
     source = expression_source(counts_adata)
     alignment = align_genes(source.var, pretrained.vocab)
     kwargs = {"device": torch.device("cpu"), "batch_size": 16, "progress": False}
@@ -180,7 +180,7 @@ def test_bucketing_matches_naive_padding(counts_adata, tiny_checkpoint):
 
 
 def test_embed_cells_rows_subset(counts_adata, tiny_checkpoint, reference):
-    pretrained = load_pretrained_module(tiny_checkpoint)
+    pretrained = load_pretrained(tiny_checkpoint)
     source = expression_source(counts_adata)
     alignment = align_genes(source.var, pretrained.vocab)
     rows = np.array([5, 0, 119, 42, 5])

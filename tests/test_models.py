@@ -10,9 +10,8 @@ import pytest
 import torch
 from conftest import TINY
 
-from scfm.models import SCGPT, CheckpointError, SCGPTConfig, bundled_checkpoint_names, load_checkpoint
-from scfm.models.scgpt import TokenizedCellDataset, load_pretrained_module
-from scfm.models.scgpt._embed import binning_config
+from scfm.models import SCGPT, CheckpointError, SCGPTConfig, bundled_checkpoint_names, load_checkpoint, load_pretrained
+from scfm.models.scgpt import TokenizedCellDataset, binning_config
 
 TRAIN_KWARGS = {"accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False}
 
@@ -68,7 +67,7 @@ def test_model_builds_vocab_from_genes(tiny_model, counts_adata):
 
 def test_config_vocab_size_mismatch_rejected(tiny_model, counts_adata):
     config = SCGPTConfig(**{**tiny_model.config.to_dict(), "n_tokens": tiny_model.config.n_tokens + 1})
-    with pytest.raises(ValueError, match="does not match the vocabulary size"):
+    with pytest.raises(ValueError, match=r"config does not fit the vocabulary: config\.json says n_tokens=305"):
         SCGPT(counts_adata, vocab=tiny_model.vocab, config=config)
 
 
@@ -203,7 +202,7 @@ def test_config_d_model_not_matching_weights(ckpt_copy):
     _edit_config(ckpt_copy, d_model=64)
     load_checkpoint(ckpt_copy)  # the directory itself is readable ...
     with pytest.raises(CheckpointError, match="shape mismatches") as info:  # ... but the weights do not fit
-        load_pretrained_module(ckpt_copy)
+        load_pretrained(ckpt_copy)
     message = str(info.value)
     assert "(file vs config)" in message
     assert "(32, 32) vs (64, 64)" in message  # a 32-wide tensor in the file where the config wants 64
@@ -212,19 +211,19 @@ def test_config_d_model_not_matching_weights(ckpt_copy):
 def test_config_n_layers_not_matching_weights(ckpt_copy):
     _edit_config(ckpt_copy, n_layers=3)
     with pytest.raises(CheckpointError, match=r"missing tensors \['transformer.layers.2"):
-        load_pretrained_module(ckpt_copy)
+        load_pretrained(ckpt_copy)
 
 
 def test_config_vocab_size_not_matching_vocab(ckpt_copy):
     _edit_config(ckpt_copy, n_tokens=305)
     with pytest.raises(CheckpointError, match=r"n_tokens=305 but vocab\.json has 304 tokens"):
-        load_pretrained_module(ckpt_copy)
+        load_pretrained(ckpt_copy)
 
 
 def test_config_of_another_family(ckpt_copy):
     _edit_config(ckpt_copy, n_experts=2)
     with pytest.raises(CheckpointError, match="not a valid SCGPT config"):
-        load_pretrained_module(ckpt_copy)
+        load_pretrained(ckpt_copy)
 
 
 def test_load_checkpoint_file_instead_of_directory(tiny_checkpoint):
@@ -241,7 +240,7 @@ def test_load_checkpoint_nonexistent_path(tmp_path):
 
 
 def test_load_pretrained_module_is_eval_and_matches_files(tiny_checkpoint):
-    pretrained = load_pretrained_module(tiny_checkpoint)
+    pretrained = load_pretrained(tiny_checkpoint)
     assert not pretrained.module.training
     assert pretrained.sha256 == load_checkpoint(tiny_checkpoint).sha256
     assert pretrained.module.config.d_model == 32

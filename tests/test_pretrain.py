@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -18,7 +19,18 @@ from test_streaming import write_shard
 
 from scfm.cli import main
 from scfm.models import SCGPT
-from scfm.train import PretrainConfig, checkpoint_files, export_run, pretrain, schedule_steps
+from scfm.models.scgpt import SCGPTObjectives, SCGPTPretrainRecipe
+from scfm.train import (
+    PretrainConfig,
+    checkpoint_files,
+    export_run,
+    get_recipe,
+    pretrain,
+    register_recipe,
+    registered_recipes,
+    schedule_steps,
+)
+from scfm.train import _recipe as recipe_module
 from scfm.train._pretrain import load_sources
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,16 +110,47 @@ def test_config_errors_name_the_problem(tmp_path, shards):
         PretrainConfig.from_dict({"output": "x"})
     with pytest.raises(ValueError, match="strategy"):
         PretrainConfig.from_dict(recipe(shards, tmp_path, trainer={"strategy": "horovod"}))
-    with pytest.raises(ValueError, match="not supported"):
-        PretrainConfig.from_dict(recipe(shards, tmp_path, model={"family": "geneformer"}))
+    with pytest.raises(ValueError, match=r"'geneformer' is not supported by scfm pretrain.*registered: \[.*'scgpt'"):
+        pretrain(recipe(shards, tmp_path, model={"family": "geneformer"}))
+    with pytest.raises(ValueError, match="unknown keys \\['maskratio'\\] in config section 'objectives'"):
+        pretrain(recipe(shards, tmp_path, objectives={"maskratio": 0.3}))
+    with pytest.raises(ValueError, match=r"objectives\.mode must be"):
+        pretrain(recipe(shards, tmp_path, objectives={"mode": "bert"}))
+    with pytest.raises(ValueError, match=r"config's model\.family is 'tgpt'"):
+        pretrain(recipe(shards, tmp_path, model={"family": "tgpt"}), recipe=SCGPTPretrainRecipe())
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         pretrain(recipe(shards, tmp_path / "empty"), resume=True)
 
 
+def test_recipes_come_from_the_registry_or_entry_points(monkeypatch):
+    assert isinstance(get_recipe("scgpt"), SCGPTPretrainRecipe)
+    bound = PretrainConfig.from_dict({"output": "x", "data": {"shards": ["a.h5ad"]}}).bind(get_recipe("scgpt"))
+    assert bound.objectives == SCGPTObjectives() and bound.to_dict()["objectives"]["mask_ratio"] == 0.4
+
+    class Toy(SCGPTPretrainRecipe):
+        family = "toy"
+
+    class Entry:
+        name = "toy"
+
+        def load(self):
+            return Toy()
+
+    def fake_entry_points(group):
+        return [Entry()] if group == "scfm.pretrain_recipes" else []
+
+    monkeypatch.setattr(recipe_module, "entry_points", fake_entry_points)
+    monkeypatch.setattr(recipe_module, "_RECIPES", dict(recipe_module._RECIPES))
+    assert isinstance(get_recipe("toy"), Toy) and {"scgpt", "toy"} <= set(registered_recipes())
+    assert register_recipe(Toy()) is get_recipe("toy")  # a registration replaces the family's recipe
+
+
 # -- one process: train, export, load --------------------------------------------------------------------------------
-def test_pretrain_exports_a_checkpoint_that_scgpt_and_embed_load(tmp_path, shards):
+def test_pretrain_exports_a_checkpoint_that_scgpt_and_embed_load(tmp_path, shards, caplog):
     output = tmp_path / "run"
-    result = pretrain(recipe(shards, output))
+    with caplog.at_level(logging.INFO, logger="scfm.train"):
+        result = pretrain(recipe(shards, output))
+    assert "frozen (no objective uses them): " in caplog.text  # masked-value GEP never uses the zero head
     assert result.export == output / "export"
     assert {p.name for p in result.export.iterdir()} >= {"config.json", "vocab.json", "model.safetensors"}
     losses = logged(output, "train_loss_step")
@@ -182,6 +225,7 @@ KILL_AT_STEP = textwrap.dedent(
     """
     import os, signal, sys
     from lightning.pytorch import Callback
+    import scfm.models  # registers the families' pretraining recipes
     from scfm.train import PretrainConfig, pretrain
 
     class KillAfter(Callback):

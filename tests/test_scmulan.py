@@ -17,13 +17,12 @@ import torch
 from conftest import TINY, one_thread
 
 import scfm
-from scfm.models import SCMulan
+from scfm.models import NoKnownGenesError, SCMulan
 from scfm.models.scmulan import (
     ANNOTATE,
     GENERATE,
     CSentenceVocab,
     LevelScheme,
-    NoKnownGenesError,
     SCMulanConfig,
     SCMulanModule,
     annotation_sentence,

@@ -60,7 +60,7 @@ def test_save_and_load_round_trip(trained, tmp_path):
 
 
 def test_load_rejects_another_family(tiny_checkpoint, trained):
-    from scfm.models._checkpoint import CheckpointError
+    from scfm.models.base import CheckpointError
 
     adata, _ = trained
     with pytest.raises(CheckpointError, match="not a tGPT"):

@@ -10,9 +10,8 @@ import scipy.sparse as sp
 from conftest import assert_unchanged, snapshot
 
 import scfm
-from scfm.models import TGPT
-from scfm.models._checkpoint import CheckpointError
-from scfm.models.tgpt import EmptySampleError
+from scfm.models import TGPT, NoKnownGenesError
+from scfm.models.base import CheckpointError
 
 
 def embed(adata, checkpoint, **kwargs) -> np.ndarray:
@@ -61,14 +60,14 @@ def test_empty_cell_is_an_error_and_nothing_is_written(counts_adata, tiny_tgpt_c
     counts[5, :] = 0
     counts_adata.X = sp.csr_matrix(counts)
     before = snapshot(counts_adata)
-    with pytest.raises(EmptySampleError, match=str(counts_adata.obs_names[5])):
+    with pytest.raises(NoKnownGenesError, match=str(counts_adata.obs_names[5])):
         embed(counts_adata, tiny_tgpt_checkpoint)
     assert_unchanged(counts_adata, before)
 
 
 def test_other_tools_refuse_a_tgpt_checkpoint(counts_adata, tiny_tgpt_checkpoint):
     counts_adata.obs["batch"] = np.where(np.arange(counts_adata.n_obs) % 2, "a", "b")
-    with pytest.raises(CheckpointError, match="accepts 'scgpt'"):
+    with pytest.raises(CheckpointError, match="tGPT model, which cannot integrate batches; models that can: scGPT"):
         scfm.tl.integrate(counts_adata, "batch", model=tiny_tgpt_checkpoint, max_epochs=1)
 
 
@@ -115,7 +114,7 @@ def test_bulk_nan_and_empty_samples_are_rejected(bulk, tiny_tgpt_checkpoint):
         bulk_features(bulk, tiny_tgpt_checkpoint)
     bulk.X[3] = 0
     before = snapshot(bulk)
-    with pytest.raises(EmptySampleError, match=r"tumour3.*all-zero sample"):
+    with pytest.raises(NoKnownGenesError, match=r"tumour3.*all-zero sample"):
         bulk_features(bulk, tiny_tgpt_checkpoint)
     assert_unchanged(bulk, before)
 
@@ -127,7 +126,7 @@ def test_bulk_probe_ids_get_a_mapping_hint(bulk, tiny_tgpt_checkpoint):
 
 
 def test_bulk_features_need_a_tgpt_model(bulk, tiny_checkpoint):
-    with pytest.raises(CheckpointError, match="accepts 'tgpt'"):
+    with pytest.raises(CheckpointError, match="scGPT model, which cannot embed bulk samples; models that can: tGPT"):
         bulk_features(bulk, tiny_checkpoint)
 
 

@@ -47,7 +47,8 @@ from tabulate import tabulate
 
 from scfm.data import expression_source
 from scfm.genes import align_genes
-from scfm.models.cellplm import cell_features, iter_sentences, load_pretrained_cellplm, write_converted_cellplm
+from scfm.models import load_pretrained
+from scfm.models.cellplm import cell_features, iter_sentences, write_converted_cellplm
 from scfm.tl import embed
 
 HERE = Path(__file__).resolve().parent
@@ -145,7 +146,7 @@ def run_shape(shape: str, adata: ad.AnnData, genes: list[str], workdir: Path, py
     write_converted_cellplm(
         ref_dir / f"{prefix}.config.json", ref_dir / f"{prefix}.best.ckpt", scfm_dir, overwrite=True
     )
-    pretrained = load_pretrained_cellplm(scfm_dir)
+    pretrained = load_pretrained(scfm_dir, family="cellplm")
     module, vocab = pretrained.module, pretrained.vocab
 
     reference = {}

@@ -32,7 +32,8 @@ import torch
 from tabulate import tabulate
 
 from scfm.genes import align_genes
-from scfm.models.scgpt import BinningConfig, load_pretrained_module, pad_cells, tokenize_csr, write_converted_checkpoint
+from scfm.models import load_pretrained
+from scfm.models.scgpt import BinningConfig, pad_cells, tokenize_csr, write_converted_checkpoint
 from scfm.tl import embed
 from scfm.tokenize import bin_expressed
 
@@ -87,7 +88,7 @@ def run_shape(shape: str, layout: str, adata: ad.AnnData, workdir: Path, python:
     )
     drop = ["cls_decoder"] if layout == "torch" else []
     write_converted_checkpoint(ref_dir, scfm_dir, drop=drop, overwrite=True)
-    pretrained = load_pretrained_module(scfm_dir)
+    pretrained = load_pretrained(scfm_dir)
     module, vocab, config = pretrained.module, pretrained.vocab, pretrained.module.config
 
     alignment = align_genes(adata.var, vocab, min_genes=10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 
@@ -39,9 +40,22 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log_progress() -> None:
+    """Show scfm's info messages (e.g. the parameters pretraining freezes) on stderr."""
+    logger = logging.getLogger("scfm")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def _pretrain(args: argparse.Namespace) -> int:
+    import scfm.models  # noqa: F401  (registers the families' pretraining recipes)
     from scfm.train import PretrainConfig, pretrain
 
+    _log_progress()
     config = PretrainConfig.from_yaml(args.config)
     if args.no_progress:
         config.trainer.progress_bar = False
@@ -52,6 +66,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    import scfm.models  # noqa: F401  (registers the families' pretraining recipes)
     from scfm.train import export_run
 
     path = export_run(args.run, args.destination, checkpoint=args.checkpoint, overwrite=args.overwrite)

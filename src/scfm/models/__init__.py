@@ -1,6 +1,7 @@
 """Model families (scvi-tools ``BaseModelClass`` subclasses), the family contract and checkpoint handling.
 
-Importing this package registers the built-in families (scGPT first: it is the package default).
+Importing this package registers the built-in families; the default model (``model=None``) is scGPT's bundled
+checkpoint wherever scGPT has the capability a tool needs (see :func:`~scfm.models.base.default_model_for`).
 """
 
 from .base import (

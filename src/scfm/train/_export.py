@@ -1,5 +1,5 @@
 """Turn a pretraining run's training checkpoint into an scfm checkpoint directory (``config.json``, ``vocab.json``,
-``model.safetensors``, ``model_card.md``) that :meth:`scfm.models.SCGPT.from_pretrained` and ``tl.embed`` load."""
+``model.safetensors``, ``model_card.md``) that the family's ``from_pretrained`` and ``tl.embed`` load."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import csv
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import yaml
@@ -14,6 +15,9 @@ import yaml
 from scfm.genes import GeneVocab
 
 from ._callbacks import checkpoint_files
+
+if TYPE_CHECKING:
+    from ._recipe import PretrainRecipe
 
 RUN_CONFIG_FILE = "config.yaml"
 MODEL_CONFIG_FILE = "model_config.json"
@@ -44,6 +48,7 @@ def export_run(
     *,
     checkpoint: str | os.PathLike | None = None,
     overwrite: bool = False,
+    recipe: PretrainRecipe | None = None,
 ) -> Path:
     """Export a pretraining run's newest (or a chosen) training checkpoint as an scfm checkpoint directory.
 
@@ -57,11 +62,12 @@ def export_run(
         A ``step-*.ckpt`` of the run (default: the newest).
     overwrite
         Replace an existing destination.
+    recipe
+        The family's :class:`~scfm.train.PretrainRecipe` (default: the one registered for the family recorded in
+        the run's ``config.yaml``).
     """
-    from scfm.models._checkpoint import load_weights_strict, save_checkpoint
-    from scfm.models.scgpt import SCGPTConfig, SCGPTModule
-
     from ._pretrain_config import PretrainConfig
+    from ._recipe import resolve_recipe
 
     run = Path(run_dir)
     for name in (RUN_CONFIG_FILE, MODEL_CONFIG_FILE, RUN_VOCAB_FILE):
@@ -73,37 +79,36 @@ def export_run(
             raise FileNotFoundError(f"no step-*.ckpt in {str(run / 'checkpoints')!r} to export")
         checkpoint = found[-1]
     config = PretrainConfig.from_dict(yaml.safe_load((run / RUN_CONFIG_FILE).read_text()))
-    model_config = SCGPTConfig.from_dict(json.loads((run / MODEL_CONFIG_FILE).read_text()))
+    recipe = resolve_recipe(config.model.family, recipe)
+    config = config.bind(recipe)
+    model_config = json.loads((run / MODEL_CONFIG_FILE).read_text())
     for key in ("max_len", "cell_embedding"):
         if getattr(config.export, key) is not None:
-            setattr(model_config, key, getattr(config.export, key))
-    model_config.extra = {**model_config.extra, "pretrained_by": "scfm pretrain", "run": run.name}
+            model_config[key] = getattr(config.export, key)
+    model_config["extra"] = {**model_config.get("extra", {}), "pretrained_by": "scfm pretrain", "run": run.name}
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     weights = {key.removeprefix("module."): value for key, value in state["state_dict"].items()}
-    module = SCGPTModule(model_config)
-    load_weights_strict(module, weights, str(checkpoint))
+    module = recipe.module_from_config(model_config, weights, source=str(checkpoint))
     vocab = GeneVocab.load(run / RUN_VOCAB_FILE)
     n_params = sum(p.numel() for p in module.parameters())
     loss = _last_logged(run, "train_loss_step")
     sources = config.data.shards + ([f"SOMA {config.data.soma.get('uri')}"] if config.data.soma else [])
+    architecture = recipe.describe(module)
     card = (
-        f"# scfm SCGPT checkpoint pretrained with `scfm pretrain` (run `{run.name}`)\n\n"
+        f"# scfm {recipe.label} checkpoint pretrained with `scfm pretrain` (run `{run.name}`)\n\n"
         f"- parameters: {n_params:,}; vocabulary: {len(vocab)} tokens\n"
-        f"- architecture: d_model {model_config.d_model}, {model_config.n_layers} layers, "
-        f"{model_config.n_heads} heads; inference max_len {model_config.max_len}, "
-        f"cell embedding {model_config.cell_embedding}\n"
-        f"- training: {state['global_step']} optimiser steps (epoch counter {state['epoch']}), "
+        + (f"- architecture: {architecture}\n" if architecture else "")
+        + f"- training: {state['global_step']} optimiser steps (epoch counter {state['epoch']}), "
         f"context {config.model.max_len} tokens, objectives {config.objectives}, optimiser {config.optimizer}\n"
         f"- last logged train loss: {loss if loss is not None else 'not logged'}\n"
         f"- data: {', '.join(sources)}\n"
         f"- exported from: `{Path(checkpoint).name}`\n"
     )
     target = Path(destination) if destination is not None else run / "export"
-    return save_checkpoint(
+    return recipe.save(
         target,
-        config=model_config.to_dict(),
-        vocab=vocab,
-        state_dict=module.state_dict(),
+        module,
+        vocab,
         model_card=card,
         overwrite=overwrite,
         half_precision=config.export.half_precision,

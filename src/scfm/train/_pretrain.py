@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -25,13 +26,14 @@ from scfm.data import (
     expand_shard_paths,
 )
 from scfm.genes import GeneVocab, vocabulary_genes
-from scfm.models.scgpt._data import MaskedValueCollator
-from scfm.models.scgpt._stream import SCGPTCellEncoder
 
 from ._callbacks import AtomicCheckpointIO, CellTrace, StepCheckpoint, Throughput, checkpoint_files
 from ._export import MODEL_CONFIG_FILE, RUN_CONFIG_FILE, RUN_VOCAB_FILE, export_run, write_atomic
 from ._plan import WarmupCosineTrainingPlan
 from ._pretrain_config import PretrainConfig
+from ._recipe import PretrainRecipe, resolve_recipe
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -73,51 +75,26 @@ def union_vocab(sources: list[RowSource], gene_key: str | None) -> GeneVocab:
     return GeneVocab(list(genes))
 
 
-def _model_and_vocab(config: PretrainConfig, sources: list[RowSource], resume: bool):
-    from scfm.models.scgpt import SCGPTConfig, SCGPTModule, load_pretrained_module
-
+def _model_and_vocab(config: PretrainConfig, recipe: PretrainRecipe, sources: list[RowSource], resume: bool):
     output = Path(config.output)
     if resume:
         vocab = GeneVocab.load(output / RUN_VOCAB_FILE)
-        model_config = SCGPTConfig.from_dict(json.loads((output / MODEL_CONFIG_FILE).read_text()))
-        return SCGPTModule(model_config), vocab
+        return recipe.module_from_config(json.loads((output / MODEL_CONFIG_FILE).read_text())), vocab
     if config.model.init_from:
-        pretrained = load_pretrained_module(config.model.init_from)
-        module = pretrained.module
+        module, vocab = recipe.module_from_checkpoint(config.model.init_from)
         module.train()
-        return module, pretrained.vocab
+        return module, vocab
     if config.data.vocab == "union":
         vocab = union_vocab(sources, config.data.gene_key)
     else:
         vocab = GeneVocab.load(config.data.vocab)
-    architecture = {"max_len": config.model.max_len, **config.model.architecture}
-    try:
-        model_config = SCGPTConfig(n_tokens=len(vocab), pad_id=vocab.pad_id, cls_id=vocab.cls_id, **architecture)
-    except TypeError as err:
-        raise ValueError(f"model.architecture: {err}") from err
-    return SCGPTModule(model_config), vocab
+    return recipe.new_module(vocab, config), vocab
 
 
-def _data_module(config: PretrainConfig, sources: list[RowSource], module, vocab: GeneVocab) -> StreamingDataModule:
-    from scfm.models.scgpt._embed import binning_config
-
-    objectives = config.objectives
-    collator = MaskedValueCollator(
-        pad_id=vocab.pad_id,
-        pad_value=module.config.pad_value,
-        mask_value=module.config.mask_value,
-        mask_ratio=objectives.mask_ratio,
-        mode=objectives.mode,
-        n_zero_queries=objectives.n_zero_queries,
-        pad_to_length=config.model.max_len if config.data.pad_to_max_len else 0,
-    )
-    encoder = SCGPTCellEncoder(
-        vocab,
-        binning=binning_config(module.config, config.model.max_len),
-        collator=collator,
-        gene_key=config.data.gene_key,
-        min_genes=config.data.min_genes,
-    )
+def _data_module(
+    config: PretrainConfig, recipe: PretrainRecipe, sources: list[RowSource], module, vocab: GeneVocab
+) -> StreamingDataModule:
+    encoder = recipe.cell_encoder(module, vocab, config)
     encoder.prepare(sources)
     data = config.data
     return StreamingDataModule(
@@ -164,12 +141,14 @@ def schedule_steps(config: PretrainConfig, sources: list[RowSource], world_size:
     return min(steps, trainer.max_steps) if trainer.max_steps > 0 else steps
 
 
-def _check_resumable(config: PretrainConfig) -> Path:
+def _check_resumable(config: PretrainConfig, recipe: PretrainRecipe) -> Path:
     output = Path(config.output)
     checkpoints = checkpoint_files(output / "checkpoints")
     if not checkpoints:
         raise FileNotFoundError(f"nothing to resume: no step-*.ckpt in {str(output / 'checkpoints')!r}")
     saved = PretrainConfig.from_dict(yaml.safe_load((output / RUN_CONFIG_FILE).read_text()))
+    if saved.model.family == recipe.family:
+        saved = saved.bind(recipe)
     changed = [k for k, v in config.plan_fields().items() if saved.plan_fields()[k] != v]
     if changed:
         raise ValueError(
@@ -192,6 +171,7 @@ def _loggers(output: Path) -> list:
 def pretrain(
     config: PretrainConfig | dict | str | os.PathLike,
     *,
+    recipe: PretrainRecipe | None = None,
     resume: bool = False,
     callbacks: list[Callback] | None = None,
 ) -> PretrainResult:
@@ -201,6 +181,9 @@ def pretrain(
     ----------
     config
         A :class:`PretrainConfig`, its dict form, or a YAML path.
+    recipe
+        What the model family contributes (module, cell encoder, objectives, export); default: the
+        :class:`PretrainRecipe` registered for ``config.model.family`` (see :func:`register_recipe`).
     resume
         Continue from the newest checkpoint of ``config.output`` (model, optimiser, scheduler, step and the
         position in the epoch's data plan), training on exactly the batches the interrupted run had not reached.
@@ -210,7 +193,7 @@ def pretrain(
     Returns
     -------
     PretrainResult
-        Output directory, exported checkpoint (rank 0; loadable by :meth:`scfm.models.SCGPT.from_pretrained` and
+        Output directory, exported checkpoint (rank 0; loadable by the family's ``from_pretrained`` and
         :func:`scfm.tl.embed`), final step and epoch.
 
     Notes
@@ -225,33 +208,30 @@ def pretrain(
             if isinstance(config, dict)
             else PretrainConfig.from_yaml(config)
         )
+    recipe = resolve_recipe(config.model.family, recipe)
+    config = config.bind(recipe)
     output = Path(config.output)
     is_zero = rank_zero_only.rank == 0
-    ckpt_path = _check_resumable(config) if resume else None
+    ckpt_path = _check_resumable(config, recipe) if resume else None
     if not resume and is_zero and checkpoint_files(output / "checkpoints"):
         raise FileExistsError(
             f"{str(output)!r} already holds training checkpoints; pass --resume to continue it or choose a new output"
         )
     seed_everything(config.trainer.seed, workers=True, verbose=False)
     sources = load_sources(config)
-    module, vocab = _model_and_vocab(config, sources, resume)
-    data_module = _data_module(config, sources, module, vocab)
+    module, vocab = _model_and_vocab(config, recipe, sources, resume)
+    data_module = _data_module(config, recipe, sources, module, vocab)
     if is_zero and not resume:
         output.mkdir(parents=True, exist_ok=True)
         write_atomic(output / RUN_CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
-        write_atomic(output / MODEL_CONFIG_FILE, json.dumps(module.config.to_dict(), indent=2, sort_keys=True))
+        write_atomic(output / MODEL_CONFIG_FILE, json.dumps(recipe.model_config(module), indent=2, sort_keys=True))
         vocab.save(output / RUN_VOCAB_FILE)
 
-    objectives, settings = config.objectives, config.trainer
-    loss_kwargs = {
-        "gep_weight": objectives.gep_weight,
-        "gepc_weight": objectives.gepc_weight,
-        "ecs_weight": objectives.ecs_weight,
-        "ecs_threshold": objectives.ecs_threshold,
-    }
+    settings = config.trainer
+    loss_kwargs = recipe.loss_kwargs(config.objectives)
     frozen = freeze_unused_parameters(module, data_module, loss_kwargs)
     if frozen and is_zero:
-        print(f"frozen (no objective uses them): {', '.join(frozen)}", flush=True)
+        logger.info("frozen (no objective uses them): %s", ", ".join(frozen))
     plan = WarmupCosineTrainingPlan(
         module,
         lr=config.optimizer.lr,
@@ -263,7 +243,7 @@ def pretrain(
     )
     run_callbacks = [
         StepCheckpoint(output / "checkpoints", config.checkpoint.every_n_steps, config.checkpoint.keep_last),
-        Throughput(vocab.pad_id, settings.log_every_n_steps),
+        Throughput(data_module.encoder.pad_id(), settings.log_every_n_steps),
     ]
     callbacks = [*run_callbacks, *(callbacks or [])]
     if config.trace_cells:
@@ -296,5 +276,5 @@ def pretrain(
     last = checkpoint_files(output / "checkpoints")
     exported = None
     if trainer.is_global_zero:
-        exported = export_run(output, overwrite=True)
+        exported = export_run(output, recipe=recipe, overwrite=True)
     return PretrainResult(output, exported, trainer.global_step, trainer.current_epoch, last[-1] if last else None)

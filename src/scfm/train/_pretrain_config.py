@@ -6,11 +6,13 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-FAMILIES = ("scgpt",)
+if TYPE_CHECKING:
+    from ._recipe import PretrainRecipe
+
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")
 
@@ -46,27 +48,15 @@ class DataSettings:
 
 @dataclass
 class ModelSettings:
-    """``family``: the model family; ``init_from``: a checkpoint (directory or bundled name) to continue
-    pretraining, whose vocabulary and architecture are kept; ``max_len``: tokens per cell in training;
-    ``architecture``: fields of the family's config (``d_model``, ``n_layers``, ...) for a model from scratch."""
+    """``family``: the model family (one with a registered :class:`~scfm.train.PretrainRecipe`); ``init_from``: a
+    checkpoint (directory or bundled name) to continue pretraining, whose vocabulary and architecture are kept;
+    ``max_len``: tokens per cell in training; ``architecture``: fields of the family's config (``d_model``,
+    ``n_layers``, ...) for a model from scratch."""
 
     family: str = "scgpt"
     init_from: str | None = None
     max_len: int = 256
     architecture: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ObjectiveSettings:
-    """scGPT objectives: masked-value GEP, GEPC from the cell embedding, ECS (see :meth:`scfm.models.SCGPT.train`)."""
-
-    mode: str = "masked"
-    mask_ratio: float = 0.4
-    gep_weight: float = 1.0
-    gepc_weight: float = 1.0
-    ecs_weight: float = 0.0
-    ecs_threshold: float = 0.6
-    n_zero_queries: int = 0
 
 
 @dataclass
@@ -119,13 +109,14 @@ class ExportSettings:
 @dataclass
 class PretrainConfig:
     """A pretraining run. ``output`` is the run directory: ``checkpoints/``, ``logs/``, ``export/``, the resolved
-    ``config.yaml`` and ``vocab.json``. ``trace_cells`` writes every trained cell to ``trace/rank<r>.csv`` (audits
-    and tests; one line per cell)."""
+    ``config.yaml`` and ``vocab.json``. ``objectives`` is the family's section: a mapping until :meth:`bind` reads
+    it into the recipe's ``objectives_cls`` (scGPT: ``mode``, ``mask_ratio``, ``gep_weight``, ...). ``trace_cells``
+    writes every trained cell to ``trace/rank<r>.csv`` (audits and tests; one line per cell)."""
 
     output: str
     data: DataSettings = field(default_factory=DataSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
-    objectives: ObjectiveSettings = field(default_factory=ObjectiveSettings)
+    objectives: Any = field(default_factory=dict)
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
     trainer: TrainerSettings = field(default_factory=TrainerSettings)
     checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
@@ -148,6 +139,10 @@ class PretrainConfig:
             kind = sections[name].default_factory if callable(sections[name].default_factory) else None
             if kind is not None and dataclasses.is_dataclass(kind):
                 values[name] = _section(kind, name, value or {})
+            elif kind is dict:
+                if not isinstance(value or {}, dict):
+                    raise ValueError(f"config section {name!r} must be a mapping, got {type(value).__name__}")
+                values[name] = dict(value or {})
             else:
                 values[name] = value
         config = cls(**values)
@@ -186,14 +181,12 @@ class PretrainConfig:
                 problems.append(f"data.{name} must be >= 1")
         if data.num_workers < 0:
             problems.append("data.num_workers must be >= 0")
-        if self.model.family not in FAMILIES:
-            problems.append(f"model.family {self.model.family!r} is not supported by scfm pretrain (known: {FAMILIES})")
+        if not isinstance(self.model.family, str) or not self.model.family:
+            problems.append("model.family must name a model family")
         if self.model.init_from and self.model.architecture:
             problems.append("model.architecture cannot change a model loaded with init_from; drop one of them")
         if self.model.max_len < 2:
             problems.append("model.max_len must be >= 2")
-        if self.objectives.mode not in ("masked", "generative"):
-            problems.append("objectives.mode must be 'masked' or 'generative'")
         if trainer.strategy not in STRATEGIES:
             problems.append(f"trainer.strategy {trainer.strategy!r} is not one of {STRATEGIES}")
         if str(trainer.precision) not in PRECISIONS:
@@ -206,6 +199,23 @@ class PretrainConfig:
             problems.append("checkpoint.every_n_steps and checkpoint.keep_last must be >= 1")
         if problems:
             raise ValueError("invalid pretraining config: " + "; ".join(problems))
+
+    def bind(self, recipe: PretrainRecipe) -> PretrainConfig:
+        """A copy whose ``objectives`` are read into ``recipe.objectives_cls`` (its defaults filled in), checked by
+        the recipe; ``ValueError`` names every problem."""
+        if recipe.family != self.model.family:
+            raise ValueError(
+                f"the recipe trains {recipe.family!r} models but the config's model.family is {self.model.family!r}"
+            )
+        objectives = self.objectives
+        if not isinstance(objectives, recipe.objectives_cls):
+            raw = dataclasses.asdict(objectives) if dataclasses.is_dataclass(objectives) else objectives
+            objectives = _section(recipe.objectives_cls, "objectives", raw or {})
+        bound = dataclasses.replace(self, objectives=objectives)
+        problems = recipe.check(bound)
+        if problems:
+            raise ValueError("invalid pretraining config: " + "; ".join(problems))
+        return bound
 
     def plan_fields(self) -> dict[str, Any]:
         """The parts a resumed run must share with the run it continues."""

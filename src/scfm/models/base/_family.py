@@ -126,6 +126,15 @@ def families_with(capability: str) -> list[Family]:
     return [family for family in families() if capability in family.capabilities]
 
 
+def describe_capability(capability: str) -> str:
+    """What a capability does, in words (``"generate cells"``)."""
+    for family in families_with(capability):
+        for cls in type(family).__mro__:
+            if cls.__dict__.get("capability") == capability:
+                return cls.__dict__.get("does", capability)
+    return capability.replace("_", " ")
+
+
 # -- capabilities ----------------------------------------------------------------------------------------------------
 
 
@@ -158,15 +167,17 @@ class EmbedsCells:
     """
 
     capability: ClassVar[str] = "embed"
+    does: ClassVar[str] = "embed cells"
     embed_options: ClassVar[frozenset[str]] = frozenset()
 
     def check_embed_options(self, pretrained: Pretrained, options: Mapping[str, Any]) -> None:
         """Raise ``ValueError`` for options (given, not ``None``) that this family does not use."""
         given = sorted(k for k, v in options.items() if v is not None and k not in self.embed_options)
         if given:
+            owners = " or ".join(f.label for f in families_with("embed") if set(given) & f.embed_options) or "other"
             accepted = sorted(self.embed_options) or "none"
             raise ValueError(
-                f"{given} do not apply to a {self.label} model (family-specific options it accepts: {accepted})"
+                f"{given} only apply to {owners} models; this is a {self.name!r} model (it accepts {accepted})"
             )
 
     def embed(
@@ -191,6 +202,7 @@ class EmbedsBulk:
     """Capability ``"bulk_features"``: embeddings of bulk samples (tissue profiles) through :class:`EmbedsCells`."""
 
     capability: ClassVar[str] = "bulk_features"
+    does: ClassVar[str] = "embed bulk samples"
 
 
 @dataclass(frozen=True)
@@ -239,6 +251,7 @@ class AnnotatesWithReference:
     fine-tuning a classifier (``method="finetune"``) or by a kNN vote in the embedding (``method="knn"``)."""
 
     capability: ClassVar[str] = "annotate_reference"
+    does: ClassVar[str] = "annotate cells from a labelled reference"
     reference_methods: ClassVar[tuple[str, ...]] = ("finetune", "knn")
 
     def annotate_with_reference(
@@ -267,6 +280,7 @@ class AnnotatesZeroShot:
     """Capability ``"annotate_zero_shot"``: metadata terms of cells without a reference (e.g. by generation)."""
 
     capability: ClassVar[str] = "annotate_zero_shot"
+    does: ClassVar[str] = "annotate cells zero-shot"
 
     def annotate_zero_shot(
         self,
@@ -290,6 +304,7 @@ class Generates:
     """Capability ``"generate"``: new cells from a metadata prompt."""
 
     capability: ClassVar[str] = "generate"
+    does: ClassVar[str] = "generate cells"
 
     def generate(self, pretrained: Pretrained, n_cells: int, conditions, **kwargs) -> AnnData:
         """``n_cells`` generated cells for ``conditions``."""
@@ -300,6 +315,16 @@ class PredictsCounts:
     """Capability ``"predict_counts"``: expected counts of every vocabulary gene (denoising, imputation)."""
 
     capability: ClassVar[str] = "predict_counts"
+    does: ClassVar[str] = "predict counts"
+
+    def plan_counts(self, pretrained: Pretrained, adata: AnnData, source: ExpressionSource, **settings) -> Any:
+        """Validate everything a prediction needs (alignment, grouping of cells) without computing; returns a plan
+        with at least ``pretrained``, ``source``, ``alignment``, ``context``, ``sentences`` and ``device``."""
+        raise NotImplementedError
+
+    def iter_expected_counts(self, plan: Any, token_ids: np.ndarray, *, block_size: int, progress: bool, on_block=None):
+        """Yield ``(cells, expected counts of the vocabulary genes token_ids)`` over all cells of the plan."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -354,6 +379,7 @@ class IntegratesBatches:
     """Capability ``"integrate"``: a batch-corrected embedding by fine-tuning with batch-aware objectives."""
 
     capability: ClassVar[str] = "integrate"
+    does: ClassVar[str] = "integrate batches"
 
     def integrate(self, pretrained: Pretrained, adata: AnnData, request: IntegrationRequest) -> Integration:
         """Fine-tune on ``adata`` (never modified) and embed it."""

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
-from ._checkpoint import CheckpointError, load_checkpoint
-from ._family import Family, families, families_with, get_family
+from ._checkpoint import BUNDLED, CheckpointError, load_checkpoint
+from ._family import Family, describe_capability, families, families_with, get_family
 from ._pretrained import Pretrained
 
 if TYPE_CHECKING:
@@ -67,12 +67,13 @@ def _from_scfm_checkpoint(name_or_path: str | os.PathLike | None, family: str | 
 
 
 def default_model_for(capability: str) -> str:
-    """The bundled checkpoint a tool uses when ``model=None``: the package default if its family has
-    ``capability``, otherwise the bundled checkpoint of the first family that has it."""
+    """The bundled checkpoint a tool uses when ``model=None``: the package default (``"default"``) if its family has
+    ``capability``, otherwise the bundled checkpoint of the first registered family that has it."""
     able = families_with(capability)
     if not able:
-        raise CheckpointError(f"no registered model family serves {capability!r}")
-    return "default" if able[0] is families()[0] else able[0].bundled
+        raise CheckpointError(f"no registered model family can {describe_capability(capability)}")
+    default = [family for family in able if BUNDLED.get(family.bundled) == BUNDLED["default"]]
+    return "default" if default else able[0].bundled
 
 
 def resolve_model(model: ModelArg = None, capability: str | None = None) -> Pretrained:
@@ -103,5 +104,5 @@ def _lacks(pretrained: Pretrained, capability: str) -> str:
     able: list[Family] = families_with(capability)
     where = pretrained.name if pretrained.path == "in-memory model" else str(Path(pretrained.path))
     names = " or ".join(f"{f.label} (bundled: {f.bundled!r})" for f in able) or "none"
-    what = capability.replace("_", " ")
+    what = describe_capability(capability)
     return f"{where} is {pretrained.spec.a_label} model, which cannot {what}; models that can: {names}"

@@ -490,7 +490,7 @@ def write_converted_cellplm(
 ) -> Path:
     """Convert a reference CellPLM checkpoint and write it as an scfm checkpoint directory (atomically).
 
-    The directory loads with :func:`~scfm.models.cellplm.load_pretrained_cellplm`,
+    The directory loads with :func:`~scfm.models.load_pretrained`,
     :meth:`CellPLM.from_pretrained <scfm.models.CellPLM.from_pretrained>` and ``scfm.tl.embed(adata, model=...)``.
     """
     module, vocab, card = convert_cellplm_checkpoint(config_path, ckpt_path)

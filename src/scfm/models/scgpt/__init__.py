@@ -1,5 +1,7 @@
 """scGPT family: gene tokens with per-cell binned values, a ``<cls>`` cell token, a transformer encoder."""
 
+from scfm.train import register_recipe
+
 from ..base import register_family
 from ._config import SCGPTConfig
 from ._convert import (
@@ -14,10 +16,12 @@ from ._embed import SCGPTBlockTokenizer, binning_config, embed_cells
 from ._family import SCGPTFamily
 from ._model import SCGPT
 from ._module import SCGPTModule
+from ._pretrain import SCGPTObjectives, SCGPTPretrainRecipe
 from ._stream import SCGPTCellEncoder
 from ._tokenizer import BinningConfig, CellTokens, tokenize_cell, tokenize_csr
 
 register_family(SCGPTFamily())
+register_recipe(SCGPTPretrainRecipe())
 
 __all__ = [
     "SCGPT",
@@ -30,6 +34,8 @@ __all__ = [
     "SCGPTConfig",
     "SCGPTFamily",
     "SCGPTModule",
+    "SCGPTObjectives",
+    "SCGPTPretrainRecipe",
     "TokenizedCellDataset",
     "TrainingCell",
     "binning_config",
