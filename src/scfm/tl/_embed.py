@@ -9,7 +9,7 @@ from anndata import AnnData
 
 from scfm.data import expression_source
 from scfm.genes import align_genes
-from scfm.models import ModelArg, resolve_device, resolve_model
+from scfm.models import EmbedRequest, ModelArg, resolve_device, resolve_model
 
 from ._provenance import checkpoint_and_genes, write_provenance
 
@@ -133,18 +133,8 @@ def embed(
     target = resolve_device(device)
     pretrained.module.to(target)
     start = time.perf_counter()
-    result = family.embed(
-        pretrained,
-        adata,
-        source,
-        alignment,
-        options=options,
-        device=target,
-        batch_size=batch_size,
-        block_size=block_size,
-        normalize=normalize,
-        progress=progress,
-    )
+    request = EmbedRequest(options, target, batch_size, block_size, normalize, progress)
+    result = family.embed(pretrained, adata, source, alignment, request)
     seconds = time.perf_counter() - start
     if copy:
         adata = adata.copy()

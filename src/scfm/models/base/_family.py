@@ -160,15 +160,37 @@ class Embedding:
     record: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class EmbedRequest:
+    """How :func:`scfm.tl.embed` (or a model's ``get_latent_representation``) asks a family to embed: family-specific
+    ``options`` (``None`` values: not given), the device, cells per forward pass, rows read at a time, L2
+    normalisation, a progress bar, and which rows of the matrix (``None``: all)."""
+
+    options: Mapping[str, Any]
+    device: Any
+    batch_size: int = 64
+    block_size: int = 4096
+    normalize: bool = True
+    progress: bool = False
+    rows: np.ndarray | None = None
+
+    def obs_names(self, adata: AnnData) -> np.ndarray:
+        """Names of the cells embedded (``rows`` of ``adata``, or all), for messages."""
+        names = np.asarray(adata.obs_names)
+        return names if self.rows is None else names[self.rows]
+
+
 class EmbedsCells:
     """Capability ``"embed"``: cell (or sample) embeddings from a loaded checkpoint.
 
-    ``embed_options`` names the family-specific keyword arguments of :func:`scfm.tl.embed` it accepts.
+    ``embed_options`` names the family-specific keyword arguments of :func:`scfm.tl.embed` it accepts;
+    ``fixed_context`` families accept ``max_len`` only when it equals the checkpoint's context.
     """
 
     capability: ClassVar[str] = "embed"
     does: ClassVar[str] = "embed cells"
     embed_options: ClassVar[frozenset[str]] = frozenset()
+    fixed_context: ClassVar[bool] = False
 
     def check_embed_options(self, pretrained: Pretrained, options: Mapping[str, Any]) -> None:
         """Raise ``ValueError`` for options (given, not ``None``) that this family does not use."""
@@ -179,22 +201,18 @@ class EmbedsCells:
             raise ValueError(
                 f"{given} only apply to {owners} models; this is a {self.name!r} model (it accepts {accepted})"
             )
+        max_len = options.get("max_len")
+        if self.fixed_context and max_len is not None and max_len != pretrained.config.max_len:
+            raise ValueError(
+                f"max_len={max_len} cannot be used with a {self.name} model: its context is fixed at "
+                f"{pretrained.config.max_len} tokens by the checkpoint; leave max_len=None"
+            )
 
     def embed(
-        self,
-        pretrained: Pretrained,
-        adata: AnnData,
-        source: ExpressionSource,
-        alignment: GeneAlignment,
-        *,
-        options: Mapping[str, Any],
-        device,
-        batch_size: int,
-        block_size: int,
-        normalize: bool,
-        progress: bool,
+        self, pretrained: Pretrained, adata: AnnData, source: ExpressionSource, alignment: GeneAlignment, request
     ) -> Embedding:
-        """Embed every cell of ``source`` (``adata`` gives names, ``obs`` and ``obsm`` where the family needs them)."""
+        """Embed every cell of ``source`` (``adata`` gives names, ``obs`` and ``obsm`` where the family needs them);
+        ``request`` is an :class:`EmbedRequest`."""
         raise NotImplementedError
 
 

@@ -11,8 +11,10 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 from anndata import AnnData
+from lightning.fabric.utilities.seed import seed_everything
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField
@@ -21,10 +23,11 @@ from scvi.model.base import BaseModelClass
 from scfm.data import ExpressionSource, expression_source
 from scfm.genes import GeneAlignment, GeneVocab, align_genes, vocabulary_genes
 from scfm.tokenize import check_values
+from scfm.train import WarmupCosineTrainingPlan
 
 from ._checkpoint import save_checkpoint
 from ._device import resolve_device
-from ._family import Family, get_family
+from ._family import EmbedRequest, Family, get_family
 from ._pretrained import Pretrained
 
 
@@ -177,6 +180,37 @@ class FoundationModel(BaseModelClass):
         alignment = self.alignment if adata is self.adata else self._align(source)
         return adata, source, alignment
 
+    def get_latent_representation(
+        self,
+        adata: AnnData | None = None,
+        indices: np.ndarray | None = None,
+        *,
+        batch_size: int = 64,
+        normalize: bool = True,
+        device: str = "auto",
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Cell embeddings from the family's ``embed`` capability (as :func:`scfm.tl.embed` computes them).
+
+        Parameters
+        ----------
+        adata
+            Cells to embed (default: the registered AnnData), read from the registered layer and aligned to the
+            vocabulary by the registered gene names; no registration needed.
+        indices
+            Rows of ``adata`` to embed (default: all).
+        batch_size, normalize, device, progress
+            Cells per forward pass (results do not depend on it), L2 normalisation, device, progress bar.
+
+        Returns
+        -------
+        ``(n_cells, d_model)`` float32 array.
+        """
+        adata, source, alignment = self._source_and_alignment(adata)
+        rows = None if indices is None else np.asarray(indices)
+        request = EmbedRequest({}, self._move_to(device), batch_size, normalize=normalize, progress=progress, rows=rows)
+        return self.family().embed(self.pretrained, adata, source, alignment, request).embeddings
+
     def _move_to(self, device: str | torch.device) -> torch.device:
         target = resolve_device(device)
         self.module.to(target)
@@ -201,6 +235,69 @@ class FoundationModel(BaseModelClass):
         model.checkpoint_name = pretrained.name
         model.checkpoint_sha256 = pretrained.sha256
         return model
+
+    training_options: ClassVar[tuple[str, ...]] = ()
+
+    def _training_data(self, loader: dict[str, Any], **options) -> tuple[Any, dict[str, Any]]:
+        """The Lightning data module of the registered cells and the extra arguments of the training plan.
+
+        ``loader`` holds ``batch_size``, ``validation_size``, ``seed`` and ``num_workers``; ``options`` the family's
+        ``training_options`` that the caller gave.
+        """
+        raise NotImplementedError
+
+    def train(
+        self,
+        max_epochs: int = 10,
+        *,
+        batch_size: int = 32,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 200,
+        validation_size: float = 0.0,
+        seed: int = 0,
+        accelerator: str = "auto",
+        devices: int | str = "auto",
+        num_workers: int = 0,
+        **kwargs,
+    ) -> None:
+        """Train on the registered cells with the family's objectives, AdamW, a linear warm-up and a cosine decay.
+
+        Parameters
+        ----------
+        max_epochs, batch_size, lr, weight_decay, warmup_steps
+            Optimisation settings (``warmup_steps`` in optimiser steps).
+        validation_size
+            Fraction of cells held out to log ``validation_loss``.
+        seed
+            Seeds the split, the masks and the initial shuffle.
+        accelerator, devices, num_workers
+            Lightning's accelerator and devices; DataLoader worker processes.
+        **kwargs
+            The family's training options (``training_options``: see the family's ``train``), then arguments of the
+            Lightning trainer (through :class:`scvi.train.TrainRunner`).
+        """
+        seed_everything(seed, verbose=False)
+        options = {key: kwargs.pop(key) for key in self.training_options if key in kwargs}
+        loader = {
+            "batch_size": batch_size,
+            "validation_size": validation_size,
+            "seed": seed,
+            "num_workers": num_workers,
+        }
+        data_module, plan_kwargs = self._training_data(loader, **options)
+        plan = WarmupCosineTrainingPlan(
+            self.module, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, **plan_kwargs
+        )
+        self._run_training(
+            plan,
+            data_module,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            validation_size=validation_size,
+            **kwargs,
+        )
 
     def _run_training(
         self,

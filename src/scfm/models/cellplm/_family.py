@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..base import AnnotatesWithReference, Embedding, EmbedsCells, Family, PredictsCounts, Pretrained
+from ..base import AnnotatesWithReference, Embedding, EmbedRequest, EmbedsCells, Family, PredictsCounts, Pretrained
 from ._config import CellPLMConfig
 from ._context import sentences_of
 from ._counts import iter_expected_counts, plan_counts
@@ -42,22 +42,11 @@ class CellPLMFamily(Family, EmbedsCells, AnnotatesWithReference, PredictsCounts)
             raise ValueError("max_len does not apply to a CellPLM model (a cell is one token); use context= (cells)")
         super().check_embed_options(pretrained, options)
 
-    def embed(
-        self,
-        pretrained: Pretrained,
-        adata,
-        source,
-        alignment,
-        *,
-        options: Mapping[str, Any],
-        device,
-        batch_size: int,
-        block_size: int,
-        normalize: bool,
-        progress: bool,
-    ) -> Embedding:
-        context = options.get("context") or pretrained.config.context
-        sample_key, spatial_key = options.get("sample_key"), options.get("spatial_key")
+    def embed(self, pretrained: Pretrained, adata, source, alignment, request: EmbedRequest) -> Embedding:
+        if request.rows is not None:
+            raise NotImplementedError("CellPLM embeds whole sentences of cells; subset the AnnData instead of rows")
+        context = request.options.get("context") or pretrained.config.context
+        sample_key, spatial_key = request.options.get("sample_key"), request.options.get("spatial_key")
         sentences, coordinates = sentences_of(adata, sample_key=sample_key, spatial_key=spatial_key, context=context)
         result = embed_cells_as_tokens(
             pretrained.module,
@@ -65,11 +54,11 @@ class CellPLMFamily(Family, EmbedsCells, AnnotatesWithReference, PredictsCounts)
             alignment,
             sentences,
             coordinates=coordinates,
-            progress=progress,
-            device=device,
-            batch_size=batch_size,
-            block_size=block_size,
-            normalize=normalize,
+            progress=request.progress,
+            device=request.device,
+            batch_size=request.batch_size,
+            block_size=request.block_size,
+            normalize=request.normalize,
         )
         record = {
             "tokenizer": "cell",

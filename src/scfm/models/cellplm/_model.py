@@ -5,12 +5,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
-from lightning.fabric.utilities.seed import seed_everything
 
 from scfm.data import expression_source
 from scfm.genes import GeneVocab
 from scfm.tokenize import check_values, detect_input_kind
-from scfm.train import WarmupCosineTrainingPlan
 
 from ..base import FoundationModel
 from ._config import CellPLMConfig
@@ -150,26 +148,21 @@ class CellPLM(FoundationModel):
         return groups.astype(np.int64), masks
 
     # -- training ---------------------------------------------------------------------------------
-    def train(
-        self,
-        max_epochs: int = 20,
-        *,
-        lr: float = 1e-3,
-        weight_decay: float = 0.01,
-        warmup_steps: int = 50,
-        validation_size: float = 0.0,
-        seed: int = 0,
-        accelerator: str = "auto",
-        devices: int | str = "auto",
-        num_workers: int = 0,
-        **trainer_kwargs,
-    ) -> None:
+    def train(self, max_epochs: int = 20, *, warmup_steps: int = 50, **kwargs) -> None:
         """Masked-cell / masked-gene pretraining with the Gaussian-mixture KL, one sentence per step.
 
         Sentences are re-drawn every epoch (spatial samples keep their neighbourhoods). AdamW with a linear
-        warm-up and cosine decay; ``trainer_kwargs`` go to Lightning's ``Trainer``.
+        warm-up and cosine decay. ``batch_size`` does not apply (one sentence per step); the other ``kwargs`` are
+        those of :meth:`scfm.models.FoundationModel.train` (``lr``, ``validation_size``, ``seed``, trainer arguments).
         """
-        seed_everything(seed, verbose=False)
+        if "batch_size" in kwargs:
+            raise ValueError(
+                "CellPLM trains one sentence of cells per step, so batch_size does not apply; the sentence length is "
+                "the checkpoint's context (config.context)"
+            )
+        super().train(max_epochs, warmup_steps=warmup_steps, **kwargs)
+
+    def _training_data(self, loader: dict) -> tuple[SentenceDataModule, dict]:
         counts = self._vocab_counts()
         groups, masks = self._measured_masks()
         samples = sample_labels(self.adata, self._sample_key())
@@ -181,20 +174,11 @@ class CellPLM(FoundationModel):
             context=self.config.context,
             samples=samples,
             coordinates=coordinates,
-            validation_size=validation_size,
-            seed=seed,
-            num_workers=num_workers,
+            validation_size=loader["validation_size"],
+            seed=loader["seed"],
+            num_workers=loader["num_workers"],
         )
-        plan = WarmupCosineTrainingPlan(self.module, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps)
-        self._run_training(
-            plan,
-            data_module,
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            validation_size=validation_size,
-            **trainer_kwargs,
-        )
+        return data_module, {}
 
     # -- inference --------------------------------------------------------------------------------
     def get_latent_representation(

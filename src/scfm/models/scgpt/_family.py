@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Any
 
-from ..base import AnnotatesWithReference, Embedding, EmbedsCells, Family, IntegratesBatches, Pretrained
+from ..base import AnnotatesWithReference, Embedding, EmbedRequest, EmbedsCells, Family, IntegratesBatches, Pretrained
 from ._config import SCGPTConfig
 from ._convert import is_reference_checkpoint_dir, pretrained_from_reference
 from ._embed import embed_cells
@@ -43,32 +41,20 @@ class SCGPTFamily(Family, EmbedsCells, AnnotatesWithReference, IntegratesBatches
     def from_reference(self, path: str | os.PathLike) -> Pretrained:
         return pretrained_from_reference(path)
 
-    def embed(
-        self,
-        pretrained: Pretrained,
-        adata,
-        source,
-        alignment,
-        *,
-        options: Mapping[str, Any],
-        device,
-        batch_size: int,
-        block_size: int,
-        normalize: bool,
-        progress: bool,
-    ) -> Embedding:
+    def embed(self, pretrained: Pretrained, adata, source, alignment, request: EmbedRequest) -> Embedding:
         config = pretrained.config
-        max_len = options.get("max_len")
+        max_len = request.options.get("max_len")
         result = embed_cells(
             pretrained.module,
             source,
             alignment,
-            device=device,
-            batch_size=batch_size,
-            block_size=block_size,
+            device=request.device,
+            batch_size=request.batch_size,
+            block_size=request.block_size,
             max_len=max_len,
-            normalize=normalize,
-            progress=progress,
+            normalize=request.normalize,
+            progress=request.progress,
+            rows=request.rows,
         )
         record = {
             "tokenizer": "binned",

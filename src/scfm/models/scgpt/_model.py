@@ -11,14 +11,12 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 from anndata import AnnData
-from lightning.fabric.utilities.seed import seed_everything
 from scvi import REGISTRY_KEYS
 from scvi.data.fields import CategoricalObsField
 
 from scfm.data import CellDataModule, expressed_gene_counts
 from scfm.genes import GeneVocab
 from scfm.tokenize import check_values
-from scfm.train import WarmupCosineTrainingPlan
 
 from ..base import FoundationModel, Pretrained, load_pretrained
 from ._config import SCGPTConfig
@@ -147,14 +145,25 @@ class SCGPT(FoundationModel):
         cls._register(adata, setup_method_args, layer, fields, **kwargs)
 
     # -- training --------------------------------------------------------------------------------
+    training_options = (
+        "mode",
+        "mask_ratio",
+        "gep_weight",
+        "gepc_weight",
+        "ecs_weight",
+        "ecs_threshold",
+        "dar_weight",
+        "cls_weight",
+        "head_lr_factor",
+        "n_zero_queries",
+        "max_len",
+        "measured_key",
+    )
+
     def train(
         self,
         max_epochs: int = 10,
         *,
-        batch_size: int = 32,
-        lr: float = 1e-3,
-        weight_decay: float = 0.01,
-        warmup_steps: int = 200,
         mode: Literal["masked", "generative"] = "masked",
         mask_ratio: float = 0.4,
         gep_weight: float = 1.0,
@@ -167,19 +176,14 @@ class SCGPT(FoundationModel):
         n_zero_queries: int = 128,
         max_len: int | None = None,
         measured_key: str | None = None,
-        validation_size: float = 0.0,
-        seed: int = 0,
-        accelerator: str = "auto",
-        devices: int | str = "auto",
-        num_workers: int = 0,
-        **trainer_kwargs,
+        **kwargs,
     ) -> None:
         """Self-supervised training with GEP + GEPC (+ ECS), AdamW and a warm-up + cosine schedule.
 
         Parameters
         ----------
-        max_epochs, batch_size, lr, weight_decay, warmup_steps
-            Optimisation settings (``warmup_steps`` in optimiser steps).
+        max_epochs
+            Passes over the registered cells.
         mode
             ``"masked"``: masked genes get the mask value as input. ``"generative"``: masked genes are
             "unknown" under scGPT's generative attention mask (they attend only to known tokens and themselves).
@@ -202,14 +206,30 @@ class SCGPT(FoundationModel):
         measured_key
             Column of ``adata.obs`` naming each cell's dataset; ``adata.var`` must then hold boolean columns
             ``measured_in:<dataset>``. A gene a dataset did not measure is never used as a zero target.
-        validation_size
-            Fraction of cells held out to log ``validation_loss``.
-        seed
-            Seeds the split, the masks and the initial shuffle.
-        **trainer_kwargs
-            Passed to the Lightning trainer (through :class:`scvi.train.TrainRunner`).
+        **kwargs
+            Optimisation, split and trainer settings of :meth:`scfm.models.FoundationModel.train` (``batch_size``,
+            ``lr``, ``weight_decay``, ``warmup_steps``, ``validation_size``, ``seed``, ...).
         """
-        seed_everything(seed, verbose=False)
+        options = {name: value for name, value in locals().items() if name in self.training_options}
+        super().train(max_epochs, **options, **kwargs)
+
+    def _training_data(
+        self,
+        loader: dict,
+        *,
+        mode: str,
+        mask_ratio: float,
+        gep_weight: float,
+        gepc_weight: float,
+        ecs_weight: float,
+        ecs_threshold: float,
+        dar_weight: float,
+        cls_weight: float,
+        head_lr_factor: float,
+        n_zero_queries: int,
+        max_len: int | None,
+        measured_key: str | None,
+    ) -> tuple[CellDataModule, dict]:
         matrix = self._training_matrix()
         column_token_ids = self.alignment.column_token_ids()
         groups, measured = self._measured_sets(measured_key, column_token_ids)
@@ -241,39 +261,17 @@ class SCGPT(FoundationModel):
             mode=mode,
             n_zero_queries=n_zero_queries,
         )
-        data_module = CellDataModule(
-            make_dataset,
-            matrix.shape[0],
-            collator,
-            batch_size=batch_size,
-            validation_size=validation_size,
-            seed=seed,
-            num_workers=num_workers,
-            lengths=lengths,
-        )
-        plan = WarmupCosineTrainingPlan(
-            self.module,
-            lr=lr,
-            weight_decay=weight_decay,
-            warmup_steps=warmup_steps,
-            gep_weight=gep_weight,
-            gepc_weight=gepc_weight,
-            ecs_weight=ecs_weight,
-            ecs_threshold=ecs_threshold,
-            dar_weight=dar_weight,
-            cls_weight=cls_weight,
-            head_lr_factor=head_lr_factor,
-            head_prefixes=("batch_discriminator.", "classifier."),
-        )
-        self._run_training(
-            plan,
-            data_module,
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            validation_size=validation_size,
-            **trainer_kwargs,
-        )
+        plan_kwargs = {
+            "gep_weight": gep_weight,
+            "gepc_weight": gepc_weight,
+            "ecs_weight": ecs_weight,
+            "ecs_threshold": ecs_threshold,
+            "dar_weight": dar_weight,
+            "cls_weight": cls_weight,
+            "head_lr_factor": head_lr_factor,
+            "head_prefixes": ("batch_discriminator.", "classifier."),
+        }
+        return CellDataModule(make_dataset, matrix.shape[0], collator, lengths=lengths, **loader), plan_kwargs
 
     def _training_matrix(self) -> sp.csr_matrix:
         matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)

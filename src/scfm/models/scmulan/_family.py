@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import numpy as np
 
 from ..base import (
     AnnotatesZeroShot,
     Embedding,
+    EmbedRequest,
     EmbedsCells,
     Family,
     Generates,
@@ -33,6 +31,7 @@ class SCMulanFamily(Family, EmbedsCells, AnnotatesZeroShot, Generates):
     config_cls = SCMulanConfig
     module_cls = SCMulanModule
     embed_options = frozenset({"max_len"})
+    fixed_context = True
     vocab_problem = staticmethod(decoder_vocab_problem("n_gene_tokens"))
 
     @property
@@ -41,41 +40,20 @@ class SCMulanFamily(Family, EmbedsCells, AnnotatesZeroShot, Generates):
 
         return SCMulan
 
-    def check_embed_options(self, pretrained: Pretrained, options: Mapping[str, Any]) -> None:
-        super().check_embed_options(pretrained, options)
-        max_len = options.get("max_len")
-        if max_len is not None and max_len != pretrained.config.max_len:
-            raise ValueError(
-                f"max_len={max_len} cannot be used with a scmulan model: its context is fixed at "
-                f"{pretrained.config.max_len} tokens by the checkpoint; leave max_len=None"
-            )
-
-    def embed(
-        self,
-        pretrained: Pretrained,
-        adata,
-        source,
-        alignment,
-        *,
-        options: Mapping[str, Any],
-        device,
-        batch_size: int,
-        block_size: int,
-        normalize: bool,
-        progress: bool,
-    ) -> Embedding:
+    def embed(self, pretrained: Pretrained, adata, source, alignment, request: EmbedRequest) -> Embedding:
         config = pretrained.config
         found = annotation_pass(
             pretrained.module,
             source,
             alignment,
             [],
-            device=device,
-            batch_size=batch_size,
-            block_size=block_size,
-            normalize=normalize,
-            progress=progress,
-            obs_names=np.asarray(adata.obs_names),
+            device=request.device,
+            batch_size=request.batch_size,
+            block_size=request.block_size,
+            normalize=request.normalize,
+            progress=request.progress,
+            rows=request.rows,
+            obs_names=request.obs_names(adata),
         )
         record = {
             "tokenizer": "c-sentence",

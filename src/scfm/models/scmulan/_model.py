@@ -9,17 +9,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
-from lightning.fabric.utilities.seed import seed_everything
 
 from scfm.data import CellDataModule, expressed_gene_counts, expression_source
 from scfm.genes import GeneVocab
 from scfm.tokenize import check_values, detect_input_kind, normalised_log_values
-from scfm.train import WarmupCosineTrainingPlan
 
 from ..base import FoundationModel, Pretrained
 from ._config import SCMulanConfig
 from ._data import CellWordsDataset, CSentenceCollator
-from ._infer import annotation_pass
 from ._tasks import TermPrediction, generate_anndata, predict_terms
 
 MISSING_TERMS = frozenset({"", "nan", "none", "unknown", "na", "n/a"})
@@ -173,23 +170,16 @@ class SCMulan(FoundationModel):
         midpoints = scheme.midpoints()
         return [float(sums[b] / counts[b]) if counts[b] else float(midpoints[b]) for b in range(scheme.n_levels)]
 
+    training_options = ("annotate_fraction", "condition_dropout", "metadata_weight")
+
     def train(
         self,
         max_epochs: int = 10,
         *,
-        batch_size: int = 32,
-        lr: float = 1e-3,
-        weight_decay: float = 0.01,
-        warmup_steps: int = 200,
         annotate_fraction: float = 0.5,
         condition_dropout: float = 0.3,
         metadata_weight: float = 1.0,
-        validation_size: float = 0.0,
-        seed: int = 0,
-        accelerator: str = "auto",
-        devices: int | str = "auto",
-        num_workers: int = 0,
-        **trainer_kwargs,
+        **kwargs,
     ) -> None:
         """Multitask generative pretraining with AdamW, warm-up and cosine decay.
 
@@ -197,8 +187,29 @@ class SCMulan(FoundationModel):
         are targets after its genes) or a generation sentence (its terms, each dropped with probability
         ``condition_dropout``, prompt its genes). Gene words are next-entity and value targets in both. The loss
         is the gene-entity and value cross-entropies plus ``metadata_weight`` times the term cross-entropy.
+
+        Parameters
+        ----------
+        max_epochs
+            Passes over the registered cells.
+        annotate_fraction, condition_dropout, metadata_weight
+            See above.
+        **kwargs
+            Optimisation, split and trainer settings of :meth:`scfm.models.FoundationModel.train` (``batch_size``,
+            ``lr``, ``weight_decay``, ``warmup_steps``, ``validation_size``, ``seed``, ...).
         """
-        seed_everything(seed, verbose=False)
+        super().train(
+            max_epochs,
+            annotate_fraction=annotate_fraction,
+            condition_dropout=condition_dropout,
+            metadata_weight=metadata_weight,
+            **kwargs,
+        )
+
+    def _training_data(
+        self, loader: dict, *, annotate_fraction: float, condition_dropout: float, metadata_weight: float
+    ) -> tuple[CellDataModule, dict]:
+        seed = loader["seed"]
         setup = self.adata_manager.registry["setup_args"]
         source = expression_source(self.adata, layer=setup.get("layer"))
         matrix = sp.csr_matrix(source.matrix, dtype=np.float32)
@@ -233,26 +244,7 @@ class SCMulan(FoundationModel):
             condition_dropout=condition_dropout,
             seed=seed,
         )
-        data_module = CellDataModule(
-            make_dataset,
-            matrix.shape[0],
-            collator,
-            batch_size=batch_size,
-            validation_size=validation_size,
-            seed=seed,
-            num_workers=num_workers,
-            lengths=lengths,
-        )
-        plan = WarmupCosineTrainingPlan(self.module, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps)
-        self._run_training(
-            plan,
-            data_module,
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            validation_size=validation_size,
-            **trainer_kwargs,
-        )
+        return CellDataModule(make_dataset, matrix.shape[0], collator, lengths=lengths, **loader), {}
 
     # -- inference -----------------------------------------------------------------------------
     def predict_metadata(
@@ -299,39 +291,6 @@ class SCMulan(FoundationModel):
         for prediction in predictions.values():
             prediction.table.index = _names(adata, indices)
         return predictions
-
-    def get_latent_representation(
-        self,
-        adata: AnnData | None = None,
-        indices: np.ndarray | None = None,
-        *,
-        batch_size: int = 64,
-        normalize: bool = True,
-        device: str = "auto",
-        progress: bool = False,
-    ) -> np.ndarray:
-        """Mean of the last hidden states over each cell's gene words of its annotation prompt, L2-normalised by
-        default. Does not depend on the batch size or the cell order.
-
-        Raises
-        ------
-        ValueError
-            A cell expresses none of the model's genes.
-        """
-        adata, source, alignment = self._source_and_alignment(adata)
-        result = annotation_pass(
-            self.module,
-            source,
-            alignment,
-            [],
-            device=self._move_to(device),
-            batch_size=batch_size,
-            normalize=normalize,
-            progress=progress,
-            rows=None if indices is None else np.asarray(indices),
-            obs_names=_names(adata, indices),
-        )
-        return result.embeddings
 
     def generate(
         self,

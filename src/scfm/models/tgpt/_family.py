@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-import numpy as np
-
-from ..base import Embedding, EmbedsBulk, EmbedsCells, Family, Pretrained, decoder_vocab_problem
+from ..base import Embedding, EmbedRequest, EmbedsBulk, EmbedsCells, Family, Pretrained, decoder_vocab_problem
 from ._config import TGPTConfig
 from ._embed import embed_ranked
 from ._module import TGPTModule
@@ -22,6 +17,7 @@ class TGPTFamily(Family, EmbedsCells, EmbedsBulk):
     config_cls = TGPTConfig
     module_cls = TGPTModule
     embed_options = frozenset({"max_len"})
+    fixed_context = True
     vocab_problem = staticmethod(decoder_vocab_problem("n_tokens"))
 
     @property
@@ -30,39 +26,18 @@ class TGPTFamily(Family, EmbedsCells, EmbedsBulk):
 
         return TGPT
 
-    def check_embed_options(self, pretrained: Pretrained, options: Mapping[str, Any]) -> None:
-        super().check_embed_options(pretrained, options)
-        max_len = options.get("max_len")
-        if max_len is not None and max_len != pretrained.config.max_len:
-            raise ValueError(
-                f"max_len={max_len} cannot be used with a tgpt model: its context is fixed at "
-                f"{pretrained.config.max_len} tokens by the checkpoint; leave max_len=None"
-            )
-
-    def embed(
-        self,
-        pretrained: Pretrained,
-        adata,
-        source,
-        alignment,
-        *,
-        options: Mapping[str, Any],
-        device,
-        batch_size: int,
-        block_size: int,
-        normalize: bool,
-        progress: bool,
-    ) -> Embedding:
+    def embed(self, pretrained: Pretrained, adata, source, alignment, request: EmbedRequest) -> Embedding:
         result = embed_ranked(
             pretrained.module,
             source,
             alignment,
-            device=device,
-            batch_size=batch_size,
-            block_size=block_size,
-            normalize=normalize,
-            progress=progress,
-            obs_names=np.asarray(adata.obs_names),
+            device=request.device,
+            batch_size=request.batch_size,
+            block_size=request.block_size,
+            normalize=request.normalize,
+            progress=request.progress,
+            rows=request.rows,
+            obs_names=request.obs_names(adata),
         )
         record = {
             "tokenizer": "rank",

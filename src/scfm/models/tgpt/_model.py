@@ -5,17 +5,14 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
-from lightning.fabric.utilities.seed import seed_everything
 
 from scfm.data import CellDataModule, expressed_gene_counts, expression_source
 from scfm.genes import GeneVocab
 from scfm.tokenize import check_values
-from scfm.train import WarmupCosineTrainingPlan
 
 from ..base import FoundationModel
 from ._config import TGPTConfig
 from ._data import PadTokens, RankedSampleDataset
-from ._embed import embed_ranked
 
 
 class TGPT(FoundationModel):
@@ -60,23 +57,8 @@ class TGPT(FoundationModel):
         check_values(matrix, where=source.label)
         return matrix, self.alignment.column_token_ids()
 
-    def train(
-        self,
-        max_epochs: int = 10,
-        *,
-        batch_size: int = 32,
-        lr: float = 1e-3,
-        weight_decay: float = 0.01,
-        warmup_steps: int = 200,
-        validation_size: float = 0.0,
-        seed: int = 0,
-        accelerator: str = "auto",
-        devices: int | str = "auto",
-        num_workers: int = 0,
-        **trainer_kwargs,
-    ) -> None:
-        """Next-gene pretraining (causal language modelling over ranked genes) with AdamW, warm-up and cosine decay."""
-        seed_everything(seed, verbose=False)
+    def _training_data(self, loader: dict, **options) -> tuple[CellDataModule, dict]:
+        """Next-gene pretraining (causal language modelling over ranked genes)."""
         matrix, column_token_ids = self._training_matrix()
         config = self.config
         # <begin> + genes + <end>, or the context when the ranking is cut
@@ -87,58 +69,4 @@ class TGPT(FoundationModel):
                 matrix, column_token_ids, rows, begin_id=config.begin_id, end_id=config.end_id, max_len=config.max_len
             )
 
-        data_module = CellDataModule(
-            make_dataset,
-            matrix.shape[0],
-            PadTokens(config.pad_id),
-            batch_size=batch_size,
-            validation_size=validation_size,
-            seed=seed,
-            num_workers=num_workers,
-            lengths=lengths,
-        )
-        plan = WarmupCosineTrainingPlan(self.module, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps)
-        self._run_training(
-            plan,
-            data_module,
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            validation_size=validation_size,
-            **trainer_kwargs,
-        )
-
-    def get_latent_representation(
-        self,
-        adata: AnnData | None = None,
-        indices: np.ndarray | None = None,
-        *,
-        batch_size: int = 64,
-        normalize: bool = True,
-        device: str = "auto",
-        progress: bool = False,
-    ) -> np.ndarray:
-        """Mean of the last hidden states over each sample's gene tokens, L2-normalised by default.
-
-        Samples are batched by length; a sample's embedding does not depend on the batch size or the order.
-
-        Raises
-        ------
-        ValueError
-            A sample expresses none of the model's genes (its embedding would be undefined).
-        """
-        adata, source, alignment = self._source_and_alignment(adata)
-        target = self._move_to(device)
-        rows = None if indices is None else np.asarray(indices)
-        result = embed_ranked(
-            self.module,
-            source,
-            alignment,
-            device=target,
-            batch_size=batch_size,
-            normalize=normalize,
-            progress=progress,
-            rows=rows,
-            obs_names=np.asarray(adata.obs_names),
-        )
-        return result.embeddings
+        return CellDataModule(make_dataset, matrix.shape[0], PadTokens(config.pad_id), lengths=lengths, **loader), {}
