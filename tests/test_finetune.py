@@ -7,7 +7,7 @@ import pytest
 from conftest import assert_unchanged, snapshot
 
 import scfm
-from scfm.models import SCGPT
+from scfm.models import SCGPT, CheckpointError
 
 
 def knn_accuracy(embedding: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
@@ -151,6 +151,14 @@ def test_annotate_knn_and_unknown_threshold(tiny_checkpoint, reference_and_query
     assert "unknown" in predicted.cat.categories
     low = query.obs["scfm_cell_type_confidence"] < 0.99
     assert (predicted[low] == "unknown").all() and (predicted[~low] != "unknown").all()
+    # the same output schema as zero-shot annotation: the top-k labels and their probabilities, best first
+    top = query.obsm["scfm_cell_type_top"]
+    assert list(top.columns) == ["label_1", "probability_1", "label_2", "probability_2", "label_3", "probability_3"]
+    assert (top.index == query.obs_names).all()
+    np.testing.assert_allclose(top["probability_1"], query.obs["scfm_cell_type_confidence"], rtol=1e-6)
+    assert (top["probability_1"] >= top["probability_2"]).all() and (top["probability_2"] >= top["probability_3"]).all()
+    record = query.uns["scfm"]["scfm_cell_type"]
+    assert record["method"] == "knn" and record["top_k"] == 3 and record["n_unknown"] == int(low.sum())
 
 
 def test_annotate_bad_input(tiny_checkpoint, reference_and_query):
@@ -162,6 +170,12 @@ def test_annotate_bad_input(tiny_checkpoint, reference_and_query):
         scfm.tl.annotate(query, reference, "cell_type", model=tiny_checkpoint, method="svm")
     with pytest.raises(ValueError, match="unknown_threshold"):
         scfm.tl.annotate(query, reference, "cell_type", model=tiny_checkpoint, unknown_threshold=2.0)
+    with pytest.raises(CheckpointError, match=r"scGPT model, which has no zero-shot annotation.*use scMulan"):
+        scfm.tl.annotate(query, model=tiny_checkpoint, method="generate")
+    with pytest.raises(CheckpointError, match=r"an scMulan model, which has no method='knn'; use scGPT .* or CellPLM"):
+        scfm.tl.annotate(query, reference, "cell_type", model="scmulan", method="knn")
+    with pytest.raises(ValueError, match="method='finetune' needs a labelled reference"):
+        scfm.tl.annotate(query, model=tiny_checkpoint)
     with pytest.raises(ValueError, match="share"):
         scfm.tl.annotate(
             query[:, :150].copy(), reference[:, 150:].copy(), "cell_type", model=tiny_checkpoint, min_genes=10

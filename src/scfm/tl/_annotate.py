@@ -6,18 +6,14 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import numpy as np
-import pandas as pd
 from anndata import AnnData
 
 from scfm.data import obs_categories
 from scfm.models import AnnotationRequest, ModelArg, resolve_model
 from scfm.models.base import CheckpointError, families_with
 
-from ._annotate_zero_shot import annotate_zero_shot
-from ._provenance import write_provenance
-
-UNKNOWN = "unknown"
+from ._annotate_zero_shot import predict_zero_shot
+from ._labels import write_labels
 
 
 def annotate(
@@ -69,15 +65,17 @@ def annotate(
     the model generates next, among the key's terms (``candidates`` restricts them; with a ``reference`` its
     labels are the candidates). Labels the model does not know are reported (a warning and
     ``uns["scfm"][key_added]["out_of_vocabulary"]``), never invented. ``metadata_key="tissue"`` or
-    ``"technology"`` predicts those instead. ``method``, fine-tuning and kNN settings do not apply. The
-    ``top_k`` most likely labels and their probabilities go to ``adata.obsm[key_added + "_top"]`` (columns
-    ``label_1``, ``probability_1``, ...).
+    ``"technology"`` predicts those instead (``method="generate"``, the default for such a model when no
+    reference is given or the model cannot use one); fine-tuning and kNN settings do not apply.
+
+    Every method writes the same outputs: the label, its confidence, and the ``top_k`` most likely labels with
+    their probabilities in ``adata.obsm[key_added + "_top"]`` (columns ``label_1``, ``probability_1``, ...).
 
     Parameters
     ----------
     adata
-        Query cells (counts or log-normalised). Only ``obs[key_added]``, ``obs[key_added + "_confidence"]``
-        and ``uns["scfm"][key_added]`` are written; on error nothing is.
+        Query cells (counts or log-normalised). Only ``obs[key_added]``, ``obs[key_added + "_confidence"]``,
+        ``obsm[key_added + "_top"]`` and ``uns["scfm"][key_added]`` are written; on error nothing is.
     reference
         Labelled reference cells; it is never modified. Cells with a missing label are left out. Required except
         with an scMulan model.
@@ -86,7 +84,8 @@ def annotate(
     model
         Checkpoint: ``None`` (bundled default), a name or directory, or a model.
     method
-        ``"finetune"`` or ``"knn"`` (see above).
+        ``"finetune"``, ``"knn"`` or ``"generate"`` (see above); ``None`` picks ``"generate"`` for a model that
+        annotates zero-shot when no reference is given (or the model cannot use one), else ``"finetune"``.
     layer, reference_layer, use_raw, gene_key, reference_gene_key
         Matrices and gene names of the query and the reference.
     shared_genes_only
@@ -113,9 +112,11 @@ def annotate(
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
     key_added
         ``adata.obs`` column of the predicted labels.
-    metadata_key, candidates, top_k
-        scMulan only: the metadata key to predict, the labels allowed (default: all of the key's terms), and how
-        many alternatives to list per cell.
+    metadata_key, candidates
+        ``method="generate"`` only: the metadata key to predict and the labels allowed (default: all of the key's
+        terms).
+    top_k
+        How many alternatives to list per cell in ``obsm[key_added + "_top"]``.
     return_model
         Return the fine-tuned model (``method="finetune"`` only).
     progress
@@ -141,7 +142,7 @@ def annotate(
     if needed not in capabilities:
         able = " or ".join(f"{f.label} (model={f.bundled!r})" for f in families_with(needed))
         what = "zero-shot annotation by generation" if method == "generate" else f"method={method!r}"
-        raise CheckpointError(f"{pretrained.name} is a {pretrained.spec.label} model, which has no {what}; use {able}")
+        raise CheckpointError(f"{pretrained.name} is {pretrained.spec.a_label} model, which has no {what}; use {able}")
     if return_model and method != "finetune":
         raise ValueError(f"return_model=True needs method='finetune' (method={method!r} trains no model)")
     if method == "generate":
@@ -150,15 +151,11 @@ def annotate(
                 raise KeyError(f"labels_key={labels_key!r} is not a column of reference.obs")
             if candidates is None:
                 candidates = sorted(reference.obs[labels_key].dropna().astype(str).unique())
-        if copy:
-            adata = adata.copy()
-        annotate_zero_shot(
+        probabilities, categories, record = predict_zero_shot(
             pretrained,
             adata,
             metadata_key=metadata_key,
             candidates=candidates,
-            unknown_threshold=unknown_threshold,
-            unknown_label=UNKNOWN,
             top_k=top_k,
             layer=layer,
             use_raw=use_raw,
@@ -168,6 +165,11 @@ def annotate(
             device=device,
             key_added=key_added,
             progress=progress,
+        )
+        if copy:
+            adata = adata.copy()
+        write_labels(
+            adata, key_added, probabilities, categories, top_k=top_k, unknown_threshold=unknown_threshold, record=record
         )
         return adata if copy else None
     if reference is None:
@@ -211,41 +213,27 @@ def annotate(
     probabilities, genes_used, n_reference = result.probabilities, result.genes_used, result.n_reference
     seconds = time.perf_counter() - start
 
-    best = probabilities.argmax(1)
-    confidence = probabilities[np.arange(len(best)), best].astype(np.float32)
-    predicted = np.asarray(categories, dtype=object)[best]
-    output_categories = list(categories)
-    if unknown_threshold is not None:
-        predicted = np.where(confidence < unknown_threshold, UNKNOWN, predicted)
-        if UNKNOWN not in output_categories:
-            output_categories.append(UNKNOWN)
     if copy:
         adata = adata.copy()
-    adata.obs[key_added] = pd.Categorical(predicted, categories=output_categories)
-    adata.obs[f"{key_added}_confidence"] = confidence
-    write_provenance(
-        adata,
-        key_added,
-        {
-            "tool": "annotate",
-            "method": method,
-            "model": pretrained.name,
-            "checkpoint_sha256": pretrained.sha256,
-            "labels_key": labels_key,
-            "categories": categories,
-            "family": pretrained.family,
-            "reference_cells": int(n_reference),
-            "reference_cells_without_label": int((~labelled).sum()),
-            "genes_used": int(genes_used),
-            "n_top_genes": result.n_top_genes if method == "finetune" else None,
-            "shared_genes_only": shared_genes_only,
-            "unknown_threshold": unknown_threshold,
-            "n_unknown": int((predicted == UNKNOWN).sum()) if unknown_threshold is not None else 0,
-            "max_epochs": max_epochs if method == "finetune" else 0,
-            "n_neighbors": n_neighbors if method == "knn" else 0,
-            "seconds": seconds,
-            "seed": seed,
-        },
+    record = {
+        "tool": "annotate",
+        "method": method,
+        "model": pretrained.name,
+        "checkpoint_sha256": pretrained.sha256,
+        "labels_key": labels_key,
+        "family": pretrained.family,
+        "reference_cells": int(n_reference),
+        "reference_cells_without_label": int((~labelled).sum()),
+        "genes_used": int(genes_used),
+        "n_top_genes": result.n_top_genes if method == "finetune" else None,
+        "shared_genes_only": shared_genes_only,
+        "max_epochs": max_epochs if method == "finetune" else 0,
+        "n_neighbors": n_neighbors if method == "knn" else 0,
+        "seconds": seconds,
+        "seed": seed,
+    }
+    write_labels(
+        adata, key_added, probabilities, categories, top_k=top_k, unknown_threshold=unknown_threshold, record=record
     )
     if return_model:
         return result.model

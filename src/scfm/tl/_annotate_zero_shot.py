@@ -7,24 +7,21 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 from anndata import AnnData
 
 from scfm.data import expression_source
 from scfm.genes import align_genes
 from scfm.models import Pretrained, resolve_device
 
-from ._provenance import checkpoint_and_genes, write_provenance
+from ._provenance import checkpoint_and_genes
 
 
-def annotate_zero_shot(
+def predict_zero_shot(
     pretrained: Pretrained,
     adata: AnnData,
     *,
     metadata_key: str,
     candidates: Sequence[str] | None,
-    unknown_threshold: float | None,
-    unknown_label: str,
     top_k: int,
     layer: str | None,
     use_raw: bool,
@@ -34,11 +31,8 @@ def annotate_zero_shot(
     device: str,
     key_added: str,
     progress: bool,
-) -> None:
-    """Write ``obs[key_added]``, ``obs[key_added + "_confidence"]``, ``obsm[key_added + "_top"]`` and provenance.
-
-    Everything is computed before anything is written, so an error leaves ``adata`` unchanged.
-    """
+) -> tuple[np.ndarray, list[str], dict]:
+    """Probabilities (cells x candidate labels), the candidate labels and provenance; nothing is written."""
     source = expression_source(adata, layer=layer, use_raw=use_raw)
     alignment = align_genes(source.var, pretrained.vocab, gene_key=gene_key, min_genes=min_genes)
     target = resolve_device(device)
@@ -64,35 +58,12 @@ def annotate_zero_shot(
             f"adata.uns['scfm'][{key_added!r}]['out_of_vocabulary'])",
             stacklevel=3,
         )
-    table = prediction.table
-    labels = table["label"].to_numpy(dtype=object)
-    confidence = table["probability"].to_numpy(dtype=np.float32)
-    categories = list(prediction.candidates)
-    n_unknown = 0
-    if unknown_threshold is not None:
-        low = confidence < unknown_threshold
-        labels = np.where(low, unknown_label, labels)
-        n_unknown = int(low.sum())
-        if unknown_label not in categories:
-            categories.append(unknown_label)
-    alternatives = table.drop(columns=["label", "probability"])
-    alternatives.index = adata.obs_names
-    adata.obs[key_added] = pd.Categorical(labels, categories=categories)
-    adata.obs[f"{key_added}_confidence"] = confidence
-    adata.obsm[f"{key_added}_top"] = alternatives
-    write_provenance(
-        adata,
-        key_added,
-        {
-            "tool": "annotate",
-            "method": "generate",
-            **checkpoint_and_genes(pretrained, alignment, source),
-            "metadata_key": metadata_key,
-            "categories": list(prediction.candidates),
-            "out_of_vocabulary": list(prediction.out_of_vocabulary),
-            "top_k": top_k,
-            "unknown_threshold": unknown_threshold,
-            "n_unknown": n_unknown,
-            "seconds": seconds,
-        },
-    )
+    record = {
+        "tool": "annotate",
+        "method": "generate",
+        **checkpoint_and_genes(pretrained, alignment, source),
+        "metadata_key": metadata_key,
+        "out_of_vocabulary": list(prediction.out_of_vocabulary),
+        "seconds": seconds,
+    }
+    return prediction.probabilities, list(prediction.candidates), record

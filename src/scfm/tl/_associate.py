@@ -275,7 +275,8 @@ def _survival(obs: pd.DataFrame, duration_key: str, event_key: str) -> tuple[np.
 
 def _clinical(obs: pd.DataFrame, keys: list[str], keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The clinical design of the samples used (numeric columns, then one-hot with drop-first), which of its columns
-    to standardise, and the mask of samples used: ``keep`` without those with a missing numeric covariate."""
+    to standardise, and the mask of samples used: ``keep`` without those with a missing numeric covariate.
+    """
     columns = [_obs_column(obs, key, "covariate_keys") for key in keys]
     numeric = [is_numeric_dtype(c.dtype) and not is_bool_dtype(c.dtype) for c in columns]
     rows = keep.copy()

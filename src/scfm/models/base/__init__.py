@@ -40,6 +40,7 @@ from ._family import (
     families_with,
     get_family,
     register_family,
+    top_labels,
 )
 from ._inference import (
     BlockTokenizer,
@@ -106,4 +107,5 @@ __all__ = [
     "resolve_model",
     "save_checkpoint",
     "stream_cells",
+    "top_labels",
 ]

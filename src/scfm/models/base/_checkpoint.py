@@ -277,7 +277,8 @@ def module_from_checkpoint(
 
 def decoder_vocab_problem(size_field: str) -> Callable[[Any, GeneVocab], str | None]:
     """``vocab_problem`` of decoder families: ``config.<size_field>`` is the vocabulary size and the pad, begin and
-    end ids are the vocabulary's ``<pad>``, ``<cls>`` and ``<eoc>``."""
+    end ids are the vocabulary's ``<pad>``, ``<cls>`` and ``<eoc>``.
+    """
 
     def problem(config, vocab: GeneVocab) -> str | None:
         size = getattr(config, size_field)

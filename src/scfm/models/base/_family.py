@@ -18,7 +18,7 @@ import pandas as pd
 
 from scfm.genes import GeneVocab
 
-from ._checkpoint import Checkpoint, module_from_checkpoint
+from ._checkpoint import BUNDLED, Checkpoint, module_from_checkpoint
 from ._pretrained import Pretrained
 
 if TYPE_CHECKING:
@@ -116,9 +116,9 @@ def get_family(name: str) -> Family:
 
 
 def families() -> list[Family]:
-    """Every registered family, in registration order (the package default first)."""
+    """Every registered family: the family of the package default first, then by name."""
     _load_families()
-    return list(_REGISTRY.values())
+    return sorted(_REGISTRY.values(), key=lambda f: (BUNDLED.get(f.bundled) != BUNDLED["default"], f.name))
 
 
 def families_with(capability: str) -> list[Family]:
@@ -164,7 +164,8 @@ class Embedding:
 class EmbedRequest:
     """How :func:`scfm.tl.embed` (or a model's ``get_latent_representation``) asks a family to embed: family-specific
     ``options`` (``None`` values: not given), the device, cells per forward pass, rows read at a time, L2
-    normalisation, a progress bar, and which rows of the matrix (``None``: all)."""
+    normalisation, a progress bar, and which rows of the matrix (``None``: all).
+    """
 
     options: Mapping[str, Any]
     device: Any
@@ -212,7 +213,8 @@ class EmbedsCells:
         self, pretrained: Pretrained, adata: AnnData, source: ExpressionSource, alignment: GeneAlignment, request
     ) -> Embedding:
         """Embed every cell of ``source`` (``adata`` gives names, ``obs`` and ``obsm`` where the family needs them);
-        ``request`` is an :class:`EmbedRequest`."""
+        ``request`` is an :class:`EmbedRequest`.
+        """
         raise NotImplementedError
 
 
@@ -255,7 +257,8 @@ class AnnotationRequest:
 @dataclass
 class ReferenceAnnotation:
     """Class probabilities ``(n_query, n_categories)`` in ``request.categories`` order, the genes and reference cells
-    used, the most variable genes kept (``None``: every shared gene) and the fine-tuned model (``None`` for kNN)."""
+    used, the most variable genes kept (``None``: every shared gene) and the fine-tuned model (``None`` for kNN).
+    """
 
     probabilities: np.ndarray
     genes_used: int
@@ -266,7 +269,8 @@ class ReferenceAnnotation:
 
 class AnnotatesWithReference:
     """Capability ``"annotate_reference"``: cell-type probabilities of a query from a labelled reference, by
-    fine-tuning a classifier (``method="finetune"``) or by a kNN vote in the embedding (``method="knn"``)."""
+    fine-tuning a classifier (``method="finetune"``) or by a kNN vote in the embedding (``method="knn"``).
+    """
 
     capability: ClassVar[str] = "annotate_reference"
     does: ClassVar[str] = "annotate cells from a labelled reference"
@@ -284,14 +288,32 @@ class TermPrediction:
     """Predicted terms of one metadata key.
 
     ``table`` has one row per cell: ``label`` and ``probability`` of the most likely term, then ``label_r`` and
-    ``probability_r`` for the ``r``-th most likely (``r = 1..top_k``). ``out_of_vocabulary`` lists candidate
-    labels that the model does not know (never predicted).
+    ``probability_r`` for the ``r``-th most likely (``r = 1..top_k``; see :func:`top_labels`). ``probabilities``
+    are the cells x ``candidates`` probabilities. ``out_of_vocabulary`` lists candidate labels that the model does
+    not know (never predicted).
     """
 
     key: str
     table: pd.DataFrame
     candidates: list[str]
     out_of_vocabulary: list[str]
+    probabilities: np.ndarray
+
+
+def top_labels(probabilities: np.ndarray, labels: list[str], top_k: int) -> pd.DataFrame:
+    """Per cell: the most likely label and its probability, then the ``top_k`` most likely ones.
+
+    Columns ``label``, ``probability``, ``label_1``, ``probability_1``, ... ``label_k``, ``probability_k`` (``k`` is at
+    most the number of labels); ties keep the order of ``labels``.
+    """
+    k = min(top_k, len(labels))
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    names = np.asarray(labels, dtype=object)
+    table = {"label": names[order[:, 0]], "probability": probabilities[np.arange(len(order)), order[:, 0]]}
+    for r in range(k):
+        table[f"label_{r + 1}"] = names[order[:, r]]
+        table[f"probability_{r + 1}"] = np.take_along_axis(probabilities, order[:, r : r + 1], 1)[:, 0]
+    return pd.DataFrame(table)
 
 
 class AnnotatesZeroShot:
@@ -337,7 +359,8 @@ class PredictsCounts:
 
     def plan_counts(self, pretrained: Pretrained, adata: AnnData, source: ExpressionSource, **settings) -> Any:
         """Validate everything a prediction needs (alignment, grouping of cells) without computing; returns a plan
-        with at least ``pretrained``, ``source``, ``alignment``, ``context``, ``sentences`` and ``device``."""
+        with at least ``pretrained``, ``source``, ``alignment``, ``context``, ``sentences`` and ``device``.
+        """
         raise NotImplementedError
 
     def iter_expected_counts(self, plan: Any, token_ids: np.ndarray, *, block_size: int, progress: bool, on_block=None):
@@ -360,7 +383,8 @@ class IntegrationWeights:
 @dataclass(frozen=True)
 class IntegrationRequest:
     """What :func:`scfm.tl.integrate` asks of a family: the training copy's ``obs`` columns (``columns``), the label
-    categories (``None``: no classifier) and the tool's arguments of the same names."""
+    categories (``None``: no classifier) and the tool's arguments of the same names.
+    """
 
     batch_key: str
     columns: Mapping[str, Any]

@@ -68,7 +68,8 @@ def _from_scfm_checkpoint(name_or_path: str | os.PathLike | None, family: str | 
 
 def default_model_for(capability: str) -> str:
     """The bundled checkpoint a tool uses when ``model=None``: the package default (``"default"``) if its family has
-    ``capability``, otherwise the bundled checkpoint of the first registered family that has it."""
+    ``capability``, otherwise the bundled checkpoint of the first registered family that has it.
+    """
     able = families_with(capability)
     if not able:
         raise CheckpointError(f"no registered model family can {describe_capability(capability)}")

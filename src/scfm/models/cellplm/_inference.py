@@ -194,7 +194,8 @@ def embed_cells_as_tokens(
     progress: bool = True,
 ) -> EmbeddingResult:
     """Latent means of every cell of ``source``, sentence by sentence (``batch_size`` is not used: one sentence
-    per forward pass). Cells that express none of the matched genes are embedded from their context alone."""
+    per forward pass). Cells that express none of the matched genes are embedded from their context alone.
+    """
     stage_one = cell_features(module, source, alignment, block_size=block_size)
     embeddings = sentence_latents(
         module, stage_one.features, sentences, coordinates=coordinates, device=device, progress=progress

@@ -17,7 +17,8 @@ def annotate_with_reference(
     pretrained: Pretrained, adata: AnnData, reference: AnnData, request: AnnotationRequest
 ) -> ReferenceAnnotation:
     """Class probabilities of the query: fine-tuning (scGPT's recipe: cross-entropy only, no masking, on the
-    reference's most variable shared genes) or a cosine kNN vote among the reference's embeddings."""
+    reference's most variable shared genes) or a cosine kNN vote among the reference's embeddings.
+    """
     from ._model import SCGPT
 
     vocab, categories, min_genes = pretrained.vocab, request.categories, request.min_genes

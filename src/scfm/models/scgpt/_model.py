@@ -338,7 +338,8 @@ class SCGPT(FoundationModel):
         progress: bool,
     ) -> np.ndarray:
         """Cell embeddings or classifier logits of ``adata`` (aligned to the vocabulary unless it is the training
-        data), streamed through :func:`embed_cells`."""
+        data), streamed through :func:`embed_cells`.
+        """
         adata, source, alignment = self._source_and_alignment(adata)
         rows = None if indices is None else np.asarray(indices)
         batch_codes = None

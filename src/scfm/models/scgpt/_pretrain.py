@@ -42,7 +42,8 @@ class SCGPTObjectives:
 
 class SCGPTPretrainRecipe(PretrainRecipe):
     """:class:`~scfm.train.PretrainRecipe` of :class:`~scfm.models.SCGPT`: binned-value tokens streamed through
-    :class:`SCGPTCellEncoder` with a :class:`MaskedValueCollator`, objectives :class:`SCGPTObjectives`."""
+    :class:`SCGPTCellEncoder` with a :class:`MaskedValueCollator`, objectives :class:`SCGPTObjectives`.
+    """
 
     family = FAMILY
     label = "SCGPT"

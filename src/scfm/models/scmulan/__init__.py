@@ -1,5 +1,6 @@
 """scMulan family: c-sentences of (entity, value) words, a causal decoder with next-entity and value heads,
-zero-shot annotation by generation and conditional cell generation."""
+zero-shot annotation by generation and conditional cell generation.
+"""
 
 from ..base import register_family
 from ._config import SCMulanConfig

@@ -1,5 +1,6 @@
 """Conditional generation of cells with scMulan: sample genes and their levels word by word after a metadata
-prompt, with a key/value cache."""
+prompt, with a key/value cache.
+"""
 
 from __future__ import annotations
 

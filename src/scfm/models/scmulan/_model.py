@@ -304,7 +304,8 @@ class SCMulan(FoundationModel):
         device: str = "auto",
     ) -> AnnData:
         """Generate ``n_cells`` cells for the metadata prompt ``conditions`` (key -> term); see
-        :func:`scfm.tl.generate`."""
+        :func:`scfm.tl.generate`.
+        """
         return generate_anndata(
             self.pretrained,
             n_cells,

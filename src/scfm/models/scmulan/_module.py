@@ -1,5 +1,6 @@
 """scMulan network: summed entity and value embeddings, a causal decoder, and heads for the next entity and its
-value."""
+value.
+"""
 
 from __future__ import annotations
 

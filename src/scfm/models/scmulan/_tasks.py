@@ -13,7 +13,7 @@ from anndata import AnnData
 from scfm.data import ExpressionSource
 from scfm.genes import GeneAlignment
 
-from ..base import Pretrained, TermPrediction
+from ..base import Pretrained, TermPrediction, top_labels
 from ._generate import generate_cells, prompt_terms
 from ._infer import annotation_pass
 from ._tokenizer import generation_prompt
@@ -85,19 +85,8 @@ def predict_terms(
         columns = [vocab.terms[key].index(term) for term in known]
         probabilities = result.probabilities[key][:, columns]
         probabilities = probabilities / probabilities.sum(1, keepdims=True)
-        predictions[key] = TermPrediction(key, _top_table(probabilities, known, top_k), known, missing)
+        predictions[key] = TermPrediction(key, top_labels(probabilities, known, top_k), known, missing, probabilities)
     return predictions, result.embeddings
-
-
-def _top_table(probabilities: np.ndarray, labels: list[str], top_k: int) -> pd.DataFrame:
-    k = min(top_k, len(labels))
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-    names = np.asarray(labels, dtype=object)
-    table = {"label": names[order[:, 0]], "probability": probabilities[np.arange(len(order)), order[:, 0]]}
-    for r in range(k):
-        table[f"label_{r + 1}"] = names[order[:, r]]
-        table[f"probability_{r + 1}"] = np.take_along_axis(probabilities, order[:, r : r + 1], 1)[:, 0]
-    return pd.DataFrame(table)
 
 
 def generate_anndata(

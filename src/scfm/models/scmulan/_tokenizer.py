@@ -191,7 +191,8 @@ def row_gene_words(
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """Gene words of one cell given its stored ``columns`` and (already validated) ``values``; see
-    :func:`cell_gene_words`."""
+    :func:`cell_gene_words`.
+    """
     log_values = normalised_log_values(values, input_kind, scheme.target_sum)
     ids = column_token_ids[columns]
     keep = (ids >= 0) & (log_values > 0)
