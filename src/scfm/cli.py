@@ -98,6 +98,12 @@ def _convert_cellplm(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Build the ``scfm`` argument parser with its subcommands.
+
+    Returns
+    -------
+    The parser. Each subcommand sets ``func``, the handler :func:`main` calls with the parsed arguments.
+    """
     parser = argparse.ArgumentParser(prog="scfm", description="Single-cell foundation models for scverse.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -184,6 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``scfm`` command line.
+
+    Parameters
+    ----------
+    argv
+        Arguments without the program name (``None``: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    The subcommand's exit status, or 2 when it fails with a ``ValueError``, ``KeyError``, ``FileNotFoundError`` or
+    ``FileExistsError``; the message is then printed to stderr.
+    """
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -138,7 +138,7 @@ def scvi_latent(
     accelerator: str = "cpu",
     copy: bool = False,
 ) -> AnnData | None:
-    """scVI (Lopez et al. 2018) latent space with the batch as covariate, written to ``adata.obsm[key_added]``.
+    """Write the scVI (Lopez et al. 2018) latent space, with the batch as covariate, to ``adata.obsm[key_added]``.
 
     The model is trained on the ``n_top_genes`` batch-aware highly variable genes of a private copy of the
     counts; ``adata`` gains only the embedding.

@@ -20,7 +20,7 @@ def _representation(adata: AnnData, key: str) -> np.ndarray:
 
 
 def label_silhouette(adata: AnnData, rep_key: str, label_key: str) -> float:
-    """scib's label silhouette (average silhouette width of labels, rescaled to [0, 1]; higher is better)."""
+    """Return scib's label silhouette (average silhouette width of labels, rescaled to [0, 1]; higher is better)."""
     from scib_metrics import silhouette_label
 
     return float(silhouette_label(_representation(adata, rep_key), _labels(adata, label_key)))

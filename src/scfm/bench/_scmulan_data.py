@@ -1,5 +1,7 @@
-"""The data of the bundled scMulan model: both pretraining corpora with tissue, technology and cell-type terms,
-the labelled reference sets, and the documented split that holds labelled cells out for evaluation.
+"""The data of the bundled scMulan model: pretraining corpora, labelled reference sets and an evaluation split.
+
+Both pretraining corpora carry tissue, technology and cell-type terms; the documented split holds labelled cells
+out for evaluation.
 
 Split (seeded, stratified by label):
 
@@ -56,8 +58,10 @@ def _read(path: Path) -> ad.AnnData:
 
 
 def scmulan_corpus(data_dir: str | Path, seed: int = 0) -> tuple[ad.AnnData, dict[str, ad.AnnData]]:
-    """Training cells (both corpora plus labels) and the held-out evaluation sets, each with ``obs`` columns
-    ``cell_type``, ``tissue`` and ``technology`` (``"unknown"`` where a source has no label)."""
+    """Return the training cells (both corpora plus labels) and the held-out evaluation sets.
+
+    Each has ``obs`` columns ``cell_type``, ``tissue`` and ``technology`` (``"unknown"`` where a source has no label).
+    """
     data_dir = Path(data_dir)
     main = _read(data_dir / "pretraining" / "human_raw_counts_corpus.h5ad")
     extra = _read(data_dir / "pretraining" / "human_extra_corpus.h5ad")

@@ -1,5 +1,8 @@
-"""Generic AnnData -> batches: matrix access by row blocks, length bucketing, training data modules, streaming shards,
-TileDB-SOMA and the epoch plan. Family datasets and collators live in their family's folder under ``scfm.models``."""
+"""Generic AnnData -> batches.
+
+Matrix access by row blocks, length bucketing, training data modules, streaming shards, TileDB-SOMA and the epoch
+plan. Family datasets and collators live in their family's folder under ``scfm.models``.
+"""
 
 from ._collate import expressed_gene_counts, length_bucketed_batches
 from ._datamodule import BucketBatchSampler, CellDataModule, split_cells

@@ -29,7 +29,7 @@ def training_copy(
     vocab: GeneVocab,
     min_genes: int,
 ) -> AnnData:
-    """A new AnnData of the in-vocabulary genes of ``adata`` (CSR) with the given ``obs`` columns.
+    """Return a new AnnData of the in-vocabulary genes of ``adata`` (CSR) with the given ``obs`` columns.
 
     Genes are named by their vocabulary token, so a later alignment is exact and two copies share a gene
     exactly when they share its name.
@@ -57,8 +57,11 @@ def training_copy(
 
 
 def highly_variable_subset(work: AnnData, n_top_genes: int | None, batch_key: str | None = None) -> AnnData:
-    """``work`` restricted to its ``n_top_genes`` most variable genes (scanpy's Seurat flavour on log-normalised
-    values, ranked within each batch and combined when ``batch_key`` is given); ``None`` keeps every gene."""
+    """Return ``work`` restricted to its ``n_top_genes`` most variable genes; ``None`` keeps every gene.
+
+    Genes are ranked by scanpy's Seurat flavour on log-normalised values, within each batch and combined when
+    ``batch_key`` is given.
+    """
     if n_top_genes is None or work.n_vars <= n_top_genes:
         return work
     if n_top_genes < 1:
@@ -90,7 +93,7 @@ def _matrix(adata: AnnData, layer: str | None, use_raw: bool, what: str):
 
 
 def log_normalised(adata: AnnData, *, layer: str | None = None, use_raw: bool = False) -> AnnData:
-    """A new AnnData (same cells, same genes) of log-normalised values; ``adata`` is not modified.
+    """Return a new AnnData (same cells, same genes) of log-normalised values; ``adata`` is not modified.
 
     Counts and other non-log values (expected counts, TPM) are normalised to 10,000 per cell and
     log1p-transformed; log-normalised input (non-integer, max <= 30) is used as is.

@@ -31,7 +31,7 @@ class RowSource(Protocol):
     def var(self) -> pd.DataFrame: ...
 
     def row_nnz(self, start: int, stop: int) -> np.ndarray:
-        """Stored values per row of ``start:stop`` (the planner's length estimate)."""
+        """Count the stored values per row of ``start:stop`` (the planner's length estimate)."""
 
     def read_rows(self, start: int, stop: int) -> sp.csr_matrix:
         """Rows ``start:stop`` as float32 CSR over all columns of :attr:`var`."""

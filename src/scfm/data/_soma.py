@@ -190,7 +190,7 @@ class SomaExperimentSource:
         return _tiledbsoma().SOMATileDBContext(tiledb_config=dict(self.tiledb_config))
 
     def _open(self) -> tuple[Any, Any]:
-        """The experiment and its X layer, opened in this process."""
+        """Return the experiment and its X layer, opened in this process."""
         if self._experiment is not None and self._pid == os.getpid():
             return self._experiment, self._matrix
         if self._experiment is not None:
@@ -410,7 +410,7 @@ class SomaExperimentSource:
         return _compact(counts)
 
     def row_nnz(self, start: int, stop: int) -> np.ndarray:
-        """Stored values per row of ``start:stop`` (int64)."""
+        """Count the stored values per row of ``start:stop`` (int64)."""
         self._check(start, stop)
         return self._nnz[start:stop].astype(np.int64)
 

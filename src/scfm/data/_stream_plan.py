@@ -80,7 +80,7 @@ def deal_blocks(blocks: Sequence[Block], n_slots: int) -> list[list[Block]]:
 
 
 def batches_per_slot(shares: Sequence[Sequence[Block]], batch_size: int) -> int:
-    """The number of batches every slot yields: what the smallest share fills."""
+    """Return the number of batches every slot yields: what the smallest share fills."""
     return min(sum(block.size for block in share) for share in shares) // batch_size
 
 
@@ -96,7 +96,7 @@ def iter_windows(
     epoch: int,
     slot: int,
 ) -> Iterator[Window]:
-    """The windows of one slot's share, in order (see the module docstring).
+    """Yield the windows of one slot's share, in order (see the module docstring).
 
     ``row_lengths(block)`` returns the token length estimate of each row of the block; it is only called when
     ``bucketing`` is true.

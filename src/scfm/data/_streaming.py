@@ -29,7 +29,7 @@ class CellEncoder(Protocol):
         """Items for ``rows`` (rows ``start:start + n`` of source ``source_index``)."""
 
     def collate(self, items: Sequence[Any], generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """A batch; every random choice draws from ``generator``."""
+        """Collate ``items`` into a batch; every random choice draws from ``generator``."""
 
     def pad_id(self) -> int:
         """Token id of padding in ``batch['gene_ids']`` (tokens per second count the others)."""

@@ -310,8 +310,11 @@ class GeneVocab:
 
 
 def vocabulary_genes(var, gene_key: str | None = None) -> list[str]:
-    """Gene names a vocabulary built from ``var`` holds: ``var[gene_key]`` (or the index) without missing, empty or
-    ``<special>`` names and without repeats, in order of first appearance."""
+    """Return the gene names a vocabulary built from ``var`` holds.
+
+    These are ``var[gene_key]`` (or the index) without missing, empty or ``<special>`` names and without repeats, in
+    order of first appearance.
+    """
     names = var[gene_key] if gene_key is not None else var.index.to_series()
     names = names.dropna().astype(str)
     names = names[(names != "") & ~names.str.match(r"^<.*>$")]

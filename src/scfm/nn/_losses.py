@@ -20,7 +20,7 @@ def masked_zero_bce(zero_logit: torch.Tensor, target: torch.Tensor, mask: torch.
 
 
 def elastic_cell_similarity(cell_embedding: torch.Tensor, threshold: float = 0.6) -> torch.Tensor:
-    """scGPT's ECS objective: push pairwise cosine similarities away from ``threshold``.
+    """Compute scGPT's ECS objective: push pairwise cosine similarities away from ``threshold``.
 
     ``mean(1 - (cos_ij - threshold)^2)`` over pairs ``i != j``; pairs above the threshold are pulled
     together, pairs below it pushed apart.

@@ -21,7 +21,7 @@ def padding_attention_mask(padding: torch.Tensor) -> torch.Tensor:
 
 
 def generative_attention_mask(known: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
-    """scGPT's generative attention mask.
+    """Build scGPT's generative attention mask.
 
     Known tokens (``<cls>`` and genes whose values are given) attend among themselves; unknown tokens
     (genes whose values are to be generated) attend to every known token and to themselves only, so

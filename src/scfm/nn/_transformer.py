@@ -128,8 +128,10 @@ class TransformerStack(nn.Module):
         return self.final_norm(x)
 
     def forward_incremental(self, x: torch.Tensor, cache: list | None = None) -> tuple[torch.Tensor, list]:
-        """Causal decoding with a key/value cache: the output of the new positions ``x`` (which follow those
-        already in ``cache``; ``None`` for the first call) and the cache extended by them.
+        """Decode causally with a key/value cache.
+
+        Returns the output of the new positions ``x`` (which follow those already in ``cache``; ``None`` for the first
+        call) and the cache extended by them.
 
         Equal, up to rounding, to running :meth:`forward` with ``is_causal=True`` on the whole sequence.
         """

@@ -1,4 +1,4 @@
-"""``scfm.tl.associate``: do per-sample features carry survival or mutation information, beside expression PCA?
+"""``scfm.tl.associate``: whether per-sample features carry survival or mutation information, beside expression PCA.
 
 The Cox model comes from lifelines rather than scikit-survival: lifelines is pure Python (pandas, scipy, autograd,
 formulaic), so it installs on any platform and does not pin scikit-learn to a narrow range, while
@@ -175,7 +175,7 @@ def associate(
 
 
 def _plain(value):
-    """A numpy scalar as the Python scalar (h5ad- and JSON-friendly)."""
+    """Convert a numpy scalar to the Python scalar (h5ad- and JSON-friendly)."""
     return value.item() if isinstance(value, np.generic) else value
 
 
@@ -219,7 +219,7 @@ def _features(adata: AnnData, key: str) -> np.ndarray:
 
 
 def _expression(adata: AnnData, layer: str | None) -> tuple[np.ndarray, bool]:
-    """The dense expression matrix for the PCA baseline (log1p of counts) and whether log1p was applied."""
+    """Return the dense expression matrix for the PCA baseline (log1p of counts) and whether log1p was applied."""
     if layer is not None and layer not in adata.layers:
         raise KeyError(f"layer={layer!r} is not in adata.layers (layers: {list(adata.layers.keys())})")
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
@@ -274,8 +274,10 @@ def _survival(obs: pd.DataFrame, duration_key: str, event_key: str) -> tuple[np.
 
 
 def _clinical(obs: pd.DataFrame, keys: list[str], keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The clinical design of the samples used (numeric columns, then one-hot with drop-first), which of its columns
-    to standardise, and the mask of samples used: ``keep`` without those with a missing numeric covariate.
+    """Return the clinical design, which of its columns to standardise, and the mask of samples used.
+
+    The design covers the samples used (numeric columns, then one-hot with drop-first); the mask is ``keep`` without
+    the samples that have a missing numeric covariate.
     """
     columns = [_obs_column(obs, key, "covariate_keys") for key in keys]
     numeric = [is_numeric_dtype(c.dtype) and not is_bool_dtype(c.dtype) for c in columns]

@@ -35,7 +35,7 @@ def counts_record(plan, **extra: Any) -> dict[str, Any]:
 
 
 def check_arguments(adata: AnnData, *, copy: bool, block_size: int, max_dense_gb: float, key: str, what: str) -> None:
-    """Checks shared by the count tools that need neither the model nor the matrix."""
+    """Run the checks shared by the count tools that need neither the model nor the matrix."""
     if adata.n_obs == 0:
         raise ValueError(f"the AnnData has no cells (n_obs == 0); nothing to {what}")
     if adata.n_vars == 0:

@@ -18,7 +18,10 @@ def write_provenance(adata: AnnData, key_added: str, record: dict[str, Any]) -> 
 
 
 def checkpoint_and_genes(pretrained, alignment, source) -> dict[str, Any]:
-    """The fields every model-based tool records: which checkpoint, which genes matched, which matrix was read."""
+    """Return the fields every model-based tool records.
+
+    They say which checkpoint, which genes matched and which matrix was read.
+    """
     return {
         **pretrained.provenance(),
         "genes_matched": alignment.n_matched,

@@ -16,8 +16,11 @@ CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)\.ckpt$")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes a checkpoint to a temporary file in the same directory, syncs it, then renames it into place, so a
-    crash leaves either the old file or the complete new one."""
+    """Checkpoint I/O that replaces files atomically.
+
+    Writes a checkpoint to a temporary file in the same directory, syncs it, then renames it into place, so a crash
+    leaves either the old file or the complete new one.
+    """
 
     def save_checkpoint(self, checkpoint: dict, path: str | os.PathLike, storage_options=None) -> None:
         path = Path(path)
@@ -43,8 +46,10 @@ def checkpoint_files(directory: str | os.PathLike) -> list[Path]:
 
 
 class StepCheckpoint(Callback):
-    """Save ``step-<global step>.ckpt`` every ``every_n_steps`` optimiser steps and when training ends; keep the
-    ``keep_last`` newest."""
+    """Save ``step-<global step>.ckpt`` every ``every_n_steps`` optimiser steps and when training ends.
+
+    The ``keep_last`` newest are kept.
+    """
 
     def __init__(self, directory: str | os.PathLike, every_n_steps: int, keep_last: int = 2) -> None:
         self.directory = Path(directory)

@@ -1,5 +1,8 @@
-"""Turn a pretraining run's training checkpoint into an scfm checkpoint directory (``config.json``, ``vocab.json``,
-``model.safetensors``, ``model_card.md``) that the family's ``from_pretrained`` and ``tl.embed`` load."""
+"""Turn a pretraining run's training checkpoint into an scfm checkpoint directory.
+
+The directory holds ``config.json``, ``vocab.json``, ``model.safetensors`` and ``model_card.md``; the family's
+``from_pretrained`` and ``tl.embed`` load it.
+"""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ class PretrainResult:
 
 
 def load_sources(config: PretrainConfig) -> list[RowSource]:
-    """The row sources a config names: its ``.h5ad`` shards, then its SOMA experiment."""
+    """Load the row sources a config names: its ``.h5ad`` shards, then its SOMA experiment."""
     data = config.data
     sources: list[RowSource] = [
         H5adShard(path, layer=data.layer, dataset_key=data.dataset_key) for path in expand_shard_paths(data.shards)
@@ -111,8 +111,10 @@ def _data_module(
 
 
 def freeze_unused_parameters(module, data_module: StreamingDataModule, loss_kwargs: dict) -> list[str]:
-    """Freeze the parameters the configured objectives never touch (e.g. GEP's zero-probability head in masked-value
-    pretraining, or the GEPC head when ``gepc_weight`` is 0), found by one forward/backward pass on the first batch.
+    """Freeze the parameters the configured objectives never touch.
+
+    Examples are GEP's zero-probability head in masked-value pretraining, or the GEPC head when ``gepc_weight`` is 0;
+    they are found by one forward/backward pass on the first batch.
 
     DDP otherwise waits for their gradients forever; freezing them is cheaper than asking DDP to search the graph for
     unused parameters at every step. Returns their names.

@@ -48,10 +48,13 @@ class DataSettings:
 
 @dataclass
 class ModelSettings:
-    """``family``: the model family (one with a registered :class:`~scfm.train.PretrainRecipe`); ``init_from``: a
+    """Model settings of a pretraining run.
+
+    ``family``: the model family (one with a registered :class:`~scfm.train.PretrainRecipe`); ``init_from``: a
     checkpoint (directory or bundled name) to continue pretraining, whose vocabulary and architecture are kept;
     ``max_len``: tokens per cell in training; ``architecture``: fields of the family's config (``d_model``,
-    ``n_layers``, ...) for a model from scratch."""
+    ``n_layers``, ...) for a model from scratch.
+    """
 
     family: str = "scgpt"
     init_from: str | None = None
@@ -70,8 +73,11 @@ class OptimizerSettings:
 
 @dataclass
 class TrainerSettings:
-    """Lightning ``Trainer`` settings. ``strategy: ddp`` with ``devices``/``num_nodes`` runs data-parallel, launched
-    by Lightning itself, ``torchrun`` or SLURM; ``precision: bf16-mixed`` on GPUs."""
+    """Lightning ``Trainer`` settings.
+
+    ``strategy: ddp`` with ``devices``/``num_nodes`` runs data-parallel, launched by Lightning itself, ``torchrun``
+    or SLURM; ``precision: bf16-mixed`` on GPUs.
+    """
 
     max_epochs: int = 1
     max_steps: int = -1
@@ -89,8 +95,10 @@ class TrainerSettings:
 
 @dataclass
 class CheckpointSettings:
-    """Training checkpoints (model, optimiser, scheduler, step, data position) every ``every_n_steps`` optimiser
-    steps and at the end; the ``keep_last`` newest are kept."""
+    """Training checkpoints (model, optimiser, scheduler, step, data position).
+
+    They are written every ``every_n_steps`` optimiser steps and at the end; the ``keep_last`` newest are kept.
+    """
 
     every_n_steps: int = 500
     keep_last: int = 2
@@ -98,8 +106,11 @@ class CheckpointSettings:
 
 @dataclass
 class ExportSettings:
-    """Inference settings written into the exported checkpoint's ``config.json`` (``max_len``, ``cell_embedding``)
-    and whether to store float16 weights."""
+    """Settings of the exported checkpoint.
+
+    Inference settings written into its ``config.json`` (``max_len``, ``cell_embedding``) and whether to store
+    float16 weights.
+    """
 
     max_len: int | None = None
     cell_embedding: str | None = None
@@ -108,10 +119,13 @@ class ExportSettings:
 
 @dataclass
 class PretrainConfig:
-    """A pretraining run. ``output`` is the run directory: ``checkpoints/``, ``logs/``, ``export/``, the resolved
-    ``config.yaml`` and ``vocab.json``. ``objectives`` is the family's section: a mapping until :meth:`bind` reads
-    it into the recipe's ``objectives_cls`` (scGPT: ``mode``, ``mask_ratio``, ``gep_weight``, ...). ``trace_cells``
-    writes every trained cell to ``trace/rank<r>.csv`` (audits and tests; one line per cell)."""
+    """A pretraining run.
+
+    ``output`` is the run directory: ``checkpoints/``, ``logs/``, ``export/``, the resolved ``config.yaml`` and
+    ``vocab.json``. ``objectives`` is the family's section: a mapping until :meth:`bind` reads it into the recipe's
+    ``objectives_cls`` (scGPT: ``mode``, ``mask_ratio``, ``gep_weight``, ...). ``trace_cells`` writes every trained
+    cell to ``trace/rank<r>.csv`` (audits and tests; one line per cell).
+    """
 
     output: str
     data: DataSettings = field(default_factory=DataSettings)
@@ -201,8 +215,10 @@ class PretrainConfig:
             raise ValueError("invalid pretraining config: " + "; ".join(problems))
 
     def bind(self, recipe: PretrainRecipe) -> PretrainConfig:
-        """A copy whose ``objectives`` are read into ``recipe.objectives_cls`` (its defaults filled in), checked by
-        the recipe; ``ValueError`` names every problem."""
+        """Return a copy whose ``objectives`` are read into ``recipe.objectives_cls`` (its defaults filled in).
+
+        The copy is checked by the recipe; ``ValueError`` names every problem.
+        """
         if recipe.family != self.model.family:
             raise ValueError(
                 f"the recipe trains {recipe.family!r} models but the config's model.family is {self.model.family!r}"
@@ -218,7 +234,7 @@ class PretrainConfig:
         return bound
 
     def plan_fields(self) -> dict[str, Any]:
-        """The parts a resumed run must share with the run it continues."""
+        """Return the parts a resumed run must share with the run it continues."""
         return {key: self.to_dict()[key] for key in ("data", "model", "objectives", "optimizer")}
 
 

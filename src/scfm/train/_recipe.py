@@ -26,8 +26,7 @@ ENTRY_POINT_GROUP = "scfm.pretrain_recipes"
 
 
 class PretrainRecipe:
-    """The family-specific half of ``scfm pretrain``; one instance per family, registered with
-    :func:`register_recipe`.
+    """The family-specific half of ``scfm pretrain``; one instance per family, registered with :func:`register_recipe`.
 
     The module a recipe builds is an scvi-tools module: ``module(batch, loss_kwargs=...)`` returns
     ``(inference, generative, LossOutput)`` and ``module.config`` is its configuration dataclass, whose ``to_dict``
@@ -53,28 +52,35 @@ class PretrainRecipe:
         return []
 
     def new_module(self, vocab: GeneVocab, config: PretrainConfig) -> torch.nn.Module:
-        """A freshly initialised module over ``vocab`` with ``config.model.architecture`` and ``config.model.max_len``
-        (``ValueError`` naming ``model.architecture`` for fields the family does not have)."""
+        """Build a freshly initialised module over ``vocab``.
+
+        It has ``config.model.architecture`` and ``config.model.max_len``; fields the family does not have raise a
+        ``ValueError`` naming ``model.architecture``.
+        """
         raise NotImplementedError
 
     def module_from_checkpoint(self, init_from: str) -> tuple[torch.nn.Module, GeneVocab]:
-        """The module (in train mode) and vocabulary of a checkpoint directory or bundled name, to continue
-        pretraining it (``model.init_from``)."""
+        """Return the module (in train mode) and vocabulary of a checkpoint directory or bundled name.
+
+        Used to continue pretraining the checkpoint (``model.init_from``).
+        """
         raise NotImplementedError
 
     def module_from_config(
         self, model_config: dict[str, Any], state_dict: dict[str, torch.Tensor] | None = None, *, source: str = ""
     ) -> torch.nn.Module:
-        """The module described by a ``model_config.json`` dict, with ``state_dict`` loaded strictly if given
-        (``source`` names where the weights came from, for errors)."""
+        """Return the module described by a ``model_config.json`` dict, with ``state_dict`` loaded strictly if given.
+
+        ``source`` names where the weights came from, for errors.
+        """
         raise NotImplementedError
 
     def model_config(self, module: torch.nn.Module) -> dict[str, Any]:
-        """What goes into the run's ``model_config.json`` (read back by :meth:`module_from_config`)."""
+        """Return what goes into the run's ``model_config.json`` (read back by :meth:`module_from_config`)."""
         return module.config.to_dict()
 
     def cell_encoder(self, module: torch.nn.Module, vocab: GeneVocab, config: PretrainConfig) -> CellEncoder:
-        """The :class:`~scfm.data.CellEncoder` that turns streamed rows into the module's training batches."""
+        """Return the :class:`~scfm.data.CellEncoder` that turns streamed rows into the module's training batches."""
         raise NotImplementedError
 
     def loss_kwargs(self, objectives: Any) -> dict[str, Any]:
@@ -123,7 +129,7 @@ def _load_entry_points(family: str | None = None) -> None:
 
 
 def get_recipe(family: str) -> PretrainRecipe:
-    """The pretraining recipe registered for ``family``.
+    """Return the pretraining recipe registered for ``family``.
 
     Raises
     ------

@@ -1,5 +1,7 @@
-"""The family contract: the :class:`Pretrained` handle, the :class:`Family` registry with its capabilities, the
-:class:`FoundationModel` base of the scvi-tools model classes, checkpoint I/O and the one streaming inference loop.
+"""The family contract.
+
+The :class:`Pretrained` handle, the :class:`Family` registry with its capabilities, the :class:`FoundationModel`
+base of the scvi-tools model classes, checkpoint I/O and the one streaming inference loop.
 
 A new family implements a :class:`Family` subclass (with the capability mixins it serves) and a
 :class:`FoundationModel` subclass in its own folder and calls :func:`register_family`; ``docs/architecture.md``

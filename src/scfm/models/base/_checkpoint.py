@@ -218,7 +218,7 @@ def save_checkpoint(
 def read_torch_state_dict(
     file: Path, resave_hint: str, layout: str = "a mapping of parameter names to tensors"
 ) -> dict[str, torch.Tensor]:
-    """A state dict from a PyTorch file of another code base, read with ``torch.load(weights_only=True)``.
+    """Read a state dict from a PyTorch file of another code base with ``torch.load(weights_only=True)``.
 
     Nothing but tensors and plain containers is unpickled: a file that needs more is refused, with
     ``resave_hint`` (how to re-save only the tensors) in the message. A dict nesting the weights under
@@ -255,7 +255,7 @@ def module_from_checkpoint(
     module_cls,
     vocab_problem: Callable[[Any, GeneVocab], str | None],
 ):
-    """The eval-mode module of an already read checkpoint of ``family`` (``label``: "a tGPT", "an scGPT", ...).
+    """Return the eval-mode module of an already read checkpoint of ``family`` (``label``: "a tGPT", "an scGPT", ...).
 
     ``vocab_problem(config, vocab)`` returns what disagrees between ``config.json`` and ``vocab.json``, or ``None``.
     """
@@ -276,8 +276,10 @@ def module_from_checkpoint(
 
 
 def decoder_vocab_problem(size_field: str) -> Callable[[Any, GeneVocab], str | None]:
-    """``vocab_problem`` of decoder families: ``config.<size_field>`` is the vocabulary size and the pad, begin and
-    end ids are the vocabulary's ``<pad>``, ``<cls>`` and ``<eoc>``.
+    """Return the ``vocab_problem`` of decoder families.
+
+    It requires ``config.<size_field>`` to be the vocabulary size and the pad, begin and end ids to be the vocabulary's
+    ``<pad>``, ``<cls>`` and ``<eoc>``.
     """
 
     def problem(config, vocab: GeneVocab) -> str | None:

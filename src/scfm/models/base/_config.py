@@ -10,7 +10,7 @@ class ConfigDict:
     """``to_dict``/``from_dict`` for a config dataclass stored as a checkpoint's ``config.json``."""
 
     def to_dict(self) -> dict[str, Any]:
-        """The configuration as a JSON-ready dict."""
+        """Return the configuration as a JSON-ready dict."""
         return dataclasses.asdict(self)
 
     @classmethod

@@ -1,6 +1,6 @@
-"""The family contract: one :class:`Family` object per model family, registered by name, and the capabilities that
-tools dispatch on.
+"""The family contract: one :class:`Family` object per model family, and the capabilities tools dispatch on.
 
+Families are registered by name.
 A family declares what it can do by inheriting capability mixins (:class:`EmbedsCells`, :class:`PredictsCounts`,
 ...). A tool asks :func:`~scfm.models.resolve_model` for a checkpoint whose family has the capability it needs and
 then calls the capability's method; it never names a family.
@@ -64,11 +64,11 @@ class Family:
         raise NotImplementedError
 
     def vocab_problem(self, config: Any, vocab: GeneVocab) -> str | None:
-        """What disagrees between a configuration and a vocabulary, or ``None``."""
+        """Return what disagrees between a configuration and a vocabulary, or ``None``."""
         return None
 
     def from_checkpoint(self, checkpoint: Checkpoint) -> Pretrained:
-        """The eval-mode module of an already read checkpoint of this family."""
+        """Build the eval-mode module of an already read checkpoint of this family."""
         module = module_from_checkpoint(
             checkpoint,
             family=self.name,
@@ -107,7 +107,7 @@ def _load_families() -> None:
 
 
 def get_family(name: str) -> Family:
-    """The registered family called ``name``."""
+    """Return the registered family called ``name``."""
     _load_families()
     try:
         return _REGISTRY[name]
@@ -122,12 +122,12 @@ def families() -> list[Family]:
 
 
 def families_with(capability: str) -> list[Family]:
-    """The registered families that serve ``capability``."""
+    """Return the registered families that serve ``capability``."""
     return [family for family in families() if capability in family.capabilities]
 
 
 def describe_capability(capability: str) -> str:
-    """What a capability does, in words (``"generate cells"``)."""
+    """Describe what a capability does, in words (``"generate cells"``)."""
     for family in families_with(capability):
         for cls in type(family).__mro__:
             if cls.__dict__.get("capability") == capability:
@@ -162,9 +162,10 @@ class Embedding:
 
 @dataclass(frozen=True)
 class EmbedRequest:
-    """How :func:`scfm.tl.embed` (or a model's ``get_latent_representation``) asks a family to embed: family-specific
-    ``options`` (``None`` values: not given), the device, cells per forward pass, rows read at a time, L2
-    normalisation, a progress bar, and which rows of the matrix (``None``: all).
+    """How :func:`scfm.tl.embed` (or a model's ``get_latent_representation``) asks a family to embed.
+
+    Family-specific ``options`` (``None`` values: not given), the device, cells per forward pass, rows read at a
+    time, L2 normalisation, a progress bar, and which rows of the matrix (``None``: all).
     """
 
     options: Mapping[str, Any]
@@ -174,6 +175,17 @@ class EmbedRequest:
     normalize: bool = True
     progress: bool = False
     rows: np.ndarray | None = None
+
+    def loop_arguments(self) -> dict[str, Any]:
+        """Return the keyword arguments of a family's streaming inference function (device, sizes, rows, ...)."""
+        return {
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "block_size": self.block_size,
+            "normalize": self.normalize,
+            "progress": self.progress,
+            "rows": self.rows,
+        }
 
     def obs_names(self, adata: AnnData) -> np.ndarray:
         """Names of the cells embedded (``rows`` of ``adata``, or all), for messages."""
@@ -212,8 +224,9 @@ class EmbedsCells:
     def embed(
         self, pretrained: Pretrained, adata: AnnData, source: ExpressionSource, alignment: GeneAlignment, request
     ) -> Embedding:
-        """Embed every cell of ``source`` (``adata`` gives names, ``obs`` and ``obsm`` where the family needs them);
-        ``request`` is an :class:`EmbedRequest`.
+        """Embed every cell of ``source`` as ``request`` (an :class:`EmbedRequest`) asks.
+
+        ``adata`` gives names, ``obs`` and ``obsm`` where the family needs them.
         """
         raise NotImplementedError
 
@@ -256,7 +269,9 @@ class AnnotationRequest:
 
 @dataclass
 class ReferenceAnnotation:
-    """Class probabilities ``(n_query, n_categories)`` in ``request.categories`` order, the genes and reference cells
+    """What a family's annotation from a reference returns.
+
+    Class probabilities ``(n_query, n_categories)`` in ``request.categories`` order, the genes and reference cells
     used, the most variable genes kept (``None``: every shared gene) and the fine-tuned model (``None`` for kNN).
     """
 
@@ -268,8 +283,9 @@ class ReferenceAnnotation:
 
 
 class AnnotatesWithReference:
-    """Capability ``"annotate_reference"``: cell-type probabilities of a query from a labelled reference, by
-    fine-tuning a classifier (``method="finetune"``) or by a kNN vote in the embedding (``method="knn"``).
+    """Capability ``"annotate_reference"``: cell-type probabilities of a query from a labelled reference.
+
+    By fine-tuning a classifier (``method="finetune"``) or by a kNN vote in the embedding (``method="knn"``).
     """
 
     capability: ClassVar[str] = "annotate_reference"
@@ -358,8 +374,10 @@ class PredictsCounts:
     does: ClassVar[str] = "predict counts"
 
     def plan_counts(self, pretrained: Pretrained, adata: AnnData, source: ExpressionSource, **settings) -> Any:
-        """Validate everything a prediction needs (alignment, grouping of cells) without computing; returns a plan
-        with at least ``pretrained``, ``source``, ``alignment``, ``context``, ``sentences`` and ``device``.
+        """Validate everything a prediction needs (alignment, grouping of cells) without computing.
+
+        Returns a plan with at least ``pretrained``, ``source``, ``alignment``, ``context``, ``sentences`` and
+        ``device``.
         """
         raise NotImplementedError
 
@@ -382,8 +400,10 @@ class IntegrationWeights:
 
 @dataclass(frozen=True)
 class IntegrationRequest:
-    """What :func:`scfm.tl.integrate` asks of a family: the training copy's ``obs`` columns (``columns``), the label
-    categories (``None``: no classifier) and the tool's arguments of the same names.
+    """What :func:`scfm.tl.integrate` asks of a family.
+
+    The training copy's ``obs`` columns (``columns``), the label categories (``None``: no classifier) and the tool's
+    arguments of the same names.
     """
 
     batch_key: str

@@ -77,7 +77,10 @@ class BlockTokenizer(Protocol):
     def forward(
         self, module: torch.nn.Module, batch: dict[str, torch.Tensor], positions: np.ndarray
     ) -> dict[str, torch.Tensor]:
-        """Outputs of one batch (``positions``: the cells' positions in the streamed order), each ``(n, width)``."""
+        """Return the outputs of one batch, each ``(n, width)``.
+
+        ``positions`` holds the cells' positions in the streamed order.
+        """
 
 
 @dataclass

@@ -86,7 +86,7 @@ class FoundationModel(BaseModelClass):
 
     # -- hooks of the families ---------------------------------------------------------------------------------------
     def _new_config(self, vocab: GeneVocab, **config_kwargs):
-        """A configuration for a model trained from scratch on ``vocab``."""
+        """Return a configuration for a model trained from scratch on ``vocab``."""
         raise NotImplementedError
 
     def _check_vocab(self, vocab: GeneVocab) -> None:
@@ -101,7 +101,7 @@ class FoundationModel(BaseModelClass):
         )
 
     def _model_card(self) -> str:
-        """The ``model_card.md`` written by :meth:`save` when none is given."""
+        """Return the ``model_card.md`` written by :meth:`save` when none is given."""
         n_params = sum(p.numel() for p in self.module.parameters())
         return (
             f"# scfm {type(self).__name__} checkpoint\n\n- family: {self.family_name}\n- parameters: {n_params:,}\n"
@@ -115,7 +115,7 @@ class FoundationModel(BaseModelClass):
     # -- shared behaviour --------------------------------------------------------------------------------------------
     @classmethod
     def family(cls) -> Family:
-        """The registered :class:`~scfm.models.base.Family` of this model class."""
+        """Return the registered :class:`~scfm.models.base.Family` of this model class."""
         return get_family(cls.family_name)
 
     @property
@@ -124,7 +124,7 @@ class FoundationModel(BaseModelClass):
 
     @property
     def pretrained(self) -> Pretrained:
-        """This model's weights as an AnnData-free :class:`Pretrained` handle (shares the module)."""
+        """The weights of this model as an AnnData-free :class:`Pretrained` handle (shares the module)."""
         return Pretrained(
             self.family_name,
             self.module,
@@ -225,7 +225,7 @@ class FoundationModel(BaseModelClass):
         min_genes: int,
         on_duplicate: Literal["error", "first"] = "error",
     ):
-        """A model on ``adata`` (registered) holding a copy of the loaded checkpoint's weights, in eval mode."""
+        """Return a model on ``adata`` (registered) holding a copy of the loaded checkpoint's weights, in eval mode."""
         model = cls(
             adata, vocab=pretrained.vocab, config=pretrained.config, min_genes=min_genes, on_duplicate=on_duplicate
         )
@@ -239,7 +239,7 @@ class FoundationModel(BaseModelClass):
     training_options: ClassVar[tuple[str, ...]] = ()
 
     def _training_data(self, loader: dict[str, Any], **options) -> tuple[Any, dict[str, Any]]:
-        """The Lightning data module of the registered cells and the extra arguments of the training plan.
+        """Return the Lightning data module of the registered cells and the extra arguments of the training plan.
 
         ``loader`` holds ``batch_size``, ``validation_size``, ``seed`` and ``num_workers``; ``options`` the family's
         ``training_options`` that the caller gave.

@@ -49,7 +49,7 @@ class Pretrained:
         return get_family(self.family)
 
     def provenance(self) -> dict[str, Any]:
-        """What every tool records about the model it used."""
+        """Return what every tool records about the model it used."""
         return {
             "model": self.name,
             "family": self.family,

@@ -17,8 +17,10 @@ ModelArg = Union[str, os.PathLike, "FoundationModel", Pretrained, None]
 
 
 def load_pretrained(name_or_path: str | os.PathLike | None = None, family: str | None = None) -> Pretrained:
-    """Load a checkpoint without an AnnData: a bundled name, an scfm checkpoint directory, or a directory of a family's
-    reference code base (converted in memory). Nothing is downloaded.
+    """Load a checkpoint without an AnnData.
+
+    The source is a bundled name, an scfm checkpoint directory, or a directory of a family's reference code base
+    (converted in memory). Nothing is downloaded.
 
     Parameters
     ----------
@@ -67,8 +69,10 @@ def _from_scfm_checkpoint(name_or_path: str | os.PathLike | None, family: str | 
 
 
 def default_model_for(capability: str) -> str:
-    """The bundled checkpoint a tool uses when ``model=None``: the package default (``"default"``) if its family has
-    ``capability``, otherwise the bundled checkpoint of the first registered family that has it.
+    """Return the bundled checkpoint a tool uses when ``model=None``.
+
+    It is the package default (``"default"``) if its family has ``capability``, otherwise the bundled checkpoint of
+    the first registered family that has it.
     """
     able = families_with(capability)
     if not able:
@@ -78,8 +82,10 @@ def default_model_for(capability: str) -> str:
 
 
 def resolve_model(model: ModelArg = None, capability: str | None = None) -> Pretrained:
-    """A loaded checkpoint from ``None`` (the bundled default for ``capability``), a bundled name, a directory, a
-    model instance or a :class:`Pretrained`.
+    """Resolve ``model`` to a loaded checkpoint.
+
+    ``model`` is ``None`` (the bundled default for ``capability``), a bundled name, a directory, a model instance or a
+    :class:`Pretrained`.
 
     Raises
     ------

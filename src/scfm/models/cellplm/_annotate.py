@@ -31,8 +31,10 @@ def _restrict(alignment: GeneAlignment, token_ids: np.ndarray) -> GeneAlignment:
 def annotate_with_reference(
     pretrained: Pretrained, adata: AnnData, reference: AnnData, request: AnnotationRequest
 ) -> ReferenceAnnotation:
-    """Class probabilities of the query: an MLP head fine-tuned on the latent mean together with the transformer over
-    cells (gene embeddings frozen), or a cosine kNN vote among the reference's latents.
+    """Return class probabilities of the query.
+
+    They come from an MLP head fine-tuned on the latent mean together with the transformer over cells (gene
+    embeddings frozen), or from a cosine kNN vote among the reference's latents.
 
     Each dataset is read as one sample cut into hash-planned sentences of the checkpoint's context; every shared
     gene is used (``n_top_genes``, ``batch_size`` and ``max_len`` do not apply).

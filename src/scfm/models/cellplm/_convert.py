@@ -200,7 +200,7 @@ def _setting(config: Mapping[str, Any], key: str) -> Any:
 
 
 def decoder_covariates(config: Mapping[str, Any]) -> dict[str, int]:
-    """The covariate types of the reference decoder with their table sizes (empty without decoder blocks)."""
+    """Return the covariate types of the reference decoder with their table sizes (empty without decoder blocks)."""
     if int(config["dec_layers"]) < 2:  # no hidden block, hence no covariate layer
         return {}
     sizes = {cov: int(_setting(config, key) or 0) for cov, key in COVARIATES.items()}
@@ -267,7 +267,7 @@ def check_reference_config(config: Mapping[str, Any], source: str = "the CellPLM
 
 
 def config_from_reference(config: Mapping[str, Any], source: str = "the CellPLM config") -> CellPLMConfig:
-    """The :class:`CellPLMConfig` of a reference config (checked with :func:`check_reference_config`)."""
+    """Return the :class:`CellPLMConfig` of a reference config (checked with :func:`check_reference_config`)."""
     check_reference_config(config, source)
     d_model = int(config["enc_hid"])
     settings: dict[str, Any] = {}

@@ -46,7 +46,7 @@ def plan_counts(
     on_duplicate: Literal["error", "first"],
     device: torch.device,
 ) -> CountsPlan:
-    """The gene alignment and the sentences of ``adata`` (validated; nothing computed)."""
+    """Return the gene alignment and the sentences of ``adata`` (validated; nothing computed)."""
     alignment = align_genes(
         source.var, pretrained.vocab, gene_key=gene_key, min_genes=min_genes, on_duplicate=on_duplicate
     )

@@ -43,7 +43,7 @@ class CellFeatures:
 
 
 def matched_counts(block: sp.csr_matrix, alignment: GeneAlignment, input_kind: str) -> sp.csr_matrix:
-    """The block's matched columns (in ``alignment.var_index`` order), back on a linear scale."""
+    """Return the block's matched columns (in ``alignment.var_index`` order), back on a linear scale."""
     matched = sp.csr_matrix(block[:, alignment.var_index], dtype=np.float64)
     if input_kind == "log1p":
         matched.data = np.expm1(matched.data)
@@ -193,8 +193,10 @@ def embed_cells_as_tokens(
     normalize: bool = True,
     progress: bool = True,
 ) -> EmbeddingResult:
-    """Latent means of every cell of ``source``, sentence by sentence (``batch_size`` is not used: one sentence
-    per forward pass). Cells that express none of the matched genes are embedded from their context alone.
+    """Return the latent means of every cell of ``source``, sentence by sentence.
+
+    ``batch_size`` is not used: one sentence per forward pass. Cells that express none of the matched genes are
+    embedded from their context alone.
     """
     stage_one = cell_features(module, source, alignment, block_size=block_size)
     embeddings = sentence_latents(

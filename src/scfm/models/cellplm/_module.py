@@ -39,8 +39,10 @@ def relative_coordinates(coordinates: torch.Tensor) -> torch.Tensor:
 
 
 class CellPLMModule(BaseModuleClass):
-    """Expression-weighted gene embeddings per cell, a transformer over the cells of a sentence, a
-    Gaussian-mixture latent and a negative-binomial decoder over the vocabulary.
+    """The CellPLM network.
+
+    Expression-weighted gene embeddings per cell, a transformer over the cells of a sentence, a Gaussian-mixture
+    latent and a negative-binomial decoder over the vocabulary.
 
     A cell's token is ``transform(x) @ gene_embedding`` (``transform`` = ``log1p`` of library-normalised or raw
     counts), plus a 2-D sinusoidal encoding of its coordinates when the sentence has them, through a

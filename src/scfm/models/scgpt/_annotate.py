@@ -16,8 +16,10 @@ from ._embed import embed_cells
 def annotate_with_reference(
     pretrained: Pretrained, adata: AnnData, reference: AnnData, request: AnnotationRequest
 ) -> ReferenceAnnotation:
-    """Class probabilities of the query: fine-tuning (scGPT's recipe: cross-entropy only, no masking, on the
-    reference's most variable shared genes) or a cosine kNN vote among the reference's embeddings.
+    """Return class probabilities of the query.
+
+    They come from fine-tuning (scGPT's recipe: cross-entropy only, no masking, on the reference's most variable
+    shared genes) or from a cosine kNN vote among the reference's embeddings.
     """
     from ._model import SCGPT
 

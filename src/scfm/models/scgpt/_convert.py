@@ -133,7 +133,7 @@ def _read_json_object(file: Path) -> dict[str, Any]:
 
 
 def _reference_vocab(token_to_id: dict[str, Any], file: Path) -> tuple[GeneVocab, list[str]]:
-    """The vocabulary the reference builds from ``vocab.json`` (it appends missing specials at the end)."""
+    """Return the vocabulary the reference builds from ``vocab.json`` (it appends missing specials at the end)."""
     appended = [token for token in REFERENCE_APPENDED_SPECIALS if token not in token_to_id]
     full = dict(token_to_id)
     for token in appended:
@@ -397,7 +397,7 @@ __all__ = [
 
 
 def pretrained_from_reference(path: str | os.PathLike, drop: tuple[str, ...] | list[str] = ()) -> Pretrained:
-    """A reference scGPT checkpoint directory converted in memory, as a :class:`~scfm.models.Pretrained`."""
+    """Convert a reference scGPT checkpoint directory in memory, returning a :class:`~scfm.models.Pretrained`."""
     converted = convert_scgpt_checkpoint(path, drop)
     reference = converted.reference
     return Pretrained(

@@ -19,7 +19,7 @@ from ._tokenizer import BinningConfig, CellTokens, tokenize_csr
 
 
 def binning_config(config: SCGPTConfig, max_len: int | None = None) -> BinningConfig:
-    """The tokenizer settings of a model (``max_len`` overrides the checkpoint's context)."""
+    """Return the tokenizer settings of a model (``max_len`` overrides the checkpoint's context)."""
     return BinningConfig(
         n_bins=config.n_bins,
         max_len=max_len or config.max_len,

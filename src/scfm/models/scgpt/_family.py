@@ -48,13 +48,8 @@ class SCGPTFamily(Family, EmbedsCells, AnnotatesWithReference, IntegratesBatches
             pretrained.module,
             source,
             alignment,
-            device=request.device,
-            batch_size=request.batch_size,
-            block_size=request.block_size,
             max_len=max_len,
-            normalize=request.normalize,
-            progress=request.progress,
-            rows=request.rows,
+            **request.loop_arguments(),
         )
         record = {
             "tokenizer": "binned",

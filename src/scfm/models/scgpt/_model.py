@@ -76,7 +76,7 @@ class SCGPT(FoundationModel):
         return [str(name) for name in mapping]
 
     def batch_codes(self, adata: AnnData | None = None) -> np.ndarray:
-        """The batch index of every cell of ``adata`` in this model's batch categories.
+        """Return the batch index of every cell of ``adata`` in this model's batch categories.
 
         Raises
         ------
@@ -337,8 +337,9 @@ class SCGPT(FoundationModel):
         device: str,
         progress: bool,
     ) -> np.ndarray:
-        """Cell embeddings or classifier logits of ``adata`` (aligned to the vocabulary unless it is the training
-        data), streamed through :func:`embed_cells`.
+        """Return cell embeddings or classifier logits of ``adata``, streamed through :func:`embed_cells`.
+
+        ``adata`` is aligned to the vocabulary unless it is the training data.
         """
         adata, source, alignment = self._source_and_alignment(adata)
         rows = None if indices is None else np.asarray(indices)
@@ -451,7 +452,7 @@ class SCGPT(FoundationModel):
         min_genes: int = 50,
         on_duplicate: Literal["error", "first"] = "error",
     ) -> SCGPT:
-        """A model initialised from a checkpoint, with the batch and label parts that fine-tuning needs.
+        """Initialise a model from a checkpoint, with the batch and label parts that fine-tuning needs.
 
         Every pretrained tensor whose name and shape fit the new architecture is copied; the others (a new
         batch embedding, heads whose input width changes when batch embeddings are concatenated, the batch

@@ -243,5 +243,5 @@ class SCGPTModule(BaseModuleClass):
 
     @torch.inference_mode()
     def sample(self, *args, **kwargs):
-        """Generation from gene or cell prompts is not implemented yet for this family."""
+        """Raise: generation from gene or cell prompts is not implemented yet for this family."""
         raise NotImplementedError("SCGPT generation is not implemented yet; see the project issues")

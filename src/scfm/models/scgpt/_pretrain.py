@@ -24,8 +24,9 @@ MODES = ("masked", "generative")
 
 @dataclass
 class SCGPTObjectives:
-    """The ``objectives`` section of an SCGPT pretraining config: masked-value GEP, GEPC from the cell embedding and
-    ECS (see :meth:`scfm.models.SCGPT.train`).
+    """The ``objectives`` section of an SCGPT pretraining config.
+
+    Masked-value GEP, GEPC from the cell embedding and ECS (see :meth:`scfm.models.SCGPT.train`).
 
     ``mode``: ``"masked"`` (values of ``mask_ratio`` of the genes are hidden) or ``"generative"``;
     ``n_zero_queries``: unexpressed measured genes added to each cell's GEPC queries.
@@ -41,8 +42,10 @@ class SCGPTObjectives:
 
 
 class SCGPTPretrainRecipe(PretrainRecipe):
-    """:class:`~scfm.train.PretrainRecipe` of :class:`~scfm.models.SCGPT`: binned-value tokens streamed through
-    :class:`SCGPTCellEncoder` with a :class:`MaskedValueCollator`, objectives :class:`SCGPTObjectives`.
+    """:class:`~scfm.train.PretrainRecipe` of :class:`~scfm.models.SCGPT`.
+
+    Binned-value tokens streamed through :class:`SCGPTCellEncoder` with a :class:`MaskedValueCollator`, objectives
+    :class:`SCGPTObjectives`.
     """
 
     family = FAMILY

@@ -1,5 +1,7 @@
-"""scMulan family: c-sentences of (entity, value) words, a causal decoder with next-entity and value heads,
-zero-shot annotation by generation and conditional cell generation.
+"""scMulan family.
+
+It covers c-sentences of (entity, value) words, a causal decoder with next-entity and value heads, zero-shot
+annotation by generation and conditional cell generation.
 """
 
 from ..base import register_family

@@ -97,8 +97,9 @@ class SCMulanConfig(ConfigDict):
 
     @property
     def max_gene_words(self) -> int:
-        """Genes that fit in a sentence: ``max_len`` less ``<cls>``, the task token, ``<eoc>`` and a query and
-        a term per metadata key.
+        """Genes that fit in a sentence.
+
+        ``max_len`` less ``<cls>``, the task token, ``<eoc>`` and a query and a term per metadata key.
         """
         return self.max_len - 3 - 2 * len(self.metadata_terms)
 

@@ -1,5 +1,7 @@
-"""Training batches of scMulan: a cell's gene words and metadata terms become an annotation or a generation
-c-sentence, drawn per cell and batch from a seeded generator.
+"""Training batches of scMulan.
+
+A cell's gene words and metadata terms become an annotation or a generation c-sentence, drawn per cell and batch
+from a seeded generator.
 """
 
 from __future__ import annotations

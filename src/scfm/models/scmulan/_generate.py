@@ -1,5 +1,6 @@
-"""Conditional generation of cells with scMulan: sample genes and their levels word by word after a metadata
-prompt, with a key/value cache.
+"""Conditional generation of cells with scMulan.
+
+Genes and their levels are sampled word by word after a metadata prompt, with a key/value cache.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from ._module import SCMulanModule
 
 
 def cell_generator(seed: int, cell: int) -> torch.Generator:
-    """The random stream of generated cell number ``cell``: one per cell, so cells do not depend on batching."""
+    """Return the random stream of generated cell number ``cell``: one per cell, so cells do not depend on batching."""
     state = np.random.SeedSequence([int(seed), int(cell)]).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 

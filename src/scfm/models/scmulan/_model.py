@@ -42,8 +42,10 @@ def _names(adata: AnnData, indices: np.ndarray | None) -> np.ndarray:
 
 
 class SCMulan(FoundationModel):
-    """scMulan (Bian et al. 2024): a cell is a c-sentence of (entity, value) words (its expressed genes with
-    expression levels, its metadata terms, task tokens); a causal decoder predicts the next entity and its value.
+    """scMulan (Bian et al. 2024).
+
+    A cell is a c-sentence of (entity, value) words (its expressed genes with expression levels, its metadata terms,
+    task tokens); a causal decoder predicts the next entity and its value.
 
     It is pretrained on three tasks at once: metadata from expression (annotation sentences), expression from
     metadata (generation sentences) and genes from the other genes (every gene word of both). It annotates cells
@@ -303,8 +305,9 @@ class SCMulan(FoundationModel):
         batch_size: int = 64,
         device: str = "auto",
     ) -> AnnData:
-        """Generate ``n_cells`` cells for the metadata prompt ``conditions`` (key -> term); see
-        :func:`scfm.tl.generate`.
+        """Generate ``n_cells`` cells for the metadata prompt ``conditions`` (key -> term).
+
+        See :func:`scfm.tl.generate`.
         """
         return generate_anndata(
             self.pretrained,

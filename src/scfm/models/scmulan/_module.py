@@ -1,5 +1,6 @@
-"""scMulan network: summed entity and value embeddings, a causal decoder, and heads for the next entity and its
-value.
+"""scMulan network.
+
+Summed entity and value embeddings, a causal decoder, and heads for the next entity and its value.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ def sentence_attention_mask(padding: torch.Tensor, isolated: torch.Tensor | None
 
 
 class SCMulanModule(BaseModuleClass):
-    """Entity and value embeddings (summed), a pre-norm causal :class:`~scfm.nn.TransformerStack`, an entity head
+    """The scMulan network.
+
+    Entity and value embeddings (summed), a pre-norm causal :class:`~scfm.nn.TransformerStack`, an entity head
     tied to the entity embedding, and a value head that reads the hidden state together with the embedding of the
     entity whose value it predicts: ``p(entity, value | prefix) = p(entity | prefix) p(value | prefix, entity)``.
 

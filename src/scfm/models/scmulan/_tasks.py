@@ -100,8 +100,10 @@ def generate_anndata(
     batch_size: int = 64,
     device: torch.device,
 ) -> AnnData:
-    """Generated cells: ``X`` holds expression on the ``target_sum`` scale (like ``sc.pp.normalize_total``),
-    ``obs`` the conditions, ``var`` the model's genes.
+    """Generate ``n_cells`` cells for the metadata prompt ``conditions``.
+
+    ``X`` holds expression on the ``target_sum`` scale (like ``sc.pp.normalize_total``), ``obs`` the conditions,
+    ``var`` the model's genes.
 
     Raises
     ------

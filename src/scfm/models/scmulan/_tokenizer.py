@@ -31,7 +31,7 @@ NO_VALUE = 0
 
 
 def query_token(key: str) -> str:
-    """The task token that asks for the term of metadata ``key`` (e.g. ``<predict:cell_type>``)."""
+    """Return the task token that asks for the term of metadata ``key`` (e.g. ``<predict:cell_type>``)."""
     return f"<predict:{key}>"
 
 
@@ -93,7 +93,7 @@ class CSentenceVocab:
         return np.fromiter(self._term_ids[key].values(), dtype=np.int64, count=len(self.terms[key]))
 
     def key_of(self, entity_id: int) -> str | None:
-        """The metadata key whose term ``entity_id`` is, or ``None``."""
+        """Return the metadata key whose term ``entity_id`` is, or ``None``."""
         return self._entity_key.get(int(entity_id))
 
     def name_of(self, entity_id: int) -> str | None:
@@ -132,7 +132,9 @@ class LevelScheme:
 def ordered_gene_words(
     gene_ids: np.ndarray, levels: np.ndarray, *, max_genes: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, bool]:
-    """A cell's gene words, highest level first, ties in an order seeded by the cell itself; cut to ``max_genes``.
+    """Return a cell's gene words, highest level first, ties in an order seeded by the cell itself.
+
+    The words are cut to ``max_genes``.
 
     Returns ``(gene_ids, levels, complete)``; ``complete`` is ``False`` when genes were cut.
     """
@@ -190,8 +192,9 @@ def row_gene_words(
     max_genes: int,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Gene words of one cell given its stored ``columns`` and (already validated) ``values``; see
-    :func:`cell_gene_words`.
+    """Return the gene words of one cell given its stored ``columns`` and (already validated) ``values``.
+
+    See :func:`cell_gene_words`.
     """
     log_values = normalised_log_values(values, input_kind, scheme.target_sum)
     ids = column_token_ids[columns]

@@ -31,12 +31,7 @@ class TGPTFamily(Family, EmbedsCells, EmbedsBulk):
             pretrained.module,
             source,
             alignment,
-            device=request.device,
-            batch_size=request.batch_size,
-            block_size=request.block_size,
-            normalize=request.normalize,
-            progress=request.progress,
-            rows=request.rows,
+            **request.loop_arguments(),
             obs_names=request.obs_names(adata),
         )
         record = {

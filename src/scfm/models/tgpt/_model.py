@@ -16,8 +16,10 @@ from ._data import PadTokens, RankedSampleDataset
 
 
 class TGPT(FoundationModel):
-    """tGPT (Shen et al. 2023): a sample is its expressed genes ranked by expression; a causal decoder predicts
-    the next gene; the embedding is the mean of the last hidden states over the gene tokens.
+    """tGPT (Shen et al. 2023).
+
+    A sample is its expressed genes ranked by expression; a causal decoder predicts the next gene; the embedding is
+    the mean of the last hidden states over the gene tokens.
 
     Parameters
     ----------

@@ -24,8 +24,10 @@ def causal_padding_mask(padding: torch.Tensor) -> torch.Tensor:
 
 
 class TGPTModule(BaseModuleClass):
-    """Token and learned position embeddings, a pre-norm causal :class:`~scfm.nn.TransformerStack`, and a
-    next-gene head tied to the token embedding.
+    """The tGPT network.
+
+    Token and learned position embeddings, a pre-norm causal :class:`~scfm.nn.TransformerStack`, and a next-gene head
+    tied to the token embedding.
 
     The sample embedding is the mean of the last hidden states over the gene tokens (``begin``, ``end`` and
     padding excluded), as in the paper.
