@@ -239,7 +239,7 @@ def test_load_checkpoint_nonexistent_path(tmp_path):
     assert "default" in bundled_checkpoint_names()
 
 
-def test_load_pretrained_module_is_eval_and_matches_files(tiny_checkpoint):
+def test_load_pretrained_is_eval_and_matches_files(tiny_checkpoint):
     pretrained = load_pretrained(tiny_checkpoint)
     assert not pretrained.module.training
     assert pretrained.sha256 == load_checkpoint(tiny_checkpoint).sha256

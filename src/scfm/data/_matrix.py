@@ -71,11 +71,29 @@ def read_rows(matrix: object, index: slice | np.ndarray) -> sp.csr_matrix:
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
         block = sp.csr_matrix(_as_sparse(matrix[index[order]]))[inverse]
-    return sp.csr_matrix(_as_sparse(block), dtype=np.float32)
+    block = sp.csr_matrix(_as_sparse(block), dtype=np.float32)
+    if not block.has_canonical_format:  # duplicate (row, column) entries mean their sum; never mutate the user's
+        block = block.copy()
+        block.sum_duplicates()
+    return block
 
 
 def _as_sparse(block: object) -> sp.spmatrix | sp.sparray:
-    return block if sp.issparse(block) else sp.csr_matrix(np.asarray(block))
+    if sp.issparse(block):
+        if np.iscomplexobj(block.data):
+            raise TypeError("the expression matrix is complex-valued; pass real expression values")
+        return block
+    values = np.asarray(block)
+    if np.iscomplexobj(values):
+        raise TypeError("the expression matrix is complex-valued; pass real expression values")
+    if values.dtype.kind not in "fiub":  # object or other dtypes: convert the block, with a clear error if it fails
+        try:
+            values = values.astype(np.float32)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"the expression matrix has dtype {values.dtype} that is not numeric ({err})") from err
+    elif values.dtype == np.float16:  # scipy's sparse matrices do not hold float16
+        values = values.astype(np.float32)
+    return sp.csr_matrix(values)
 
 
 def iter_row_blocks(

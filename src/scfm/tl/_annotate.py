@@ -14,6 +14,7 @@ from scfm.models.base import CheckpointError, families_with
 
 from ._annotate_zero_shot import predict_zero_shot
 from ._labels import write_labels
+from ._provenance import check_result_key
 
 
 def annotate(
@@ -130,6 +131,7 @@ def annotate(
         raise ValueError(f"unknown_threshold must be in [0, 1], got {unknown_threshold}")
     if adata.n_obs == 0:
         raise ValueError("the query has no cells (n_obs == 0)")
+    check_result_key(adata, key_added)
     if (reference is None) != (labels_key is None):
         raise ValueError("pass reference and labels_key together (or neither, for zero-shot annotation by scMulan)")
     pretrained = resolve_model(model)
@@ -139,10 +141,14 @@ def annotate(
         by_reference = reference is not None and "annotate_reference" in capabilities
         method = "generate" if zero_shot and not by_reference else "finetune"
     needed = "annotate_zero_shot" if method == "generate" else "annotate_reference"
-    if needed not in capabilities:
+    if needed not in capabilities or (method != "generate" and method not in pretrained.spec.reference_methods):
         able = " or ".join(f"{f.label} (model={f.bundled!r})" for f in families_with(needed))
         what = "zero-shot annotation by generation" if method == "generate" else f"method={method!r}"
         raise CheckpointError(f"{pretrained.name} is {pretrained.spec.a_label} model, which has no {what}; use {able}")
+    if method == "finetune" and max_epochs < 1:
+        raise ValueError(
+            f"max_epochs must be >= 1 for method='finetune' (an untrained head predicts nothing), got {max_epochs}"
+        )
     if return_model and method != "finetune":
         raise ValueError(f"return_model=True needs method='finetune' (method={method!r} trains no model)")
     if method == "generate":

@@ -17,7 +17,7 @@ from anndata import AnnData
 from scfm.data import expression_source
 from scfm.models import FoundationModel, ModelArg, Pretrained, resolve_device, resolve_model
 
-from ._provenance import checkpoint_and_genes, write_provenance
+from ._provenance import check_result_key, checkpoint_and_genes, write_provenance
 
 _BYTES_PER_GB = 1e9
 
@@ -46,8 +46,7 @@ def check_arguments(adata: AnnData, *, copy: bool, block_size: int, max_dense_gb
         raise ValueError(f"block_size must be an integer >= 1, got {block_size!r}")
     if not max_dense_gb > 0:
         raise ValueError(f"max_dense_gb must be positive, got {max_dense_gb!r}")
-    if not isinstance(key, str) or not key:
-        raise ValueError(f"the result key must be a non-empty string, got {key!r}")
+    check_result_key(adata, key, "the result key")
 
 
 def check_dense_size(n_obs: int, n_columns: int, max_dense_gb: float, what: str) -> None:

@@ -11,7 +11,7 @@ from scfm.data import expression_source
 from scfm.genes import align_genes
 from scfm.models import EmbedRequest, ModelArg, resolve_device, resolve_model
 
-from ._provenance import checkpoint_and_genes, write_provenance
+from ._provenance import check_result_key, checkpoint_and_genes, write_provenance
 
 
 def embed(
@@ -120,6 +120,7 @@ def embed(
         raise ValueError("copy=True is not supported for a backed AnnData; use copy=False (results go to obsm/uns)")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_result_key(adata, key_added)
     source = expression_source(adata, layer=layer, use_raw=use_raw)
     if source.var.shape[0] == 0:
         raise ValueError("the AnnData has no genes (n_vars == 0)")

@@ -8,7 +8,7 @@ from anndata import AnnData
 from scfm.data import UNLABELLED, obs_categories
 from scfm.models import FoundationModel, IntegrationRequest, IntegrationWeights, ModelArg, resolve_model
 
-from ._provenance import write_provenance
+from ._provenance import check_result_key, write_provenance
 
 
 def integrate(
@@ -111,6 +111,7 @@ def integrate(
     """
     if adata.n_obs == 0:
         raise ValueError("the AnnData has no cells (n_obs == 0)")
+    check_result_key(adata, key_added)
     batches = obs_categories(adata, batch_key, "batch_key", min_categories=2)
     columns = {batch_key: pd.Categorical(batches)}
     label_categories = None

@@ -7,6 +7,26 @@ from typing import Any
 from anndata import AnnData
 
 
+def check_result_key(adata: AnnData, key_added: object, what: str = "key_added") -> None:
+    """Check, before anything is computed or written, that results can be stored under ``key_added``.
+
+    Raises
+    ------
+    ValueError
+        ``key_added`` is not a non-empty string without ``"/"`` (h5ad files cannot store such keys).
+    TypeError
+        ``adata.uns["scfm"]`` exists but is not the dict of scfm provenance records.
+    """
+    if not isinstance(key_added, str) or not key_added or "/" in key_added:
+        raise ValueError(f"{what} must be a non-empty string without '/', got {key_added!r}")
+    existing = adata.uns.get("scfm")
+    if existing is not None and not isinstance(existing, dict):
+        raise TypeError(
+            f"adata.uns['scfm'] holds a {type(existing).__name__}, not the dict of scfm provenance records; "
+            "rename or delete it before running an scfm tool"
+        )
+
+
 def write_provenance(adata: AnnData, key_added: str, record: dict[str, Any]) -> None:
     """Store ``record`` (h5ad-serialisable: no ``None``) under ``adata.uns["scfm"][key_added]``."""
     from scfm import __version__

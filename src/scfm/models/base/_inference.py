@@ -25,6 +25,29 @@ class NoKnownGenesError(ValueError):
     """Cells that express none of the model's genes, where the family has no representation for them."""
 
 
+class NonFiniteOutputError(ValueError):
+    """A model produced NaN or infinite values (broken weights or configuration, or overflowing input)."""
+
+
+def check_finite(values: np.ndarray, what: str) -> np.ndarray:
+    """Return ``values`` after checking that every entry is finite.
+
+    Raises
+    ------
+    NonFiniteOutputError
+        Names how many cells are affected and the likely causes.
+    """
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = int((~finite.reshape(len(values), -1).all(1)).sum())
+        raise NonFiniteOutputError(
+            f"{bad} of {len(values)} cells got non-finite {what} (NaN or inf). The checkpoint's weights or config.json "
+            "hold non-finite numbers (check them with scfm.models.load_checkpoint), training diverged (lower lr), or "
+            "the input values overflow (expression values must be finite and far below 1e38)"
+        )
+    return values
+
+
 @dataclass
 class EmbeddingResult:
     """Sample embeddings plus what provenance needs to know about the run.
@@ -154,6 +177,8 @@ def stream_cells(
                 outputs[name][positions] = result.float().cpu().numpy()
         bar.update(stop - start)
     bar.close()
+    for name, values in outputs.items():
+        check_finite(values, name)
     return StreamResult(outputs, input_kind or "counts", counters)
 
 

@@ -7,7 +7,9 @@ A family's model class sets ``family_name``, implements the hooks (:meth:`_new_c
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -154,6 +156,21 @@ class FoundationModel(BaseModelClass):
         manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         manager.register_fields(adata, **kwargs)
         cls.register_manager(manager)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _registration_undone_on_error(adata: AnnData) -> Iterator[None]:
+        """Remove what scvi-tools registration added to ``adata`` (``uns``/``obs`` keys) if the block raises."""
+        uns_keys, obs_columns = set(adata.uns.keys()), set(adata.obs.columns)
+        try:
+            yield
+        except BaseException:
+            for key in set(adata.uns.keys()) - uns_keys:
+                del adata.uns[key]
+            added = [column for column in adata.obs.columns if column not in obs_columns]
+            if added:
+                adata.obs.drop(columns=added, inplace=True)
+            raise
 
     @classmethod
     def _register_if_needed(cls, adata: AnnData, **setup_kwargs) -> None:
@@ -400,9 +417,10 @@ class FoundationModel(BaseModelClass):
                 raise ValueError(f"{pretrained.name} is a {pretrained.family!r} model, not a {cls.__name__} one")
         else:
             pretrained = load_pretrained(name_or_path, family=cls.family_name)
-        cls._register_if_needed(adata, **setup_kwargs)
-        cls._check_pretrained_for(pretrained, adata)
-        return cls._from_loaded(pretrained, adata, min_genes=min_genes, on_duplicate=on_duplicate)
+        with cls._registration_undone_on_error(adata):
+            cls._register_if_needed(adata, **setup_kwargs)
+            cls._check_pretrained_for(pretrained, adata)
+            return cls._from_loaded(pretrained, adata, min_genes=min_genes, on_duplicate=on_duplicate)
 
     @classmethod
     def load(cls, dir_path: str | os.PathLike, adata: AnnData | None = None, **kwargs):

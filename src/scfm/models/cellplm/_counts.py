@@ -14,7 +14,7 @@ from anndata import AnnData
 from scfm.data import ExpressionSource
 from scfm.genes import GeneAlignment, align_genes
 
-from ..base import Pretrained
+from ..base import Pretrained, check_finite
 from ._context import sentences_of
 from ._inference import cell_features, iter_sentences
 
@@ -95,4 +95,4 @@ def iter_expected_counts(
             logits = module.decoder(z.float(), genes).float()
             log_share = logits[:, n_panel:] - torch.logsumexp(logits[:, :n_panel], dim=1, keepdim=True)
             proportions = torch.exp(log_share).cpu().numpy().astype(np.float64)
-            yield cells, (proportions * stage_one.library[cells, None]).astype(np.float32)
+            yield cells, check_finite((proportions * stage_one.library[cells, None]).astype(np.float32), "counts")

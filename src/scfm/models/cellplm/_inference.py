@@ -15,7 +15,7 @@ from scfm.genes import GeneAlignment
 from scfm.tokenize import check_values, detect_input_kind
 
 from ..base._device import autocast_context
-from ..base._inference import EmbeddingResult, l2_normalise
+from ..base._inference import EmbeddingResult, check_finite, l2_normalise
 from ._module import CellPLMModule
 
 
@@ -177,7 +177,7 @@ def sentence_latents(
         module, features, sentences, coordinates=coordinates, device=device, progress=progress
     ):
         latents[cells] = latent.cpu().numpy()
-    return latents
+    return check_finite(latents, "latent values")
 
 
 def embed_cells_as_tokens(

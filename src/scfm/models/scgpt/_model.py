@@ -476,26 +476,27 @@ class SCGPT(FoundationModel):
             pretrained = pretrained.pretrained
         elif not isinstance(pretrained, Pretrained):
             pretrained = load_pretrained(pretrained, family="scgpt")
-        cls._register_if_needed(adata, layer=layer, batch_key=batch_key, labels_key=labels_key, gene_key=gene_key)
-        base = pretrained.module.config
-        uses_batches = use_batch_embeddings or batch_discriminator or domain_batchnorm
-        manager = cls._get_most_recent_anndata_manager(adata, required=True)
-        if uses_batches and manager.registry["setup_args"].get("batch_key") is None:
-            raise ValueError("batch embeddings, the batch discriminator and batch norm need a batch_key")
-        batches = []
-        if uses_batches:
-            batches = [str(b) for b in manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping]
-        config = dataclasses.replace(
-            base,
-            n_batches=len(batches),
-            batch_categories=batches,
-            batch_embedding=use_batch_embeddings,
-            batch_discriminator=batch_discriminator,
-            domain_batchnorm=domain_batchnorm,
-            label_categories=list(label_categories or []),
-            extra={**base.extra, "finetuned_from": pretrained.name},
-        )
-        model = cls(adata, vocab=pretrained.vocab, config=config, min_genes=min_genes, on_duplicate=on_duplicate)
+        with cls._registration_undone_on_error(adata):
+            cls._register_if_needed(adata, layer=layer, batch_key=batch_key, labels_key=labels_key, gene_key=gene_key)
+            base = pretrained.module.config
+            uses_batches = use_batch_embeddings or batch_discriminator or domain_batchnorm
+            manager = cls._get_most_recent_anndata_manager(adata, required=True)
+            if uses_batches and manager.registry["setup_args"].get("batch_key") is None:
+                raise ValueError("batch embeddings, the batch discriminator and batch norm need a batch_key")
+            batches = []
+            if uses_batches:
+                batches = [str(b) for b in manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping]
+            config = dataclasses.replace(
+                base,
+                n_batches=len(batches),
+                batch_categories=batches,
+                batch_embedding=use_batch_embeddings,
+                batch_discriminator=batch_discriminator,
+                domain_batchnorm=domain_batchnorm,
+                label_categories=list(label_categories or []),
+                extra={**base.extra, "finetuned_from": pretrained.name},
+            )
+            model = cls(adata, vocab=pretrained.vocab, config=config, min_genes=min_genes, on_duplicate=on_duplicate)
         source = pretrained.module.state_dict()
         target = model.module.state_dict()
         loaded = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
