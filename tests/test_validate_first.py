@@ -112,3 +112,24 @@ def test_finetune_annotation_needs_at_least_one_epoch(pbmc_counts):
     with pytest.raises(ValueError, match="max_epochs must be >= 1 for method='finetune'"):
         scfm.tl.annotate(pbmc_counts, pbmc_counts, "bulk_labels", max_epochs=0, min_genes=10)
     assert_unchanged(pbmc_counts, before)
+
+
+def test_arguments_are_checked_with_messages_that_name_them(pbmc_counts, counts_adata, tiny_checkpoint):
+    with pytest.raises(TypeError, match="adata must be an AnnData, got DataFrame"):
+        scfm.tl.embed(pbmc_counts.to_df(), model="tgpt")
+    with pytest.raises(TypeError, match="reference must be an AnnData, got ndarray"):
+        scfm.tl.annotate(pbmc_counts, np.zeros((3, 3)), "bulk_labels")
+    with pytest.raises(ValueError, match="device 'meta' cannot run scfm models"):
+        scfm.tl.embed(pbmc_counts.copy(), model="tgpt", device="meta", min_genes=10)
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        scfm.tl.generate("scmulan", 2, temperature=float("inf"))
+    model = TGPT.from_pretrained("tgpt", pbmc_counts.copy(), min_genes=10)
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 60\)"):
+        model.get_latent_representation(indices=[0, 60])
+    np.testing.assert_array_equal(
+        model.get_latent_representation(indices=np.arange(60) < 5), model.get_latent_representation(indices=range(5))
+    )
+    tiny = SCGPT.from_pretrained(tiny_checkpoint, counts_adata)
+    for name, value in (("batch_size", 0), ("lr", float("nan")), ("max_epochs", 0), ("validation_size", 1.0)):
+        with pytest.raises(ValueError, match=f"{name} must be"):
+            tiny.train(**{name: value})

@@ -14,7 +14,7 @@ from scfm.models.base import CheckpointError, families_with
 
 from ._annotate_zero_shot import predict_zero_shot
 from ._labels import write_labels
-from ._provenance import check_result_key
+from ._provenance import check_anndata, check_result_key
 
 
 def annotate(
@@ -129,6 +129,9 @@ def annotate(
         raise ValueError(f"method must be 'finetune', 'knn', 'generate' or None, got {method!r}")
     if unknown_threshold is not None and not 0.0 <= unknown_threshold <= 1.0:
         raise ValueError(f"unknown_threshold must be in [0, 1], got {unknown_threshold}")
+    check_anndata(adata)
+    if reference is not None:
+        check_anndata(reference, "reference")
     if adata.n_obs == 0:
         raise ValueError("the query has no cells (n_obs == 0)")
     check_result_key(adata, key_added)

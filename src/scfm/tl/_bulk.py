@@ -9,6 +9,7 @@ from scfm.data import expression_source, iter_row_blocks
 from scfm.models import ModelArg, NoKnownGenesError, resolve_model
 
 from ._embed import embed
+from ._provenance import check_anndata
 
 # tl.embed's input kinds (from scfm.tokenize.detect_input_kind), named for bulk data
 BULK_SCALES = {"counts": "counts", "log1p": "log", "nonnegative": "linear"}
@@ -68,6 +69,7 @@ def bulk_features(
     >>> scfm.tl.bulk_features(tumours)
     >>> scfm.tl.associate(tumours, "X_scfm_bulk", duration_key="time", event_key="event")
     """
+    check_anndata(bdata)
     if bdata.n_obs == 0:
         raise ValueError("the AnnData has no samples (n_obs == 0)")
     pretrained = resolve_model(model, capability="bulk_features")

@@ -17,7 +17,7 @@ from anndata import AnnData
 from scfm.data import expression_source
 from scfm.models import FoundationModel, ModelArg, Pretrained, resolve_device, resolve_model
 
-from ._provenance import check_result_key, checkpoint_and_genes, write_provenance
+from ._provenance import check_anndata, check_result_key, checkpoint_and_genes, write_provenance
 
 _BYTES_PER_GB = 1e9
 
@@ -36,6 +36,7 @@ def counts_record(plan, **extra: Any) -> dict[str, Any]:
 
 def check_arguments(adata: AnnData, *, copy: bool, block_size: int, max_dense_gb: float, key: str, what: str) -> None:
     """Run the checks shared by the count tools that need neither the model nor the matrix."""
+    check_anndata(adata)
     if adata.n_obs == 0:
         raise ValueError(f"the AnnData has no cells (n_obs == 0); nothing to {what}")
     if adata.n_vars == 0:

@@ -11,7 +11,7 @@ from scfm.data import expression_source
 from scfm.genes import align_genes
 from scfm.models import EmbedRequest, ModelArg, resolve_device, resolve_model
 
-from ._provenance import check_result_key, checkpoint_and_genes, write_provenance
+from ._provenance import check_anndata, check_result_key, checkpoint_and_genes, write_provenance
 
 
 def embed(
@@ -114,6 +114,7 @@ def embed(
     >>> scfm.tl.embed(adata, use_raw=True)
     >>> sc.pp.neighbors(adata, use_rep="X_scfm")
     """
+    check_anndata(adata)
     if adata.n_obs == 0:
         raise ValueError("the AnnData has no cells (n_obs == 0); nothing to embed")
     if copy and adata.isbacked:

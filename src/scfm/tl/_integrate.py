@@ -8,7 +8,7 @@ from anndata import AnnData
 from scfm.data import UNLABELLED, obs_categories
 from scfm.models import FoundationModel, IntegrationRequest, IntegrationWeights, ModelArg, resolve_model
 
-from ._provenance import check_result_key, write_provenance
+from ._provenance import check_anndata, check_result_key, write_provenance
 
 
 def integrate(
@@ -109,6 +109,7 @@ def integrate(
     -------
     The fine-tuned model if ``return_model``, else the copy if ``copy``, else ``None``.
     """
+    check_anndata(adata)
     if adata.n_obs == 0:
         raise ValueError("the AnnData has no cells (n_obs == 0)")
     check_result_key(adata, key_added)

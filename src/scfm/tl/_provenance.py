@@ -7,6 +7,15 @@ from typing import Any
 from anndata import AnnData
 
 
+def check_anndata(adata: object, what: str = "adata") -> None:
+    """Raise ``TypeError`` unless ``adata`` is an AnnData (a DataFrame, an array or ``None`` is a clear error)."""
+    if not isinstance(adata, AnnData):
+        raise TypeError(
+            f"{what} must be an AnnData, got {type(adata).__name__}; wrap a matrix with anndata.AnnData(X, obs=..., "
+            "var=...)"
+        )
+
+
 def check_result_key(adata: AnnData, key_added: object, what: str = "key_added") -> None:
     """Check, before anything is computed or written, that results can be stored under ``key_added``.
 

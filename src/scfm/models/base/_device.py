@@ -10,7 +10,9 @@ import torch
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` picks CUDA, then MPS, then CPU; anything else is passed to :class:`torch.device`."""
     if isinstance(device, torch.device):
-        return device
+        device = str(device)
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {type(device).__name__}")
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -21,6 +23,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         resolved = torch.device(device)
     except RuntimeError as err:
         raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from err
+    if resolved.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {device!r} cannot run scfm models; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available; use device='auto' or 'cpu'")
     return resolved

@@ -224,7 +224,7 @@ class FoundationModel(BaseModelClass):
         ``(n_cells, d_model)`` float32 array.
         """
         adata, source, alignment = self._source_and_alignment(adata)
-        rows = None if indices is None else np.asarray(indices)
+        rows = checked_rows(indices, adata.n_obs)
         request = EmbedRequest({}, self._move_to(device), batch_size, normalize=normalize, progress=progress, rows=rows)
         return self.family().embed(self.pretrained, adata, source, alignment, request).embeddings
 
@@ -294,6 +294,7 @@ class FoundationModel(BaseModelClass):
             The family's training options (``training_options``: see the family's ``train``), then arguments of the
             Lightning trainer (through :class:`scvi.train.TrainRunner`).
         """
+        check_training_arguments(max_epochs, batch_size, lr, weight_decay, warmup_steps, validation_size)
         seed_everything(seed, verbose=False)
         options = {key: kwargs.pop(key) for key in self.training_options if key in kwargs}
         loader = {
@@ -426,3 +427,48 @@ class FoundationModel(BaseModelClass):
     def load(cls, dir_path: str | os.PathLike, adata: AnnData | None = None, **kwargs):
         """Load a checkpoint directory written by :meth:`save` (same as :meth:`from_pretrained`)."""
         return cls.from_pretrained(dir_path, adata, **kwargs)
+
+
+def check_training_arguments(
+    max_epochs: int, batch_size: int, lr: float, weight_decay: float, warmup_steps: int, validation_size: float
+) -> None:
+    """Raise ``ValueError`` naming the first optimisation argument out of its range."""
+    rules = [
+        ("max_epochs", max_epochs, lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        ("batch_size", batch_size, lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        ("lr", lr, lambda v: _is_number(v) and 0 < v < float("inf"), "a finite number > 0"),
+        ("weight_decay", weight_decay, lambda v: _is_number(v) and 0 <= v < float("inf"), "a finite number >= 0"),
+        ("warmup_steps", warmup_steps, lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+        ("validation_size", validation_size, lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ]
+    for name, value, valid, expected in rules:
+        if not valid(value):
+            raise ValueError(f"{name} must be {expected}, got {value!r}")
+
+
+def checked_rows(indices: object, n_obs: int) -> np.ndarray | None:
+    """Return ``indices`` as an integer array of row positions in ``range(n_obs)`` (``None``: all rows)."""
+    if indices is None:
+        return None
+    rows = np.asarray(indices)
+    if rows.dtype == bool:
+        if rows.shape != (n_obs,):
+            raise ValueError(f"a boolean indices mask needs {n_obs} entries, got shape {rows.shape}")
+        return np.flatnonzero(rows)
+    if rows.ndim != 1 or (rows.size and rows.dtype.kind not in "iu"):
+        raise ValueError(
+            f"indices must be a 1-D array of integer row positions, got {rows.dtype} of shape {rows.shape}"
+        )
+    if rows.size and (rows.min() < 0 or rows.max() >= n_obs):
+        raise ValueError(
+            f"indices must lie in [0, {n_obs}) (the AnnData has {n_obs} cells), got {rows.min()}..{rows.max()}"
+        )
+    return rows.astype(np.int64)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)

@@ -11,6 +11,7 @@ from scfm.genes import GeneVocab
 from scfm.tokenize import check_values, detect_input_kind
 
 from ..base import FoundationModel
+from ..base._model import checked_rows
 from ._config import CellPLMConfig
 from ._context import sample_labels, sentences_of, spatial_coordinates
 from ._data import SentenceCollator, SentenceDataModule, sample_codes
@@ -201,7 +202,7 @@ class CellPLM(FoundationModel):
         cells share a sentence).
         """
         adata, source, alignment = self._source_and_alignment(adata)
-        rows = None if indices is None else np.asarray(indices)
+        rows = checked_rows(indices, adata.n_obs)
         subset = adata if rows is None else adata[rows]
         sentences, coordinates = sentences_of(
             subset,

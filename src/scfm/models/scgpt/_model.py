@@ -19,6 +19,7 @@ from scfm.genes import GeneVocab
 from scfm.tokenize import check_values
 
 from ..base import FoundationModel, Pretrained, load_pretrained
+from ..base._model import checked_rows
 from ._config import SCGPTConfig
 from ._convert import pretrained_from_reference
 from ._data import MaskedValueCollator, TokenizedCellDataset
@@ -342,7 +343,7 @@ class SCGPT(FoundationModel):
         ``adata`` is aligned to the vocabulary unless it is the training data.
         """
         adata, source, alignment = self._source_and_alignment(adata)
-        rows = None if indices is None else np.asarray(indices)
+        rows = checked_rows(indices, adata.n_obs)
         batch_codes = None
         if self.config.domain_batchnorm:
             codes = self.batch_codes(adata)
@@ -392,7 +393,8 @@ class SCGPT(FoundationModel):
             progress=progress,
         )
         probabilities = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
-        names = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
+        rows = checked_rows(indices, adata.n_obs)
+        names = adata.obs_names if rows is None else adata.obs_names[rows]
         return pd.DataFrame(probabilities, index=names, columns=self.config.label_categories)
 
     @classmethod

@@ -15,6 +15,7 @@ from scfm.genes import GeneVocab
 from scfm.tokenize import check_values, detect_input_kind, normalised_log_values
 
 from ..base import FoundationModel, Pretrained
+from ..base._model import checked_rows
 from ._config import SCMulanConfig
 from ._data import CellWordsDataset, CSentenceCollator
 from ._tasks import TermPrediction, generate_anndata, predict_terms
@@ -38,7 +39,8 @@ def metadata_terms_of(obs: pd.DataFrame, metadata_keys: Mapping[str, str]) -> di
 
 def _names(adata: AnnData, indices: np.ndarray | None) -> np.ndarray:
     names = np.asarray(adata.obs_names)
-    return names if indices is None else names[np.asarray(indices)]
+    rows = checked_rows(indices, adata.n_obs)
+    return names if rows is None else names[rows]
 
 
 class SCMulan(FoundationModel):
@@ -287,7 +289,7 @@ class SCMulan(FoundationModel):
             device=self._move_to(device),
             batch_size=batch_size,
             progress=progress,
-            rows=None if indices is None else np.asarray(indices),
+            rows=checked_rows(indices, adata.n_obs),
             obs_names=_names(adata, indices),
         )
         for prediction in predictions.values():

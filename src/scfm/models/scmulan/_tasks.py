@@ -114,8 +114,8 @@ def generate_anndata(
     """
     if isinstance(n_cells, bool) or not isinstance(n_cells, int | np.integer) or n_cells <= 0:
         raise ValueError(f"n_cells must be a positive integer, got {n_cells!r}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0 < temperature < float("inf"):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
     if batch_size < 1:
