@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -133,3 +134,33 @@ def test_arguments_are_checked_with_messages_that_name_them(pbmc_counts, counts_
     for name, value in (("batch_size", 0), ("lr", float("nan")), ("max_epochs", 0), ("validation_size", 1.0)):
         with pytest.raises(ValueError, match=f"{name} must be"):
             tiny.train(**{name: value})
+
+
+@pytest.mark.parametrize(
+    ("bundled", "edits", "message"),
+    [
+        ("scgpt_default", {"n_heads": 0}, "not a valid SCGPT config"),
+        ("tgpt_default", {"d_model": -4}, "does not describe a valid TGPT model"),
+        ("scgpt_default", {"d_model": 10**7}, "shape mismatches"),
+        ("cellplm_default", {"n_layers": 10**6}, "holds only .* tensors"),
+    ],
+)
+def test_tampered_checkpoint_configs_are_refused_before_anything_is_built(tmp_path, bundled, edits, message):
+    import json
+
+    from scfm.models import CheckpointError, load_pretrained
+
+    directory = shutil.copytree(Path(scfm.__file__).parent / "checkpoints" / bundled, tmp_path / bundled)
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, **edits}))
+    with pytest.raises(CheckpointError, match=message):
+        load_pretrained(directory)
+
+
+def test_cli_reports_an_unreadable_input_in_one_line(tmp_path, capsys):
+    from scfm.cli import main
+
+    text = tmp_path / "cells.h5ad"
+    text.write_text("not an HDF5 file")
+    assert main(["embed", str(text), str(tmp_path / "out.h5ad")]) == 2
+    assert capsys.readouterr().err.startswith("scfm embed: error:")

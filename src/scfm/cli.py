@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, KeyError, TypeError, OSError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"scfm {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -141,12 +141,13 @@ def load_checkpoint(name_or_path: str | os.PathLike | None) -> Checkpoint:
     )
 
 
-def load_weights_strict(
+def check_weight_shapes(
     module: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str, config_file: str = CONFIG_FILE
 ) -> None:
-    """``load_state_dict`` that names every missing, unexpected and mis-shaped tensor.
+    """Raise :class:`CheckpointError` naming every missing, unexpected and mis-shaped tensor of ``state_dict``.
 
-    ``config_file`` names the file the module's architecture was read from, for the error message.
+    ``module`` may live on the ``meta`` device (only its shapes are read); ``config_file`` names the file the
+    module's architecture was read from, for the error message.
     """
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state_dict))
@@ -165,6 +166,13 @@ def load_weights_strict(
         if mismatched:
             parts.append(f"shape mismatches (file vs config) {mismatched[:8]}")
         raise CheckpointError(f"weights in {source} do not match its {config_file}: " + "; ".join(parts))
+
+
+def load_weights_strict(
+    module: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str, config_file: str = CONFIG_FILE
+) -> None:
+    """Load ``state_dict`` into ``module`` after :func:`check_weight_shapes`."""
+    check_weight_shapes(module, state_dict, source, config_file)
     module.load_state_dict(state_dict, strict=True)
 
 
@@ -261,16 +269,35 @@ def module_from_checkpoint(
     """
     if checkpoint.family != family:
         raise CheckpointError(f"{checkpoint.path} holds a {checkpoint.family!r} model, not {label} one")
+    name = config_cls.__name__.removesuffix("Config")
+    config_file = checkpoint.path / CONFIG_FILE
     try:
         config = config_cls.from_dict(checkpoint.config)
-    except (TypeError, ValueError) as err:
-        name = config_cls.__name__.removesuffix("Config")
-        raise CheckpointError(f"{checkpoint.path / CONFIG_FILE} is not a valid {name} config: {err}") from err
+    except (TypeError, ValueError, ArithmeticError) as err:
+        raise CheckpointError(f"{config_file} is not a valid {name} config: {err}") from err
     problem = vocab_problem(config, checkpoint.vocab)
     if problem:
         raise CheckpointError(f"{problem} in {str(checkpoint.path)!r}")
+    weights = str(checkpoint.path / WEIGHTS_FILE)
+    n_tensors = len(checkpoint.state_dict)
+    too_deep = {
+        key: value
+        for key, value in config.to_dict().items()
+        if key.endswith("layers") and isinstance(value, int) and not 0 <= value <= n_tensors
+    }
+    if too_deep:  # every layer holds at least one tensor: this bound refuses absurd depths before building anything
+        raise CheckpointError(
+            f"{config_file} asks for {too_deep} layers, but {weights} holds only {n_tensors} tensors; the config "
+            "does not belong to these weights"
+        )
+    try:  # the architecture on the meta device first: no memory is allocated for sizes the weights do not have
+        with torch.device("meta"):
+            skeleton = module_cls(config)
+    except (TypeError, ValueError, ArithmeticError, RuntimeError, AssertionError) as err:
+        raise CheckpointError(f"{config_file} does not describe a valid {name} model: {err}") from err
+    check_weight_shapes(skeleton, checkpoint.state_dict, weights)
     module = module_cls(config)
-    load_weights_strict(module, checkpoint.state_dict, str(checkpoint.path / WEIGHTS_FILE))
+    load_weights_strict(module, checkpoint.state_dict, weights)
     module.eval()
     return module
 
