@@ -42,10 +42,6 @@ def benchmark(
     -------
     The matplotlib figure.
     """
-    import matplotlib
-
-    if path is not None and not show:
-        matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     missing = {"method", "metric", "value"} - set(results.columns)

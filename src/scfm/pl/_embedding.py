@@ -31,10 +31,6 @@ def embedding_comparison(
     -------
     The matplotlib figure (also saved to ``path`` when given).
     """
-    import matplotlib
-
-    if path is not None and not show:
-        matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     if color not in adata.obs:
