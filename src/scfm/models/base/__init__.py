@@ -58,7 +58,7 @@ from ._inference import (
     raise_if_no_known_genes,
     stream_cells,
 )
-from ._model import FoundationModel
+from ._model import FoundationModel, checked_rows
 from ._pretrained import Pretrained
 from ._resolve import ModelArg, default_model_for, load_pretrained, resolve_model
 
@@ -95,6 +95,7 @@ __all__ = [
     "bucketed",
     "bundled_checkpoint_names",
     "check_finite",
+    "checked_rows",
     "decoder_vocab_problem",
     "default_model_for",
     "families",

@@ -10,8 +10,7 @@ from scfm.data import expression_source
 from scfm.genes import GeneVocab
 from scfm.tokenize import check_values, detect_input_kind
 
-from ..base import FoundationModel
-from ..base._model import checked_rows
+from ..base import FoundationModel, checked_rows
 from ._config import CellPLMConfig
 from ._context import sample_labels, sentences_of, spatial_coordinates
 from ._data import SentenceCollator, SentenceDataModule, sample_codes

@@ -18,8 +18,7 @@ from scfm.data import CellDataModule, expressed_gene_counts
 from scfm.genes import GeneVocab
 from scfm.tokenize import check_values
 
-from ..base import FoundationModel, Pretrained, load_pretrained
-from ..base._model import checked_rows
+from ..base import FoundationModel, Pretrained, checked_rows, load_pretrained
 from ._config import SCGPTConfig
 from ._convert import pretrained_from_reference
 from ._data import MaskedValueCollator, TokenizedCellDataset

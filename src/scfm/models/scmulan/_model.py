@@ -14,8 +14,7 @@ from scfm.data import CellDataModule, expressed_gene_counts, expression_source
 from scfm.genes import GeneVocab
 from scfm.tokenize import check_values, detect_input_kind, normalised_log_values
 
-from ..base import FoundationModel, Pretrained
-from ..base._model import checked_rows
+from ..base import FoundationModel, Pretrained, checked_rows
 from ._config import SCMulanConfig
 from ._data import CellWordsDataset, CSentenceCollator
 from ._tasks import TermPrediction, generate_anndata, predict_terms
