@@ -103,22 +103,22 @@ def test_results_are_checked_before_anything_is_written(pbmc_counts):
     assert_unchanged(adata, before)
     adata = pbmc_counts.copy()
     for key in ("", "a/b", None, 3):
-        with pytest.raises(ValueError, match="key_added must be a non-empty string"):
+        with pytest.raises((ValueError, TypeError), match="key_added must be a non-empty string"):
             scfm.tl.embed(adata, model="tgpt", key_added=key, progress=False, min_genes=10)
     assert not adata.obsm
 
 
 def test_finetune_annotation_needs_at_least_one_epoch(pbmc_counts):
     before = snapshot(pbmc_counts)
-    with pytest.raises(ValueError, match="max_epochs must be >= 1 for method='finetune'"):
+    with pytest.raises(ValueError, match="max_epochs must be an integer >= 1"):
         scfm.tl.annotate(pbmc_counts, pbmc_counts, "bulk_labels", max_epochs=0, min_genes=10)
     assert_unchanged(pbmc_counts, before)
 
 
 def test_arguments_are_checked_with_messages_that_name_them(pbmc_counts, counts_adata, tiny_checkpoint):
-    with pytest.raises(TypeError, match="adata must be an AnnData, got DataFrame"):
+    with pytest.raises(TypeError, match=r"adata must be an AnnData .*, got DataFrame"):
         scfm.tl.embed(pbmc_counts.to_df(), model="tgpt")
-    with pytest.raises(TypeError, match="reference must be an AnnData, got ndarray"):
+    with pytest.raises(TypeError, match=r"reference must be an AnnData .*, got ndarray"):
         scfm.tl.annotate(pbmc_counts, np.zeros((3, 3)), "bulk_labels")
     with pytest.raises(ValueError, match="device 'meta' cannot run scfm models"):
         scfm.tl.embed(pbmc_counts.copy(), model="tgpt", device="meta", min_genes=10)

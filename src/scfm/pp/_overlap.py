@@ -6,11 +6,13 @@ from typing import Literal
 
 from anndata import AnnData
 
+from scfm._validation import checked_arguments
 from scfm.data import expression_source
 from scfm.genes import GeneAlignment, align_genes
 from scfm.models import ModelArg, resolve_model
 
 
+@checked_arguments
 def gene_overlap(
     adata: AnnData,
     model: ModelArg = None,

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from anndata import AnnData
 
+from scfm._validation import checked_arguments
 from scfm.data import obs_categories
 from scfm.models import AnnotationRequest, ModelArg, resolve_model
 from scfm.models.base import CheckpointError, families_with
@@ -17,6 +18,7 @@ from ._labels import write_labels
 from ._provenance import check_anndata, check_result_key
 
 
+@checked_arguments
 def annotate(
     adata: AnnData,
     reference: AnnData | None = None,

@@ -19,6 +19,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
+from scfm._validation import checked_arguments
+
 from ._survival import FeatureSet, cv_concordance, cv_roc_auc, import_lifelines
 
 MIN_SURVIVAL_SAMPLES = 20
@@ -27,6 +29,7 @@ _TRUE = {"1", "true", "yes"}
 _FALSE = {"0", "false", "no"}
 
 
+@checked_arguments
 def associate(
     adata: AnnData,
     features_key: str,

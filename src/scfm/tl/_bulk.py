@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from anndata import AnnData
 
+from scfm._validation import checked_arguments
 from scfm.data import expression_source, iter_row_blocks
 from scfm.models import ModelArg, NoKnownGenesError, resolve_model
 
@@ -15,6 +16,7 @@ from ._provenance import check_anndata
 BULK_SCALES = {"counts": "counts", "log1p": "log", "nonnegative": "linear"}
 
 
+@checked_arguments
 def bulk_features(
     bdata: AnnData,
     *,

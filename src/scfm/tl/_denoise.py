@@ -14,6 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
+from scfm._validation import checked_arguments
 from scfm.data import expression_source
 from scfm.models import FoundationModel, ModelArg, Pretrained, resolve_device, resolve_model
 
@@ -99,6 +100,7 @@ def plan_counts(
     )
 
 
+@checked_arguments
 def denoise(
     adata: AnnData,
     model: ModelArg = "cellplm",

@@ -7,6 +7,7 @@ from typing import Literal
 
 from anndata import AnnData
 
+from scfm._validation import checked_arguments
 from scfm.data import expression_source
 from scfm.genes import align_genes
 from scfm.models import EmbedRequest, ModelArg, resolve_device, resolve_model
@@ -14,6 +15,7 @@ from scfm.models import EmbedRequest, ModelArg, resolve_device, resolve_model
 from ._provenance import check_anndata, check_result_key, checkpoint_and_genes, write_provenance
 
 
+@checked_arguments
 def embed(
     adata: AnnData,
     model: ModelArg = None,

@@ -7,11 +7,13 @@ from collections.abc import Mapping
 
 from anndata import AnnData
 
+from scfm._validation import checked_arguments
 from scfm.models import ModelArg, resolve_device, resolve_model
 
 from ._provenance import write_provenance
 
 
+@checked_arguments
 def generate(
     model: ModelArg = "scmulan",
     n_cells: int = 100,

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from scfm._validation import checked_arguments
 from scfm.genes import GeneVocab
 from scfm.models import ModelArg
 
@@ -64,6 +65,7 @@ def _gene_ids(genes: list[str], vocab: GeneVocab) -> np.ndarray:
     return ids
 
 
+@checked_arguments
 def impute(
     adata: AnnData,
     genes: str | Sequence[str],

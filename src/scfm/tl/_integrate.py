@@ -5,12 +5,14 @@ from __future__ import annotations
 import pandas as pd
 from anndata import AnnData
 
+from scfm._validation import checked_arguments
 from scfm.data import UNLABELLED, obs_categories
 from scfm.models import FoundationModel, IntegrationRequest, IntegrationWeights, ModelArg, resolve_model
 
 from ._provenance import check_anndata, check_result_key, write_provenance
 
 
+@checked_arguments
 def integrate(
     adata: AnnData,
     batch_key: str,

@@ -22,6 +22,7 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField
 from scvi.model.base import BaseModelClass
 
+from scfm._validation import anndata, check_argument, checked_arguments
 from scfm.data import ExpressionSource, expression_source
 from scfm.genes import GeneAlignment, GeneVocab, align_genes, vocabulary_genes
 from scfm.tokenize import check_values
@@ -53,6 +54,20 @@ class FoundationModel(BaseModelClass):
 
     family_name: ClassVar[str]
     vocab_specials: ClassVar[tuple[str, ...] | None] = None
+    #: Public methods whose arguments are checked against the shared rules of :mod:`scfm._validation` on every call.
+    checked_methods: ClassVar[tuple[str, ...]] = (
+        "setup_anndata",
+        "from_pretrained",
+        "load",
+        "get_latent_representation",
+        "train",
+        "save",
+    )
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in cls.checked_methods:
+            _check_arguments_of(cls, name)
 
     def __init__(
         self,
@@ -432,18 +447,32 @@ class FoundationModel(BaseModelClass):
 def check_training_arguments(
     max_epochs: int, batch_size: int, lr: float, weight_decay: float, warmup_steps: int, validation_size: float
 ) -> None:
-    """Raise ``ValueError`` naming the first optimisation argument out of its range."""
-    rules = [
-        ("max_epochs", max_epochs, lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-        ("batch_size", batch_size, lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-        ("lr", lr, lambda v: _is_number(v) and 0 < v < float("inf"), "a finite number > 0"),
-        ("weight_decay", weight_decay, lambda v: _is_number(v) and 0 <= v < float("inf"), "a finite number >= 0"),
-        ("warmup_steps", warmup_steps, lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-        ("validation_size", validation_size, lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    ]
-    for name, value, valid, expected in rules:
-        if not valid(value):
-            raise ValueError(f"{name} must be {expected}, got {value!r}")
+    """Raise ``TypeError``/``ValueError`` naming the first optimisation argument of the wrong type or range."""
+    for name, value in {
+        "max_epochs": max_epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "warmup_steps": warmup_steps,
+        "validation_size": validation_size,
+    }.items():
+        check_argument("train", name, value)
+
+
+def _check_arguments_of(cls: type, name: str) -> None:
+    """Replace ``cls.<name>`` by a version that checks its arguments (``SCGPT.train: batch_size must be ...``)."""
+    for owner in cls.__mro__:
+        if name in owner.__dict__:
+            attribute = owner.__dict__[name]
+            break
+    else:
+        return
+    is_classmethod = isinstance(attribute, classmethod)
+    function = attribute.__func__ if is_classmethod else attribute
+    function = getattr(function, "__scfm_unchecked__", function)
+    checked = checked_arguments(function, owner=cls, adata=anndata(allow_view=False))
+    checked.__scfm_unchecked__ = function
+    setattr(cls, name, classmethod(checked) if is_classmethod else checked)
 
 
 def checked_rows(indices: object, n_obs: int) -> np.ndarray | None:
@@ -464,11 +493,3 @@ def checked_rows(indices: object, n_obs: int) -> np.ndarray | None:
             f"indices must lie in [0, {n_obs}) (the AnnData has {n_obs} cells), got {rows.min()}..{rows.max()}"
         )
     return rows.astype(np.int64)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
