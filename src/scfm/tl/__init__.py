@@ -10,3 +10,8 @@ from ._impute import impute
 from ._integrate import integrate
 
 __all__ = ["annotate", "associate", "bulk_features", "denoise", "embed", "generate", "impute", "integrate"]
+
+from ._gene_network import gene_network
+from ._gene_programs import gene_programs
+
+__all__ += ["gene_network", "gene_programs"]

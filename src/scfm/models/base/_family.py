@@ -446,3 +446,72 @@ class IntegratesBatches:
     def integrate(self, pretrained: Pretrained, adata: AnnData, request: IntegrationRequest) -> Integration:
         """Fine-tune on ``adata`` (never modified) and embed it."""
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class AttentionRequest:
+    """How :func:`scfm.tl.gene_network` asks a family for attention scores between genes.
+
+    ``rows``: the cells to aggregate over (``None``: all); ``attention_layer``: which transformer layer's attention
+    (negative counts from the last); ``max_len``: tokens per cell (``None``: the checkpoint's); the other fields are
+    the tool's arguments of the same names.
+    """
+
+    device: Any
+    batch_size: int = 16
+    block_size: int = 1024
+    rows: np.ndarray | None = None
+    attention_layer: int = -1
+    max_len: int | None = None
+    progress: bool = False
+
+
+@dataclass
+class AttentionScores:
+    """Attention between the genes of a network, aggregated over cells.
+
+    Attributes
+    ----------
+    scores
+        ``(n_genes, n_genes)`` float32; ``scores[i, j]`` is the mean, over the cells whose tokens hold both genes, of
+        the attention that gene ``j``'s token pays to gene ``i``'s token (heads averaged), times the cell's number of
+        tokens (1 = uniform attention). Zero where the genes never share a cell; zero diagonal.
+    cooccurrence
+        ``(n_genes, n_genes)`` int32: the number of cells whose tokens hold both genes.
+    n_cells
+        Cells aggregated.
+    record
+        Family-specific provenance (layer, context, cells without a network gene, ...).
+    """
+
+    scores: np.ndarray
+    cooccurrence: np.ndarray
+    n_cells: int
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+class InfersGeneNetworks:
+    """Capability ``"gene_network"``: gene-gene scores from the model (gene embeddings, attention).
+
+    ``network_methods`` lists the methods the family serves: ``"embedding"`` (the model's gene embedding of each
+    gene, zero-shot, no cells needed) and/or ``"attention"`` (the model's attention aggregated over cells).
+    """
+
+    capability: ClassVar[str] = "gene_network"
+    does: ClassVar[str] = "infer gene networks"
+    network_methods: ClassVar[tuple[str, ...]] = ("embedding",)
+
+    def gene_embeddings(self, pretrained: Pretrained, token_ids: np.ndarray) -> np.ndarray:
+        """``(len(token_ids), width)`` float32 embeddings of the vocabulary genes ``token_ids``."""
+        raise NotImplementedError
+
+    def attention_scores(
+        self,
+        pretrained: Pretrained,
+        source: ExpressionSource,
+        alignment: GeneAlignment,
+        token_ids: np.ndarray,
+        request: AttentionRequest,
+    ) -> AttentionScores:
+        """Attention between the vocabulary genes ``token_ids`` over the cells of ``source`` that ``request`` picks."""
+        raise NotImplementedError

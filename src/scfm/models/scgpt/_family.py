@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import os
 
-from ..base import AnnotatesWithReference, Embedding, EmbedRequest, EmbedsCells, Family, IntegratesBatches, Pretrained
+from ..base import (
+    AnnotatesWithReference,
+    AttentionRequest,
+    AttentionScores,
+    Embedding,
+    EmbedRequest,
+    EmbedsCells,
+    Family,
+    InfersGeneNetworks,
+    IntegratesBatches,
+    Pretrained,
+)
 from ._config import SCGPTConfig
 from ._convert import is_reference_checkpoint_dir, pretrained_from_reference
 from ._embed import embed_cells
 from ._module import SCGPTModule
 
 
-class SCGPTFamily(Family, EmbedsCells, AnnotatesWithReference, IntegratesBatches):
+class SCGPTFamily(Family, EmbedsCells, AnnotatesWithReference, IntegratesBatches, InfersGeneNetworks):
     """scGPT: gene tokens with per-cell binned values and a ``<cls>`` cell token."""
 
     name = "scgpt"
@@ -21,6 +32,7 @@ class SCGPTFamily(Family, EmbedsCells, AnnotatesWithReference, IntegratesBatches
     config_cls = SCGPTConfig
     module_cls = SCGPTModule
     embed_options = frozenset({"max_len"})
+    network_methods = ("embedding", "attention")
 
     @property
     def model_cls(self) -> type:
@@ -71,3 +83,15 @@ class SCGPTFamily(Family, EmbedsCells, AnnotatesWithReference, IntegratesBatches
         from ._integrate import integrate_batches
 
         return integrate_batches(pretrained, adata, settings)
+
+    def gene_embeddings(self, pretrained: Pretrained, token_ids) -> object:
+        from ._gene_network import gene_embeddings
+
+        return gene_embeddings(pretrained.module, token_ids)
+
+    def attention_scores(
+        self, pretrained: Pretrained, source, alignment, token_ids, request: AttentionRequest
+    ) -> AttentionScores:
+        from ._gene_network import attention_scores
+
+        return attention_scores(pretrained.module, source, alignment, token_ids, request)
