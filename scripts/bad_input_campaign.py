@@ -184,7 +184,7 @@ def main() -> int:
         tmp = Path(tmp_name)
         while len(outcomes) < args.n and time.perf_counter() - start < args.minutes * 60:
             draw = tp.RandomDraw(int(rng.integers(2**32)))
-            kind = rng.choice(list(plan), p=list(plan.values()))
+            kind = str(rng.choice(list(plan), p=list(plan.values())))
             if kind == "integrate" and counts["integrate"] >= max(3, args.n // 150):
                 kind = "tools"
             counts[kind] += 1
