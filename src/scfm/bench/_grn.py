@@ -25,7 +25,8 @@ def _dense(matrix) -> np.ndarray:
 
 def pearson_scores(x) -> np.ndarray:
     """Absolute Pearson correlation between genes (columns of cells x genes ``x``), zero diagonal and constant genes."""
-    r = np.nan_to_num(np.corrcoef(_dense(x), rowvar=False), nan=0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.nan_to_num(np.corrcoef(_dense(x), rowvar=False), nan=0.0)
     np.fill_diagonal(r, 0.0)
     return np.abs(r)
 
