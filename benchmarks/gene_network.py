@@ -308,9 +308,9 @@ def main() -> None:
     columns = ["dataset", "network"]
     for label in ("omnipath all", "omnipath strict", "chip", "perturbation"):
         columns += [f"{label} EPR", f"{label} AUPRC"]
-    edge_rows = [{k: f"{v:.2f}" if isinstance(v, float) else v for k, v in r.items()} for r in edge_rows]
+    shown = [{k: f"{v:.2f}" if isinstance(v, float) else v for k, v in r.items()} for r in edge_rows]
     print("\nEdges (early precision ratio and AUPRC ratio; 1 = random)\n")
-    print(table(edge_rows, columns))
+    print(table(shown, columns))
     print("\nGene programs (co-annotation within programs ÷ size-matched random sets; p: fraction of 100 draws >=)\n")
     print(table(program_rows, list(program_rows[0])))
     print(f"\ntotal {time.perf_counter() - start:.0f} s")

@@ -262,3 +262,23 @@ def test_top_k_graph_drops_nonpositive_scores():
     scores = np.array([[0, 3, 2, -1], [1, 0, 0, 0], [5, 4, 0, 3], [0, 0, 0, 0]], dtype=float)
     graph = top_k_graph(scores, 2).toarray()
     np.testing.assert_array_equal(graph, [[0, 3, 2, 0], [1, 0, 0, 0], [5, 4, 0, 0], [0, 0, 0, 0]])
+
+
+def test_attention_network_orientation_matches_one_cells_attention(vocab_genes):
+    from scfm.genes import align_genes
+    from scfm.models.scgpt._embed import SCGPTBlockTokenizer
+
+    one = counts(vocab_genes[:12], n_cells=1, seed=3)
+    one.X = sp.csr_matrix(np.arange(1, 13, dtype=np.float32)[None, :])
+    scfm.tl.gene_network(one, method="attention", top_k=11, min_genes=5, min_cells=1)
+    pretrained = load_pretrained()
+    alignment = align_genes(one.var, pretrained.vocab, min_genes=5)
+    tokenizer = SCGPTBlockTokenizer(
+        pretrained.config, alignment.column_token_ids(), max_len=None, device=torch.device("cpu")
+    )
+    batch = tokenizer.collate(tokenizer.encode(one.X, 0, 1, "counts").items)
+    with torch.inference_mode():
+        attention = layer_attention(pretrained.module, batch["gene_ids"], batch["values"], 3)[0].numpy()
+    expected = attention[1:, 1:].T * 13  # varp[i, j]: attention gene j (query) pays to gene i (key), x 13 tokens
+    np.fill_diagonal(expected, 0)
+    np.testing.assert_allclose(one.varp["scfm_gene_network"].toarray(), expected, rtol=1e-4, atol=1e-6)
