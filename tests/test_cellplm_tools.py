@@ -280,7 +280,7 @@ BAD_INPUT = {
         "NaN/inf coordinates for 1 cells",
     ),
     "too few genes": (None, {"min_genes": 100}, ValueError, "only 60 of 63 genes match the vocabulary"),
-    "context": (None, {"context": 0}, ValueError, "context must be >= 1"),
+    "context": (None, {"context": 0}, ValueError, "context must be an integer >= 1"),
     "block_size": (None, {"block_size": 0}, ValueError, "block_size must be an integer >= 1"),
     "max_dense_gb": (None, {"max_dense_gb": 1e-9}, ValueError, "more than max_dense_gb"),
     "empty": (None, {"_subset": slice(0, 0)}, ValueError, "no cells"),
@@ -307,12 +307,12 @@ def test_bad_input_is_refused_and_leaves_adata_unchanged(adata, untrained, tool,
 @pytest.mark.parametrize(
     ("genes", "error", "message"),
     [
-        ([], ValueError, "genes is empty"),
+        ([], ValueError, "genes must be .*with at least one entry"),
         (["G1", "NOPE", "ALSO_NOT"], ValueError, r"2 of the 3 genes .* not in the model's vocabulary.*'NOPE', 'ALSO"),
         (["U0"], ValueError, "'U0'"),  # measured, but unknown to the model
         (["G1", "G2", "G1"], ValueError, r"lists \['G1'\] more than once"),
         (["G1", "g1"], ValueError, r"name the same vocabulary gene"),
-        (["G1", 3], TypeError, "non-empty strings"),
+        (["G1", 3], TypeError, "genes must be a string or a list of strings"),
     ],
 )
 def test_impute_refuses_bad_genes(adata, untrained, genes, error, message):
@@ -336,6 +336,6 @@ def test_other_refusals_leave_adata_unchanged(adata, untrained, tmp_path):
     (foreign / "config.json").write_text(json.dumps({**config, "family": "tgpt"}))
     with pytest.raises(ValueError, match=r"not a valid TGPT config.*another model family"):
         scfm.tl.denoise(adata, foreign, layer="counts", **QUIET)
-    with pytest.raises(TypeError, match="model must be a checkpoint directory"):
+    with pytest.raises(TypeError, match=r"model must be None, .*a checkpoint directory.*got 42 \(int\)"):
         scfm.tl.impute(adata, ["G1"], 42, layer="counts", **QUIET)
     assert_unchanged(adata, before)

@@ -344,7 +344,7 @@ def test_layer_and_use_raw_together(counts_adata, tiny_checkpoint):
 
 
 def test_bad_batch_size(counts_adata, tiny_checkpoint):
-    _check_bad(counts_adata, tiny_checkpoint, ValueError, ["batch_size must be >= 1"], batch_size=0)
+    _check_bad(counts_adata, tiny_checkpoint, ValueError, ["batch_size must be an integer >= 1", "got 0"], batch_size=0)
 
 
 def test_nonexistent_model_path(counts_adata, tmp_path):

@@ -62,8 +62,9 @@ def test_tgpt_refuses_probe_set_ids_with_a_mapping_hint():
     assert "X_scfm_bulk" not in bdata.obsm
 
 
+@pytest.mark.slow
 def test_integrate_pancreas_improves_bio_conservation_over_zero_shot():
-    """About 4 minutes on 2 cores: fine-tuned integration scored by scib-metrics beside the zero-shot embedding."""
+    """Fine-tuned integration scored by scib-metrics beside the zero-shot embedding (about 4 min: `pytest -m slow`)."""
     import scipy.sparse as sp
 
     adata = ad.read_h5ad(DATA / "integration" / "pancreas_3batches_cepo_small.h5ad")

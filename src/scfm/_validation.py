@@ -24,6 +24,10 @@ from anndata import AnnData
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type (catchable as ``TypeError`` or, like every bad argument, ``ValueError``)."""
+
+
 @dataclass(frozen=True)
 class Rule:
     """A check of one argument: ``check(value)`` returns an error message, or ``None`` when the value is valid."""
@@ -47,7 +51,7 @@ def integer(minimum: int | None = None, maximum: int | None = None) -> Rule:
 
     def check(value: Any) -> tuple[type[Exception], str] | None:
         if not _is_integer(value):
-            return TypeError, accepts
+            return ArgumentTypeError, accepts
         if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
             return ValueError, accepts
         return None
@@ -67,7 +71,7 @@ def real(
 
     def check(value: Any) -> tuple[type[Exception], str] | None:
         if not _is_real(value):
-            return TypeError, accepts
+            return ArgumentTypeError, accepts
         number = float(value)
         if not math.isfinite(number):
             return ValueError, accepts
@@ -96,7 +100,7 @@ def flag() -> Rule:
     """Return the rule: ``True`` or ``False`` (numpy booleans too)."""
 
     def check(value: Any) -> tuple[type[Exception], str] | None:
-        return None if isinstance(value, bool | np.bool_) else (TypeError, "True or False")
+        return None if isinstance(value, bool | np.bool_) else (ArgumentTypeError, "True or False")
 
     return Rule("True or False", check)
 
@@ -107,7 +111,7 @@ def text(*, non_empty: bool = True) -> Rule:
 
     def check(value: Any) -> tuple[type[Exception], str] | None:
         if not isinstance(value, str):
-            return TypeError, accepts
+            return ArgumentTypeError, accepts
         if non_empty and not value:
             return ValueError, accepts
         return None
@@ -121,7 +125,7 @@ def result_key() -> Rule:
 
     def check(value: Any) -> tuple[type[Exception], str] | None:
         if not isinstance(value, str):
-            return TypeError, accepts
+            return ArgumentTypeError, accepts
         if not value or "/" in value:
             return ValueError, accepts
         return None
@@ -135,7 +139,7 @@ def one_of(*options: str) -> Rule:
 
     def check(value: Any) -> tuple[type[Exception], str] | None:
         if not isinstance(value, str):
-            return TypeError, accepts
+            return ArgumentTypeError, accepts
         return None if value in options else (ValueError, accepts)
 
     return Rule(accepts, check)
@@ -147,12 +151,12 @@ def strings(*, allow_single: bool = False) -> Rule:
 
     def check(value: Any) -> tuple[type[Exception], str] | None:
         if isinstance(value, str):
-            return None if allow_single and value else (TypeError if not allow_single else ValueError, accepts)
+            return None if allow_single and value else (ArgumentTypeError if not allow_single else ValueError, accepts)
         if isinstance(value, Mapping) or not isinstance(value, Iterable):
-            return TypeError, accepts
+            return ArgumentTypeError, accepts
         items = list(value)
         if not all(isinstance(item, str) and item for item in items):
-            return TypeError, accepts
+            return ArgumentTypeError, accepts
         return None if items else (ValueError, f"{accepts}, with at least one entry")
 
     return Rule(accepts, check)
@@ -164,9 +168,9 @@ def string_mapping() -> Rule:
 
     def check(value: Any) -> tuple[type[Exception], str] | None:
         if not isinstance(value, Mapping):
-            return TypeError, accepts
+            return ArgumentTypeError, accepts
         if not all(isinstance(key, str) and isinstance(term, str) for key, term in value.items()):
-            return TypeError, accepts
+            return ArgumentTypeError, accepts
         return None
 
     return Rule(accepts, check)
@@ -178,7 +182,7 @@ def anndata(*, allow_view: bool = True) -> Rule:
 
     def check(value: Any) -> tuple[type[Exception], str] | None:
         if not isinstance(value, AnnData):
-            return TypeError, accepts
+            return ArgumentTypeError, accepts
         if value.is_view and not allow_view:
             return ValueError, "an AnnData, not a view of one (pass adata[...].copy())"
         return None
@@ -199,7 +203,7 @@ def model_source() -> Rule:
             return None if value else (ValueError, accepts)
         if isinstance(value, os.PathLike | FoundationModel | Pretrained):
             return None
-        return TypeError, accepts
+        return ArgumentTypeError, accepts
 
     return Rule(accepts, check)
 
@@ -214,7 +218,7 @@ def device() -> Rule:
         if isinstance(value, torch.device):
             return None
         if not isinstance(value, str):
-            return TypeError, accepts
+            return ArgumentTypeError, accepts
         return None if value else (ValueError, accepts)
 
     return Rule(accepts, check)
@@ -250,7 +254,7 @@ RULES: dict[str, Rule] = {
     "temperature": real(0, include_minimum=False),
     "head_lr_factor": real(0, include_minimum=False),
     "max_dense_gb": real(0, include_minimum=False),
-    "mask_ratio": real(0, 1, include_minimum=False, include_maximum=False),
+    "mask_ratio": real(0, 1, include_maximum=False),
     "gep_weight": _WEIGHT,
     "gepc_weight": _WEIGHT,
     "ecs_weight": _WEIGHT,
@@ -296,6 +300,7 @@ RULES: dict[str, Rule] = {
     "on_duplicate": one_of("error", "first"),
     "device": device(),
     "model": model_source(),
+    "name_or_path": model_source(),
     "conditions": string_mapping(),
     "metadata_keys": string_mapping(),
     "candidates": strings(),
@@ -311,8 +316,8 @@ def check_argument(function: str, name: str, value: Any, rule: Rule | None = Non
 
     Raises
     ------
-    TypeError
-        ``value`` has the wrong type.
+    ArgumentTypeError
+        ``value`` has the wrong type (a ``TypeError`` and a ``ValueError``).
     ValueError
         ``value`` is out of range.
     """

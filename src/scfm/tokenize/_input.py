@@ -34,12 +34,25 @@ def check_values(data: np.ndarray, *, where: str = "X") -> None:
         If ``data`` contains NaN/inf or negative values.
     """
     values = _values_of(data)
+    if np.iscomplexobj(values):
+        raise TypeError(f"{where} is complex-valued; pass real expression values")
+    if values.dtype.kind == "O":
+        try:
+            values = values.astype(np.float64)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{where} holds non-numeric objects ({err}); pass numeric expression values") from err
     if values.size == 0:
         return
     if values.dtype.kind == "f":
         n_bad = int(np.count_nonzero(~np.isfinite(values)))
         if n_bad:
             raise ValueError(f"{where} contains {n_bad} NaN/inf values; remove or impute them before embedding")
+        n_huge = int(np.count_nonzero(np.abs(values) > np.finfo(np.float32).max)) if values.dtype.itemsize > 4 else 0
+        if n_huge:
+            raise ValueError(
+                f"{where} contains {n_huge} values beyond the float32 range (max {float(np.abs(values).max()):g}); "
+                "scfm computes in float32: pass counts or log-normalised expression"
+            )
     if values.dtype.kind in "fi":
         vmin = values.min()
         if vmin < 0:

@@ -171,7 +171,16 @@ class PretrainConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config {str(path)!r} does not exist")
-        return cls.from_dict(yaml.safe_load(path.read_text()), base_dir=Path.cwd())
+        try:
+            recipe = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ValueError(f"config {str(path)!r} is not valid YAML: {err}") from err
+        if not isinstance(recipe, dict):
+            raise ValueError(
+                f"config {str(path)!r} must be a YAML mapping of sections (data:, model:, trainer:, ...), "
+                f"got {type(recipe).__name__}"
+            )
+        return cls.from_dict(recipe, base_dir=Path.cwd())
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

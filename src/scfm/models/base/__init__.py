@@ -11,6 +11,7 @@ has the checklist.
 from ._checkpoint import (
     Checkpoint,
     CheckpointError,
+    CheckpointNotFoundError,
     bundled_checkpoint_names,
     decoder_vocab_problem,
     load_checkpoint,
@@ -74,6 +75,7 @@ __all__ = [
     "BlockTokenizer",
     "Checkpoint",
     "CheckpointError",
+    "CheckpointNotFoundError",
     "ConfigDict",
     "EmbedRequest",
     "Embedding",

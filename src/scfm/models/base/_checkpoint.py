@@ -46,6 +46,10 @@ class CheckpointError(ValueError):
     """A checkpoint directory is missing files, corrupted, or inconsistent with its config."""
 
 
+class CheckpointNotFoundError(FileNotFoundError, ValueError):
+    """No checkpoint at the given path (a ``FileNotFoundError``, and like every bad argument a ``ValueError``)."""
+
+
 @dataclass
 class Checkpoint:
     """The parsed contents of a checkpoint directory."""
@@ -80,7 +84,7 @@ def resolve_checkpoint_path(name_or_path: str | os.PathLike | None) -> Path:
         return Path(str(resources.files("scfm") / "checkpoints" / BUNDLED[key.lower()]))
     path = Path(name_or_path).expanduser()
     if not path.exists():
-        raise FileNotFoundError(
+        raise CheckpointNotFoundError(
             f"no checkpoint at {str(path)!r}; pass a checkpoint directory or one of the bundled names "
             f"{bundled_checkpoint_names()} (scfm never downloads weights)"
         )
@@ -272,7 +276,7 @@ def module_from_checkpoint(
     name = config_cls.__name__.removesuffix("Config")
     config_file = checkpoint.path / CONFIG_FILE
     try:
-        config = config_cls.from_dict(checkpoint.config)
+        config = config_cls.from_checkpoint_dict(checkpoint.config)
     except (TypeError, ValueError, ArithmeticError) as err:
         raise CheckpointError(f"{config_file} is not a valid {name} config: {err}") from err
     problem = vocab_problem(config, checkpoint.vocab)

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from scfm.data import ExpressionSource, iter_row_blocks, length_bucketed_batches
+from scfm.genes import GeneAlignment
 from scfm.tokenize import detect_input_kind
 
 
@@ -202,3 +203,25 @@ def raise_if_no_known_genes(
         f"{[str(n) for n in names[:5]]}); {why}, so remove them first (e.g. sc.pp.filter_cells(adata, min_genes=1) "
         "after subsetting to the matched genes)"
     )
+
+
+def check_cells_express_known_genes(
+    source: ExpressionSource,
+    alignment: GeneAlignment,
+    obs_names: np.ndarray | None,
+    *,
+    noun: str,
+    why: str,
+    block_size: int = 4096,
+) -> None:
+    """Raise :class:`NoKnownGenesError` before any work when a cell has no positive value in a matched gene.
+
+    Reads the matrix by row blocks of ``block_size`` (never densified).
+    """
+    columns = np.asarray(alignment.var_index, dtype=np.int64)
+    for start, stop, block in iter_row_blocks(source.matrix, block_size):
+        matched = block[:, columns]
+        positive = np.asarray((matched > 0).sum(axis=1)).ravel()
+        raise_if_no_known_genes(
+            np.flatnonzero(positive == 0), start, stop, obs_names, alignment.n_matched, noun=noun, why=why
+        )

@@ -62,6 +62,10 @@ class FoundationModel(BaseModelClass):
         "get_latent_representation",
         "train",
         "save",
+        "predict",
+        "predict_metadata",
+        "generate",
+        "for_finetuning",
     )
 
     def __init_subclass__(cls, **kwargs) -> None:
@@ -195,6 +199,20 @@ class FoundationModel(BaseModelClass):
             registered = False
         if not registered:
             cls.setup_anndata(adata, **setup_kwargs)
+
+    #: ``(noun, why)`` when a cell expressing none of the matched genes has no representation in this family:
+    #: ``from_pretrained`` then refuses such cells before anything is computed. ``None``: every cell has one.
+    cells_need_known_genes: ClassVar[tuple[str, str] | None] = None
+
+    def _check_registered_cells(self) -> None:
+        """Raise, before anything is computed, when a registered cell has no representation in this family."""
+        if self.cells_need_known_genes is None:
+            return
+        from ._inference import check_cells_express_known_genes
+
+        noun, why = self.cells_need_known_genes
+        source = expression_source(self.adata, layer=self._setup_args.get("layer"))
+        check_cells_express_known_genes(source, self.alignment, np.asarray(self.adata.obs_names), noun=noun, why=why)
 
     def _align(self, source: ExpressionSource) -> GeneAlignment:
         return align_genes(
@@ -427,6 +445,11 @@ class FoundationModel(BaseModelClass):
                 "from_pretrained needs the AnnData to align to the checkpoint; for AnnData-free use call "
                 "scfm.models.load_pretrained or a tool such as scfm.tl.embed"
             )
+        if adata.n_obs == 0:
+            raise ValueError(
+                f"{cls.__name__}.from_pretrained: the AnnData has no cells (n_obs == 0); pass the cells to embed, "
+                "train on or annotate"
+            )
         if isinstance(name_or_path, Pretrained):
             pretrained = name_or_path
             if pretrained.family != cls.family_name:
@@ -436,7 +459,9 @@ class FoundationModel(BaseModelClass):
         with cls._registration_undone_on_error(adata):
             cls._register_if_needed(adata, **setup_kwargs)
             cls._check_pretrained_for(pretrained, adata)
-            return cls._from_loaded(pretrained, adata, min_genes=min_genes, on_duplicate=on_duplicate)
+            model = cls._from_loaded(pretrained, adata, min_genes=min_genes, on_duplicate=on_duplicate)
+            model._check_registered_cells()
+            return model
 
     @classmethod
     def load(cls, dir_path: str | os.PathLike, adata: AnnData | None = None, **kwargs):

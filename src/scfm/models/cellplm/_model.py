@@ -103,6 +103,9 @@ class CellPLM(FoundationModel):
     def _sample_key(self) -> str | None:
         return self._setup_args.get("sample_key") or self._setup_args.get("batch_key")
 
+    def _check_registered_cells(self) -> None:
+        sample_codes(sample_labels(self.adata, self._sample_key()), self.adata.n_obs)
+
     def _vocab_counts(self) -> sp.csr_matrix:
         """Training counts as CSR ``(n_obs, n_genes)`` in vocabulary gene order (unmatched genes dropped)."""
         source = expression_source(self.adata, layer=self._setup_args.get("layer"))

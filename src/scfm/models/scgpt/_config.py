@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from ..base._config import ConfigDict
 
@@ -54,6 +54,17 @@ class SCGPTConfig(ConfigDict):
     extra
         Free-form provenance (e.g. the source of a converted checkpoint).
     """
+
+    added_later: ClassVar[frozenset[str]] = frozenset(
+        {
+            "batch_embedding",
+            "batch_categories",
+            "batch_discriminator",
+            "domain_batchnorm",
+            "label_categories",
+            "gepc_zero_bias",
+        }
+    )
 
     n_tokens: int
     pad_id: int

@@ -69,6 +69,7 @@ class SCMulan(FoundationModel):
     """
 
     family_name = "scmulan"
+    cells_need_known_genes = ("cells", "scMulan prompts with a cell's genes")
 
     def _check_vocab(self, vocab: GeneVocab) -> None:
         if vocab.eoc_id is None:

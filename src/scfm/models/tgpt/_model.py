@@ -36,6 +36,7 @@ class TGPT(FoundationModel):
     """
 
     family_name = "tgpt"
+    cells_need_known_genes = ("samples", "a tGPT embedding averages over expressed genes")
 
     def _check_vocab(self, vocab: GeneVocab) -> None:
         if vocab.eoc_id is None:
