@@ -187,6 +187,25 @@ def test_pretrain_exports_a_checkpoint_that_scgpt_and_embed_load(tmp_path, shard
     assert first_loss < 0.9 * losses[0]  # starts from the pretrained weights, not from scratch
     assert (again.export / "vocab.json").read_text() == (result.export / "vocab.json").read_text()
 
+    last = checkpoint_files(output / "checkpoints")[-1]
+    torch.save({"state_dict": {}, "payload": PickledPayload()}, last)  # a checkpoint holding a pickled object
+    with pytest.raises(ValueError, match="not an scfm training checkpoint.*nothing was executed"):
+        pretrain(recipe(shards, output), resume=True)
+    assert main(["export", str(output), str(tmp_path / "pickled_export")]) == 2
+    assert not PickledPayload.unpickled
+
+
+class PickledPayload:
+    """An object whose unpickling would be noticed."""
+
+    unpickled = False
+
+    def __init__(self) -> None:
+        self.marker = 1
+
+    def __setstate__(self, state) -> None:
+        PickledPayload.unpickled = True
+
 
 def test_gradient_accumulation_and_bf16_autocast(tmp_path, shards):
     overrides = {"accumulate_grad_batches": 3, "max_epochs": 1, "precision": "bf16-mixed"}

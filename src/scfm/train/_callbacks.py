@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import resource
 import time
@@ -34,6 +35,36 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(staging, path)
         finally:
             staging.unlink(missing_ok=True)
+
+    def load_checkpoint(self, path: str | os.PathLike, map_location=None, weights_only: bool | None = None) -> dict:
+        """Read a checkpoint with ``torch.load(weights_only=True)``: a file holding pickled objects is refused.
+
+        Raises
+        ------
+        ValueError
+            ``path`` is not an scfm training checkpoint (pickled Python objects, or not a checkpoint at all).
+        """
+        return read_training_checkpoint(path)
+
+
+def read_training_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a ``step-*.ckpt`` of ``scfm pretrain`` on the CPU without unpickling anything but tensors and plain data.
+
+    Raises
+    ------
+    ValueError
+        ``path`` holds pickled Python objects (nothing is executed) or has no ``state_dict``.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{str(path)!r} is not an scfm training checkpoint: it holds pickled Python objects that "
+            "torch.load(weights_only=True) refuses to load (nothing was executed)"
+        ) from err
+    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
+        raise ValueError(f"{str(path)!r} is not an scfm training checkpoint (no 'state_dict' in it)")
+    return state
 
 
 def checkpoint_files(directory: str | os.PathLike) -> list[Path]:

@@ -9,16 +9,14 @@ from __future__ import annotations
 import csv
 import json
 import os
-import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 import yaml
 
 from scfm.genes import GeneVocab
 
-from ._callbacks import checkpoint_files
+from ._callbacks import checkpoint_files, read_training_checkpoint
 
 if TYPE_CHECKING:
     from ._recipe import PretrainRecipe
@@ -90,15 +88,7 @@ def export_run(
         if getattr(config.export, key) is not None:
             model_config[key] = getattr(config.export, key)
     model_config["extra"] = {**model_config.get("extra", {}), "pretrained_by": "scfm pretrain", "run": run.name}
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"{str(checkpoint)!r} is not an scfm training checkpoint: it holds pickled Python objects that "
-            "torch.load(weights_only=True) refuses to load (nothing was executed)"
-        ) from err
-    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
-        raise ValueError(f"{str(checkpoint)!r} is not an scfm training checkpoint (no 'state_dict' in it)")
+    state = read_training_checkpoint(checkpoint)
     weights = {key.removeprefix("module."): value for key, value in state["state_dict"].items()}
     module = recipe.module_from_config(model_config, weights, source=str(checkpoint))
     vocab = GeneVocab.load(run / RUN_VOCAB_FILE)
