@@ -189,7 +189,7 @@ def test_pretrain_exports_a_checkpoint_that_scgpt_and_embed_load(tmp_path, shard
 
     last = checkpoint_files(output / "checkpoints")[-1]
     torch.save({"state_dict": {}, "payload": PickledPayload()}, last)  # a checkpoint holding a pickled object
-    with pytest.raises(ValueError, match="not an scfm training checkpoint.*nothing was executed"):
+    with pytest.raises(ValueError, match=r"not an scfm training checkpoint.*nothing was executed"):
         pretrain(recipe(shards, output), resume=True)
     assert main(["export", str(output), str(tmp_path / "pickled_export")]) == 2
     assert not PickledPayload.unpickled
