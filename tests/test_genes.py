@@ -243,7 +243,7 @@ def test_ensembl_without_symbols_hint(vocab):
     message = str(exc_info.value)
     assert message.startswith("only 0 of 60 genes match the vocabulary")
     assert "'ENSG00000000000'" in message
-    assert "var_names look like Ensembl gene ids but the vocabulary uses gene symbols" in message
+    assert "var_names look like Ensembl gene ids; 2 of 60 are in scfm's human gene table" in message
     assert "gene_key='<column with symbols>'" in message
     assert "['gene_ids']" in message  # the string-typed column is listed, the numeric one is not
 

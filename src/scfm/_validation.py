@@ -298,6 +298,9 @@ RULES: dict[str, Rule] = {
     "layer_added": result_key(),
     # choices and structured values
     "on_duplicate": one_of("error", "first"),
+    "gene_id_type": one_of("auto", "symbol", "ensembl"),
+    "species": one_of("human", "mouse"),
+    "aliases": flag(),
     "device": device(),
     "model": model_source(),
     "name_or_path": model_source(),

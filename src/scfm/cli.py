@@ -19,6 +19,9 @@ def _embed(args: argparse.Namespace) -> int:
         layer=args.layer,
         use_raw=args.use_raw,
         gene_key=args.gene_key,
+        gene_id_type=args.gene_id_type,
+        species=args.species,
+        aliases=args.aliases,
         batch_size=args.batch_size,
         key_added=args.key_added,
         device=args.device,
@@ -120,7 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     embed.add_argument("--layer", default=None)
     embed.add_argument("--use-raw", action="store_true", help="read adata.raw")
-    embed.add_argument("--gene-key", default=None, help="var column with gene symbols")
+    embed.add_argument("--gene-key", default=None, help="var column with gene symbols or Ensembl ids")
+    embed.add_argument(
+        "--gene-id-type", default="auto", choices=("auto", "symbol", "ensembl"), help="what the gene names are"
+    )
+    embed.add_argument(
+        "--species", default="human", choices=("human", "mouse"), help="mouse: case-insensitive symbols only"
+    )
+    embed.add_argument("--aliases", action="store_true", help="also match aliases and previous symbols")
     embed.add_argument("--batch-size", type=int, default=64)
     embed.add_argument("--key-added", default="X_scfm")
     embed.add_argument("--device", default="auto")

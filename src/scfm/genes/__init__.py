@@ -1,6 +1,19 @@
-"""Gene vocabularies and alignment of ``adata.var`` to a vocabulary."""
+"""Gene vocabularies, resolution of gene identifiers, and alignment of ``adata.var`` to a vocabulary."""
 
-from ._align import GeneAlignment, GeneKeyError, align_genes
+from ._align import GeneKeyError, align_genes
+from ._alignment import GeneAlignment
+from ._resolve import MATCH_KINDS
+from ._table import GeneTable, human_gene_table
 from ._vocab import SPECIAL_TOKENS, GeneVocab, vocabulary_genes
 
-__all__ = ["SPECIAL_TOKENS", "GeneAlignment", "GeneKeyError", "GeneVocab", "align_genes", "vocabulary_genes"]
+__all__ = [
+    "MATCH_KINDS",
+    "SPECIAL_TOKENS",
+    "GeneAlignment",
+    "GeneKeyError",
+    "GeneTable",
+    "GeneVocab",
+    "align_genes",
+    "human_gene_table",
+    "vocabulary_genes",
+]

@@ -11,7 +11,21 @@ import pandas as pd
 
 IdType = Literal["symbol", "ensembl"]
 
-ENSEMBL_PATTERN = re.compile(r"^ENS[A-Z]*G\d{11}(\.\d+)?$")
+ENSEMBL_PATTERN = re.compile(r"^ENS[A-Z]*G\d{11}(\.\d+)?(_PAR_Y)?$", re.IGNORECASE)
+HUMAN_ENSEMBL_PATTERN = re.compile(r"^ENSG\d{11}", re.IGNORECASE)
+
+
+def is_ensembl(name: str) -> bool:
+    """Whether ``name`` looks like an Ensembl gene id (``ENSG00000141510``, ``ENSMUSG00000059552.3``, ...)."""
+    return ENSEMBL_PATTERN.match(name) is not None
+
+
+def strip_version(ensembl_id: str) -> str:
+    """Upper-cased Ensembl gene id without its version suffix (``ENSG00000141510.17`` -> ``ENSG00000141510``).
+
+    GENCODE's ``_PAR_Y`` suffix (the copy of a pseudo-autosomal gene on chromosome Y) is dropped too.
+    """
+    return ensembl_id.upper().split(".", 1)[0].removesuffix("_PAR_Y")
 
 
 def clean_names(values: Iterable[object]) -> np.ndarray:

@@ -313,9 +313,23 @@ def vocabulary_genes(var, gene_key: str | None = None) -> list[str]:
     """Return the gene names a vocabulary built from ``var`` holds.
 
     These are ``var[gene_key]`` (or the index) without missing, empty or ``<special>`` names and without repeats, in
-    order of first appearance.
+    order of first appearance. A human Ensembl gene id (with or without version) that the shipped gene table maps to
+    exactly one official symbol is replaced by that symbol, so a model trained on Ensembl-named data gets a
+    vocabulary of symbols and :func:`~scfm.genes.align_genes` matches both kinds of names to it; other ids are kept
+    as given.
     """
+    from ._ids import is_ensembl, strip_version
+    from ._table import human_gene_table
+
     names = var[gene_key] if gene_key is not None else var.index.to_series()
     names = names.dropna().astype(str)
     names = names[(names != "") & ~names.str.match(r"^<.*>$")]
-    return list(dict.fromkeys(names))
+    out = list(names)
+    ensembl_rows = [i for i, name in enumerate(out) if is_ensembl(name)]
+    if ensembl_rows:
+        table = human_gene_table()
+        for i in ensembl_rows:
+            symbols = table.symbols_for_ensembl(strip_version(out[i]))
+            if len(symbols) == 1:
+                out[i] = symbols[0]
+    return list(dict.fromkeys(out))

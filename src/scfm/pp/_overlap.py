@@ -21,8 +21,17 @@ def gene_overlap(
     gene_key: str | None = None,
     min_genes: int = 0,
     on_duplicate: Literal["error", "first"] = "error",
+    gene_id_type: Literal["auto", "symbol", "ensembl"] = "auto",
+    species: Literal["human", "mouse"] = "human",
+    aliases: bool = False,
 ) -> GeneAlignment:
     """How ``adata``'s genes meet a model's vocabulary, without running the model or changing ``adata``.
+
+    Every gene is matched as :func:`scfm.tl.embed` would match it (see :func:`scfm.genes.align_genes` and
+    ``docs/genes.md``): exactly (``"direct"``), case-insensitively (``"case"``), through its Ensembl id
+    (``"ensembl"``) or, with ``aliases=True``, through an alias or previous symbol (``"alias"``). Names that map to
+    several genes are ``"ambiguous"`` and not matched; columns that resolve to a token another column keeps are
+    ``"duplicate"``.
 
     Parameters
     ----------
@@ -30,15 +39,32 @@ def gene_overlap(
         The data to check.
     model
         As in :func:`scfm.tl.embed` (``None`` = bundled default).
-    use_raw, gene_key, on_duplicate
+    use_raw, gene_key, on_duplicate, gene_id_type, species, aliases
         As in :func:`scfm.tl.embed`.
     min_genes
         Raise when fewer genes match (default 0: only report).
 
     Returns
     -------
-    The :class:`~scfm.genes.GeneAlignment`; ``print(result.summary())`` for a one-line report.
+    The :class:`~scfm.genes.GeneAlignment`: ``print(result.summary())`` for a one-line report, ``result.counts()``
+    for the number of genes per match kind, ``result.report()`` for a table with one row per gene (how it matched,
+    the vocabulary token, the official symbol it went through) and ``result.ambiguous()`` for the names not guessed.
+
+    Examples
+    --------
+    >>> overlap = scfm.pp.gene_overlap(adata, gene_key="gene_ids")
+    >>> print(overlap.summary())
+    >>> overlap.report().query("match == 'unmatched'")
     """
     source = expression_source(adata, use_raw=use_raw)
     vocab = resolve_model(model).vocab
-    return align_genes(source.var, vocab, gene_key=gene_key, min_genes=min_genes, on_duplicate=on_duplicate)
+    return align_genes(
+        source.var,
+        vocab,
+        gene_key=gene_key,
+        min_genes=min_genes,
+        on_duplicate=on_duplicate,
+        gene_id_type=gene_id_type,
+        species=species,
+        aliases=aliases,
+    )

@@ -30,6 +30,9 @@ def embed(
     max_len: int | None = None,
     min_genes: int = 50,
     on_duplicate: Literal["error", "first"] = "error",
+    gene_id_type: Literal["auto", "symbol", "ensembl"] = "auto",
+    species: Literal["human", "mouse"] = "human",
+    aliases: bool = False,
     block_size: int = 4096,
     sample_key: str | None = None,
     spatial_key: str | None = None,
@@ -69,8 +72,9 @@ def embed(
     use_raw
         Read ``adata.raw`` (e.g. ``sc.datasets.pbmc68k_reduced()``, whose ``X`` is scaled).
     gene_key
-        ``adata.var`` column with gene symbols (default: ``var_names``; Ensembl var_names fall back to a
-        symbol column such as ``gene_symbols`` when one exists).
+        ``adata.var`` column with gene names (default: ``var_names``; when fewer than half of them match, usual
+        columns such as ``gene_symbols`` or ``gene_ids`` are tried too). Symbols in any case and Ensembl gene ids
+        (with or without version) are resolved; see ``docs/genes.md``.
     batch_size
         Cells per forward pass (memory only; results do not depend on it). CellPLM runs one sentence per pass.
     key_added
@@ -82,8 +86,11 @@ def embed(
     max_len
         Tokens per cell including ``<cls>`` (default: the checkpoint's). scGPT models only: the context of a
         tGPT or scMulan model is fixed by the checkpoint.
-    min_genes, on_duplicate
-        Gene-alignment rules, see :func:`scfm.genes.align_genes`.
+    min_genes, on_duplicate, gene_id_type, species, aliases
+        Gene-alignment rules, see :func:`scfm.genes.align_genes`: ``gene_id_type`` (``"auto"``, ``"symbol"`` or
+        ``"ensembl"``) says what the names are, ``species="mouse"`` matches mouse symbols case-insensitively to
+        the human vocabulary without the human gene table, ``aliases=True`` also resolves aliases and previous
+        symbols of genes that match no other way (off by default: it can change which genes are used).
     block_size
         Rows read from the matrix at a time (bounds memory for backed data).
     sample_key, spatial_key, context
@@ -132,7 +139,14 @@ def embed(
     options = {"max_len": max_len, "sample_key": sample_key, "spatial_key": spatial_key, "context": context}
     family.check_embed_options(pretrained, options)
     alignment = align_genes(
-        source.var, pretrained.vocab, gene_key=gene_key, min_genes=min_genes, on_duplicate=on_duplicate
+        source.var,
+        pretrained.vocab,
+        gene_key=gene_key,
+        min_genes=min_genes,
+        on_duplicate=on_duplicate,
+        gene_id_type=gene_id_type,
+        species=species,
+        aliases=aliases,
     )
     target = resolve_device(device)
     pretrained.module.to(target)

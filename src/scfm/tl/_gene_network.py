@@ -104,6 +104,9 @@ def gene_network(
     gene_key: str | None = None,
     min_genes: int = 50,
     on_duplicate: Literal["error", "first"] = "error",
+    gene_id_type: Literal["auto", "symbol", "ensembl"] = "auto",
+    species: Literal["human", "mouse"] = "human",
+    aliases: bool = False,
     min_cells: int = 10,
     attention_layer: int = -1,
     max_len: int | None = None,
@@ -151,8 +154,9 @@ def gene_network(
         Edges kept per gene; at most the number of network genes minus one.
     groupby, group
         ``method="attention"`` only: aggregate over the cells whose ``obs[groupby]`` equals ``group``.
-    layer, use_raw, gene_key, min_genes, on_duplicate
-        Which matrix and gene names to read, and the gene-alignment rules of :func:`scfm.genes.align_genes`.
+    layer, use_raw, gene_key, min_genes, on_duplicate, gene_id_type, species, aliases
+        Which matrix and gene names to read, and the gene-alignment rules of :func:`scfm.genes.align_genes`
+        (as in :func:`scfm.tl.embed`).
     min_cells
         Fewest cells (of ``group``) that ``method="attention"`` accepts.
     attention_layer
@@ -213,7 +217,14 @@ def gene_network(
             f"method={method!r} is not available for {family.a_label} model (it offers {list(family.network_methods)})"
         )
     alignment = align_genes(
-        source.var, pretrained.vocab, gene_key=gene_key, min_genes=min_genes, on_duplicate=on_duplicate
+        source.var,
+        pretrained.vocab,
+        gene_key=gene_key,
+        min_genes=min_genes,
+        on_duplicate=on_duplicate,
+        gene_id_type=gene_id_type,
+        species=species,
+        aliases=aliases,
     )
     positions, token_ids, n_out_of_vocabulary = _network_positions(adata, source.var, alignment, genes)
     n_genes = positions.size

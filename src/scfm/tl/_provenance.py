@@ -49,14 +49,26 @@ def write_provenance(adata: AnnData, key_added: str, record: dict[str, Any]) -> 
 def checkpoint_and_genes(pretrained, alignment, source) -> dict[str, Any]:
     """Return the fields every model-based tool records.
 
-    They say which checkpoint, which genes matched and which matrix was read.
+    They say which checkpoint, which genes matched (and how many by each match kind: direct, case-insensitive,
+    Ensembl id, alias; ambiguous names and dropped duplicates) and which matrix was read.
     """
+    counts = alignment.counts()
     return {
         **pretrained.provenance(),
         "genes_matched": alignment.n_matched,
         "genes_total": alignment.n_vars,
         "gene_source": alignment.source,
         "gene_id_type": alignment.id_type,
+        "genes_direct": counts["direct"],
         "genes_casefold": alignment.n_casefold,
+        "genes_ensembl": counts["ensembl"],
+        "genes_alias": counts["alias"],
+        "genes_ambiguous": counts["ambiguous"],
+        "genes_duplicate": counts["duplicate"],
+        "gene_rules": {
+            "gene_id_type": alignment.gene_id_type,
+            "species": alignment.species,
+            "aliases": bool(alignment.aliases),
+        },
         "matrix": source.label,
     }

@@ -16,16 +16,7 @@ from ._inference import cell_features, sentence_latents
 
 
 def _restrict(alignment: GeneAlignment, token_ids: np.ndarray) -> GeneAlignment:
-    keep = np.isin(alignment.token_ids, token_ids)
-    return GeneAlignment(
-        alignment.var_index[keep],
-        alignment.token_ids[keep],
-        alignment.n_vars,
-        alignment.source,
-        alignment.id_type,
-        alignment.n_casefold,
-        alignment.unmatched_examples,
-    )
+    return alignment.restrict(token_ids)
 
 
 def annotate_with_reference(
