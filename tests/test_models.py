@@ -109,6 +109,7 @@ def test_save_load_round_trip(tiny_model, _counts_template, tmp_path):
         "config.json",
         "model.safetensors",
         "model_card.md",
+        "setup.json",
         "vocab.json",
     ]
     other = _counts_template.copy()  # same cells, never registered

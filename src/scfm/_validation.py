@@ -302,6 +302,7 @@ RULES: dict[str, Rule] = {
     "species": one_of("human", "mouse"),
     "aliases": flag(),
     "device": device(),
+    "accelerator": one_of("auto", "cpu", "gpu", "cuda", "mps"),
     "model": model_source(),
     "name_or_path": model_source(),
     "conditions": string_mapping(),

@@ -27,6 +27,8 @@ CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model_card.md"
+SETUP_FILE = "setup.json"
+ANNDATA_FILE = "adata.h5ad"
 REQUIRED_FILES = (CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, CARD_FILE)
 
 BUNDLED = {
@@ -189,6 +191,7 @@ def save_checkpoint(
     model_card: str,
     overwrite: bool = False,
     half_precision: bool = False,
+    extra_files: dict[str, Callable[[Path], None]] | None = None,
 ) -> Path:
     """Write a checkpoint directory atomically (a temporary sibling directory renamed into place).
 
@@ -196,6 +199,8 @@ def save_checkpoint(
     ----------
     half_precision
         Store floating-point tensors as float16 (halves the size; they are loaded back as float32).
+    extra_files
+        File name -> function writing that file to the path it is given (inside the staging directory).
     """
     target = Path(directory).expanduser()
     if target.exists() and not overwrite:
@@ -213,6 +218,8 @@ def save_checkpoint(
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         vocab.save(staging / VOCAB_FILE)
         (staging / CARD_FILE).write_text(model_card)
+        for name, write in (extra_files or {}).items():
+            write(staging / name)
         if target.exists():
             backup = target.with_name(f".{target.name}.old")
             shutil.rmtree(backup, ignore_errors=True)

@@ -8,6 +8,7 @@ A family's model class sets ``family_name``, implements the hooks (:meth:`_new_c
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ from scfm.genes import GeneAlignment, GeneVocab, align_genes, vocabulary_genes
 from scfm.tokenize import check_values
 from scfm.train import WarmupCosineTrainingPlan
 
-from ._checkpoint import save_checkpoint
+from ._checkpoint import ANNDATA_FILE, SETUP_FILE, save_checkpoint
 from ._device import resolve_device
 from ._family import EmbedRequest, Family, get_family
 from ._pretrained import Pretrained
@@ -374,8 +375,16 @@ class FoundationModel(BaseModelClass):
             devices=devices,
             **trainer_kwargs,
         )
+        was_trained = self.is_trained_
+        if self.history_ is None:
+            self.is_trained_ = False  # scvi-tools starts ``history`` on a model's first training run
         self.module.train()
-        runner()
+        try:
+            runner()
+        except BaseException:
+            self.is_trained_ = was_trained
+            self.module.eval()
+            raise
         self.module.eval()
         self.checkpoint_name = "trained in session"
 
@@ -387,9 +396,13 @@ class FoundationModel(BaseModelClass):
         *,
         model_card: str | None = None,
         half_precision: bool = False,
+        save_anndata: bool = False,
         **kwargs,
     ) -> Path:
         """Write a checkpoint directory (``config.json``, ``vocab.json``, ``model.safetensors``, ``model_card.md``).
+
+        The directory also holds ``setup.json``, the arguments of ``setup_anndata`` that registered the AnnData, which
+        :meth:`load` applies to the AnnData it is given, and with ``save_anndata=True`` the AnnData (``adata.h5ad``).
 
         Parameters
         ----------
@@ -401,9 +414,20 @@ class FoundationModel(BaseModelClass):
             Text of ``model_card.md`` (default: a summary of the architecture and origin).
         half_precision
             Store float16 weights (half the size; loaded back as float32).
+        save_anndata
+            Also write the registered AnnData to ``adata.h5ad``, so that ``load(dir_path)`` needs no AnnData.
         **kwargs
-            Ignored (scvi-tools' ``save`` arguments such as ``save_anndata`` do not apply).
+            Keyword arguments of :meth:`anndata.AnnData.write_h5ad` (e.g. ``compression="gzip"``), with
+            ``save_anndata=True``.
         """
+        setup = {key: value for key, value in self._setup_args.items() if _json_ready(value)}
+        extra_files = {SETUP_FILE: lambda path: path.write_text(json.dumps(setup, indent=2, sort_keys=True) + "\n")}
+        if save_anndata:
+            extra_files[ANNDATA_FILE] = lambda path: self.adata.write_h5ad(path, **kwargs)
+        elif kwargs:
+            raise TypeError(
+                f"save got unexpected arguments {sorted(kwargs)}; AnnData writing options need save_anndata=True"
+            )
         return save_checkpoint(
             dir_path,
             config=self.config.to_dict(),
@@ -412,6 +436,7 @@ class FoundationModel(BaseModelClass):
             model_card=model_card or self._model_card(),
             overwrite=overwrite,
             half_precision=half_precision,
+            extra_files=extra_files,
         )
 
     @classmethod
@@ -464,9 +489,55 @@ class FoundationModel(BaseModelClass):
             return model
 
     @classmethod
-    def load(cls, dir_path: str | os.PathLike, adata: AnnData | None = None, **kwargs):
-        """Load a checkpoint directory written by :meth:`save` (same as :meth:`from_pretrained`)."""
-        return cls.from_pretrained(dir_path, adata, **kwargs)
+    def load(
+        cls,
+        dir_path: str | os.PathLike,
+        adata: AnnData | None = None,
+        *,
+        accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto",
+        device: str = "auto",
+        **kwargs,
+    ):
+        """Load a checkpoint directory written by :meth:`save`, as scvi-tools' ``load`` does.
+
+        Parameters
+        ----------
+        dir_path
+            The directory :meth:`save` wrote.
+        adata
+            AnnData to align and register; ``None`` reads the AnnData saved with ``save(..., save_anndata=True)``.
+            An AnnData that is not registered yet is registered with the ``setup_anndata`` arguments stored in the
+            directory (``setup.json``), unless ``kwargs`` give others.
+        accelerator, device
+            Where the weights go: ``accelerator="cpu"`` keeps them on the CPU; otherwise ``device`` (``"auto"``,
+            ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``) decides, ``"auto"`` picking CUDA, then MPS, then CPU.
+        **kwargs
+            Arguments of :meth:`from_pretrained` (``min_genes``, ``on_duplicate``, ``setup_anndata`` arguments).
+        """
+        path = Path(dir_path).expanduser()
+        if adata is None:
+            if not (path / ANNDATA_FILE).is_file():
+                raise ValueError(
+                    f"{cls.__name__}.load: {str(path)!r} holds no saved AnnData ({ANNDATA_FILE}); pass adata=..., or "
+                    "save the model with save(..., save_anndata=True)"
+                )
+            import anndata as ad
+
+            adata = ad.read_h5ad(path / ANNDATA_FILE)
+        if (path / SETUP_FILE).is_file():
+            kwargs = {**json.loads((path / SETUP_FILE).read_text()), **kwargs}
+        model = cls.from_pretrained(dir_path, adata, **kwargs)
+        target = torch.device("cpu") if accelerator == "cpu" else resolve_device(device)
+        model.module.to(target)
+        return model
+
+
+def _json_ready(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def check_training_arguments(

@@ -1,0 +1,88 @@
+"""The scvi-tools model contract of every model class: history after training, save/load with and without an AnnData."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY
+
+import scfm
+from scfm.models import SCGPT, TGPT, CellPLM, SCMulan
+
+FAMILIES = {"scgpt": SCGPT, "tgpt": TGPT, "cellplm": CellPLM, "scmulan": SCMulan}
+CELLPLM_TINY = {**TINY, "n_layers": 1, "latent_dim": 8, "n_components": 2, "latent_hidden": 16}
+CELLPLM_TINY.update(decoder_hidden=16, decoder_bottleneck=16, context=32)
+CELLPLM_TINY.pop("max_len")
+CONFIGS = {"scgpt": TINY, "tgpt": TINY, "cellplm": CELLPLM_TINY, "scmulan": TINY}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, _counts_template):
+    """A tiny random-weight checkpoint of every family on the synthetic data's 300 genes."""
+    folder = tmp_path_factory.mktemp("contract")
+    saved = {}
+    for name, cls in FAMILIES.items():
+        torch.manual_seed(0)
+        adata = _counts_template.copy()
+        cls.setup_anndata(adata)
+        saved[name] = cls(adata, min_genes=10, **CONFIGS[name]).save(folder / name)
+    return saved
+
+
+@pytest.fixture
+def cells(_counts_template):
+    return _counts_template[:48].copy()
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_history_after_training_a_pretrained_model(cells, checkpoints, name):
+    adata = cells.copy()
+    model = FAMILIES[name].from_pretrained(checkpoints[name], adata, min_genes=10)
+    assert model.history is None
+    options = {"batch_size": 16} if name != "cellplm" else {}
+    model.train(max_epochs=1, warmup_steps=1, enable_progress_bar=False, **options)
+    assert model.history is not None and "train_loss" in model.history
+    first = len(model.history["train_loss"])
+    model.train(max_epochs=1, warmup_steps=1, enable_progress_bar=False, **options)
+    assert len(model.history["train_loss"]) == 2 * first  # a second run appends, as in scvi-tools
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_save_and_load_with_and_without_the_anndata(cells, checkpoints, name, tmp_path):
+    adata = cells.copy()
+    adata.layers["counts"] = adata.X.copy()
+    model = FAMILIES[name].from_pretrained(checkpoints[name], adata, min_genes=10, layer="counts")
+    latent = model.get_latent_representation()
+
+    bare = model.save(tmp_path / "bare")
+    assert (bare / "setup.json").is_file() and not (bare / "adata.h5ad").exists()
+    with pytest.raises(ValueError, match=r"holds no saved AnnData.*save_anndata=True"):
+        FAMILIES[name].load(bare)
+    fresh = cells.copy()
+    fresh.layers["counts"] = fresh.X.copy()
+    fresh.X = fresh.X * 0  # the saved setup (layer="counts") is applied, so X is not read
+    loaded = FAMILIES[name].load(bare, fresh, accelerator="cpu", min_genes=10)
+    assert loaded._setup_args["layer"] == "counts"
+    np.testing.assert_allclose(loaded.get_latent_representation(), latent, atol=1e-6)
+    assert next(loaded.module.parameters()).device.type == "cpu"
+
+    full = model.save(tmp_path / "full", save_anndata=True)
+    alone = FAMILIES[name].load(full, min_genes=10)
+    assert alone.adata.n_obs == adata.n_obs
+    np.testing.assert_allclose(alone.get_latent_representation(), latent, atol=1e-6)
+    with pytest.raises(TypeError, match="save_anndata=True"):
+        model.save(tmp_path / "other", compression="gzip")
+    with pytest.raises(ValueError, match="accelerator"):
+        FAMILIES[name].load(full, accelerator="tpu")
+
+
+def test_loaded_setup_does_not_override_an_explicit_one(cells, checkpoints, tmp_path):
+    adata = cells.copy()
+    adata.layers["counts"] = adata.X.copy()
+    saved = SCGPT.from_pretrained(checkpoints["scgpt"], adata, min_genes=10, layer="counts").save(tmp_path / "m")
+    other = cells.copy()
+    model = SCGPT.load(saved, other, layer=None, min_genes=10)
+    assert model._setup_args["layer"] is None
+    with pytest.raises(KeyError, match="layer 'counts' not found"):  # the saved setup applies when none is given
+        scfm.models.SCGPT.load(saved, cells.copy(), min_genes=10)
