@@ -86,3 +86,11 @@ def test_loaded_setup_does_not_override_an_explicit_one(cells, checkpoints, tmp_
     assert model._setup_args["layer"] is None
     with pytest.raises(KeyError, match="layer 'counts' not found"):  # the saved setup applies when none is given
         scfm.models.SCGPT.load(saved, cells.copy(), min_genes=10)
+
+
+def test_a_mudata_is_refused_with_what_to_pass(cells):
+    import mudata as md
+
+    mdata = md.MuData({"rna": cells, "prot": cells[:, :10].copy()})
+    with pytest.raises(TypeError, match=r"this is a MuData: pass one modality, e\.g\. mdata\['rna'\].*'rna', 'prot'"):
+        scfm.tl.embed(mdata)

@@ -181,6 +181,11 @@ def anndata(*, allow_view: bool = True) -> Rule:
     accepts = "an AnnData (wrap a matrix with anndata.AnnData(X, obs=..., var=...))"
 
     def check(value: Any) -> tuple[type[Exception], str] | None:
+        if type(value).__name__ == "MuData":
+            modalities = ", ".join(repr(name) for name in getattr(value, "mod", {})) or "none"
+            return ArgumentTypeError, (
+                f"an AnnData; this is a MuData: pass one modality, e.g. mdata['rna'] (modalities: {modalities})"
+            )
         if not isinstance(value, AnnData):
             return ArgumentTypeError, accepts
         if value.is_view and not allow_view:
