@@ -278,3 +278,17 @@ def test_pretraining_vocabulary_from_ensembl_and_symbol_shards(vocab):
     assert union.genes == ["TP53", "ACTB", DEFB105, "GAPDH"]
     for shard, n in ((ensembl_shard, 3), (symbol_shard, 2)):
         assert align_genes(shard.var, union, min_genes=1).n_matched == n
+
+
+def test_model_classes_take_the_same_rules(pbmc_ensembl):
+    by_symbol, by_ensembl = (adata[:40].copy() for adata in pbmc_ensembl)
+    direct = scfm.models.SCGPT.from_pretrained(None, by_symbol, min_genes=20)
+    resolved = scfm.models.SCGPT.from_pretrained(None, by_ensembl, min_genes=20, gene_id_type="ensembl")
+    assert resolved.alignment.n_matched == direct.alignment.n_matched
+    np.testing.assert_allclose(
+        resolved.get_latent_representation(), direct.get_latent_representation(), atol=1e-6, rtol=0
+    )
+    with pytest.raises(ValueError, match="only 0 of"):
+        scfm.models.SCGPT.from_pretrained(None, pbmc_ensembl[1][:40].copy(), min_genes=20, gene_id_type="symbol")
+    with pytest.raises(ValueError, match="species"):
+        scfm.models.TGPT.from_pretrained("tgpt", pbmc_ensembl[0][:40].copy(), species="rat")

@@ -47,8 +47,8 @@ class FoundationModel(BaseModelClass):
     config
         A complete configuration of the family (used when loading checkpoints); otherwise built from
         ``config_kwargs``.
-    min_genes, on_duplicate
-        Passed to :func:`scfm.genes.align_genes`.
+    min_genes, on_duplicate, gene_id_type, species, aliases
+        Gene-alignment rules, passed to :func:`scfm.genes.align_genes` (``docs/genes.md``).
     **config_kwargs
         Settings of the family's configuration dataclass.
     """
@@ -82,6 +82,9 @@ class FoundationModel(BaseModelClass):
         config: Any = None,
         min_genes: int = 50,
         on_duplicate: Literal["error", "first"] = "error",
+        gene_id_type: Literal["auto", "symbol", "ensembl"] = "auto",
+        species: Literal["human", "mouse"] = "human",
+        aliases: bool = False,
         **config_kwargs,
     ) -> None:
         super().__init__(adata)
@@ -92,6 +95,7 @@ class FoundationModel(BaseModelClass):
         self._check_vocab(vocab)
         self.vocab = vocab
         self._min_genes, self._on_duplicate = min_genes, on_duplicate
+        self._gene_rules = {"gene_id_type": gene_id_type, "species": species, "aliases": aliases}
         self.alignment = self._align(source)
         if config is None:
             config = self._new_config(vocab, **config_kwargs)
@@ -222,6 +226,7 @@ class FoundationModel(BaseModelClass):
             gene_key=self._setup_args.get("gene_key"),
             min_genes=self._min_genes,
             on_duplicate=self._on_duplicate,
+            **self._gene_rules,
         )
 
     def _source_and_alignment(self, adata: AnnData | None) -> tuple[AnnData, ExpressionSource, GeneAlignment]:
@@ -275,10 +280,16 @@ class FoundationModel(BaseModelClass):
         *,
         min_genes: int,
         on_duplicate: Literal["error", "first"] = "error",
+        **gene_rules,
     ):
         """Return a model on ``adata`` (registered) holding a copy of the loaded checkpoint's weights, in eval mode."""
         model = cls(
-            adata, vocab=pretrained.vocab, config=pretrained.config, min_genes=min_genes, on_duplicate=on_duplicate
+            adata,
+            vocab=pretrained.vocab,
+            config=pretrained.config,
+            min_genes=min_genes,
+            on_duplicate=on_duplicate,
+            **gene_rules,
         )
         model.module.load_state_dict(pretrained.module.state_dict())
         model.module.eval()
@@ -447,6 +458,9 @@ class FoundationModel(BaseModelClass):
         *,
         min_genes: int = 50,
         on_duplicate: Literal["error", "first"] = "error",
+        gene_id_type: Literal["auto", "symbol", "ensembl"] = "auto",
+        species: Literal["human", "mouse"] = "human",
+        aliases: bool = False,
         **setup_kwargs,
     ):
         """Load a checkpoint of this family and align ``adata`` to its vocabulary.
@@ -458,8 +472,9 @@ class FoundationModel(BaseModelClass):
             family's bundled checkpoint. Nothing is downloaded.
         adata
             AnnData to align; registered with ``setup_anndata(**setup_kwargs)`` unless it already is.
-        min_genes, on_duplicate
-            Gene-alignment rules, see :func:`scfm.genes.align_genes`.
+        min_genes, on_duplicate, gene_id_type, species, aliases
+            Gene-alignment rules, see :func:`scfm.genes.align_genes` and ``docs/genes.md`` (Ensembl IDs resolve by
+            default; ``aliases=True`` also tries aliases and previous symbols of unmatched genes).
         **setup_kwargs
             Arguments of the family's ``setup_anndata`` (``layer``, ``gene_key``, ...).
         """
@@ -484,7 +499,15 @@ class FoundationModel(BaseModelClass):
         with cls._registration_undone_on_error(adata):
             cls._register_if_needed(adata, **setup_kwargs)
             cls._check_pretrained_for(pretrained, adata)
-            model = cls._from_loaded(pretrained, adata, min_genes=min_genes, on_duplicate=on_duplicate)
+            model = cls._from_loaded(
+                pretrained,
+                adata,
+                min_genes=min_genes,
+                on_duplicate=on_duplicate,
+                gene_id_type=gene_id_type,
+                species=species,
+                aliases=aliases,
+            )
             model._check_registered_cells()
             return model
 
