@@ -292,3 +292,61 @@ def test_model_classes_take_the_same_rules(pbmc_ensembl):
         scfm.models.SCGPT.from_pretrained(None, pbmc_ensembl[1][:40].copy(), min_genes=20, gene_id_type="symbol")
     with pytest.raises(ValueError, match="species"):
         scfm.models.TGPT.from_pretrained("tgpt", pbmc_ensembl[0][:40].copy(), species="rat")
+
+
+# --- the same rules in every tool that aligns genes -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ensembl_counts(pbmc_ensembl):
+    """40 Ensembl-named cells of integer counts, with two labels and two batches, and a 20-cell reference."""
+    adata = pbmc_ensembl[1].copy()
+    adata.X.data = np.rint(adata.X.data)
+    adata.X.eliminate_zeros()
+    adata.obs["label"] = np.where(np.arange(adata.n_obs) % 2, "A", "B")
+    adata.obs["batch"] = np.where(np.arange(adata.n_obs) < adata.n_obs / 2, "b0", "b1")
+    return adata[:40].copy(), adata[40:].copy()
+
+
+def _run_tool(tool: str, adata, reference, **rules) -> str:
+    """Run ``tool`` quickly on ``adata`` with the gene rules ``rules``; return its provenance key."""
+    quiet = {"progress": False, "device": "cpu"}
+    if tool == "annotate_scmulan":  # zero-shot, by generation
+        scfm.tl.annotate(adata, model="scmulan", **quiet, **rules)
+    elif tool.startswith("annotate_"):  # kNN from the reference: scGPT's training copies, CellPLM's alignments
+        model = {"annotate_scgpt": None, "annotate_cellplm": "cellplm"}[tool]
+        scfm.tl.annotate(adata, reference, "label", model=model, method="knn", n_neighbors=5, **quiet, **rules)
+    elif tool == "integrate":
+        scfm.tl.integrate(adata, "batch", max_epochs=1, n_top_genes=50, max_len=32, **quiet, **rules)
+        return "X_scfm_integrated"
+    elif tool == "denoise":
+        scfm.tl.denoise(adata, **quiet, **rules)
+        return "scfm_denoised"
+    elif tool == "impute":
+        scfm.tl.impute(adata, ["CD3E"], **quiet, **rules)
+        return "scfm_imputed"
+    else:
+        scfm.tl.bulk_features(adata, **quiet, **rules)
+        return "X_scfm_bulk"
+    return "scfm_cell_type"
+
+
+@pytest.mark.parametrize(
+    "tool",
+    ["annotate_scgpt", "annotate_cellplm", "annotate_scmulan", "integrate", "denoise", "impute", "bulk_features"],
+)
+def test_every_tool_takes_the_gene_rules_and_records_them(ensembl_counts, tool):
+    adata, reference = (a.copy() for a in ensembl_counts)
+    before = adata.copy()
+    with pytest.raises(ValueError, match=r"only 0 of .*gene_id_type='symbol'"):
+        _run_tool(tool, adata, reference, gene_id_type="symbol")
+    with pytest.raises(ValueError, match=r"only 0 of .*species='mouse'"):
+        _run_tool(tool, adata, reference, species="mouse")
+    assert "scfm" not in adata.uns and adata.obs.columns.equals(before.obs.columns)
+    assert adata.obsm.keys() == before.obsm.keys() and adata.layers.keys() == before.layers.keys()
+    key = _run_tool(tool, adata, reference)
+    record = adata.uns["scfm"][key]
+    assert record["gene_rules"] == {"gene_id_type": "auto", "species": "human", "aliases": False}
+    assert record["genes_ensembl"] == record["genes_matched"] > 300 and record["gene_id_type"] == "ensembl"
+    if tool in ("annotate_scgpt", "annotate_cellplm"):
+        assert record["reference_genes_ensembl"] == record["reference_genes_matched"] == record["genes_matched"]

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from scfm.data._matrix import expression_source
-from scfm.genes import GeneVocab, align_genes
+from scfm.genes import GeneAlignment, GeneRules, GeneVocab, align_genes
 from scfm.tokenize import check_values, detect_input_kind
 
 HEAD_LR_FACTOR = 10.0  # new heads (discriminator, classifier) learn this much faster than the pretrained encoder
@@ -28,17 +28,45 @@ def training_copy(
     gene_key: str | None,
     vocab: GeneVocab,
     min_genes: int,
+    gene_rules: GeneRules = GeneRules(),
 ) -> AnnData:
     """Return a new AnnData of the in-vocabulary genes of ``adata`` (CSR) with the given ``obs`` columns.
 
     Genes are named by their vocabulary token, so a later alignment is exact and two copies share a gene
-    exactly when they share its name.
+    exactly when they share its name. ``gene_rules`` say how the names of ``adata`` are read
+    (:func:`~scfm.genes.align_genes`).
     """
+    return aligned_training_copy(
+        adata,
+        obs_columns,
+        layer=layer,
+        use_raw=use_raw,
+        gene_key=gene_key,
+        vocab=vocab,
+        min_genes=min_genes,
+        gene_rules=gene_rules,
+    )[0]
+
+
+def aligned_training_copy(
+    adata: AnnData,
+    obs_columns: dict[str, pd.Series],
+    *,
+    layer: str | None,
+    use_raw: bool,
+    gene_key: str | None,
+    vocab: GeneVocab,
+    min_genes: int,
+    gene_rules: GeneRules = GeneRules(),
+) -> tuple[AnnData, GeneAlignment]:
+    """Return :func:`training_copy` and the alignment of ``adata``'s genes it was made from (for provenance)."""
     source = expression_source(adata, layer=layer, use_raw=use_raw)
     if source.is_backed:
         raise ValueError("fine-tuning needs the matrix in memory; load the AnnData without backed mode")
     check_values(source.matrix, where=source.label)
-    alignment = align_genes(source.var, vocab, gene_key=gene_key, min_genes=min_genes, on_duplicate="first")
+    alignment = align_genes(
+        source.var, vocab, gene_key=gene_key, min_genes=min_genes, on_duplicate="first", **gene_rules.as_kwargs()
+    )
     token_ids = alignment.column_token_ids()
     keep = token_ids >= 0
     seen = set()
@@ -53,7 +81,7 @@ def training_copy(
     matrix = sp.csr_matrix(source.matrix, dtype=np.float32)[:, np.flatnonzero(keep)]
     names = [vocab.token(int(i)) for i in token_ids[keep]]
     obs = pd.DataFrame(obs_columns, index=adata.obs_names.astype(str))
-    return AnnData(matrix, obs=obs, var=pd.DataFrame(index=names))
+    return AnnData(matrix, obs=obs, var=pd.DataFrame(index=names)), alignment
 
 
 def highly_variable_subset(work: AnnData, n_top_genes: int | None, batch_key: str | None = None) -> AnnData:

@@ -3,6 +3,7 @@
 from ._align import GeneKeyError, align_genes
 from ._alignment import GeneAlignment
 from ._resolve import MATCH_KINDS
+from ._rules import GeneRules
 from ._table import GeneTable, human_gene_table
 from ._vocab import SPECIAL_TOKENS, GeneVocab, vocabulary_genes
 
@@ -11,6 +12,7 @@ __all__ = [
     "SPECIAL_TOKENS",
     "GeneAlignment",
     "GeneKeyError",
+    "GeneRules",
     "GeneTable",
     "GeneVocab",
     "align_genes",

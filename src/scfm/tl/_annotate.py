@@ -10,12 +10,13 @@ from anndata import AnnData
 
 from scfm._validation import checked_arguments
 from scfm.data import obs_categories
+from scfm.genes import GeneRules
 from scfm.models import AnnotationRequest, ModelArg, resolve_model
 from scfm.models.base import CheckpointError, families_with
 
 from ._annotate_zero_shot import predict_zero_shot
 from ._labels import write_labels
-from ._provenance import check_anndata, check_result_key
+from ._provenance import check_anndata, check_result_key, gene_fields
 
 
 @checked_arguments
@@ -40,6 +41,9 @@ def annotate(
     n_neighbors: int = 15,
     unknown_threshold: float | None = None,
     min_genes: int = 50,
+    gene_id_type: Literal["auto", "symbol", "ensembl"] = "auto",
+    species: Literal["human", "mouse"] = "human",
+    aliases: bool = False,
     seed: int = 0,
     device: str = "auto",
     key_added: str = "scfm_cell_type",
@@ -109,6 +113,12 @@ def annotate(
         ``None``: every cell gets a reference label. 0.5 is a reasonable start for both methods.
     min_genes
         Fewest vocabulary genes the data must share with the model (and with each other).
+    gene_id_type, species, aliases
+        Gene-alignment rules (of the query and the reference), see :func:`scfm.genes.align_genes`:
+        ``gene_id_type`` (``"auto"``, ``"symbol"`` or ``"ensembl"``) says what the names are, ``species="mouse"``
+        matches mouse symbols case-insensitively to the human vocabulary without the human gene table,
+        ``aliases=True`` also resolves aliases and previous symbols of genes that match no other way (off by
+        default: it can change which genes are used).
     seed
         Seeds fine-tuning.
     device
@@ -137,6 +147,7 @@ def annotate(
     if adata.n_obs == 0:
         raise ValueError("the query has no cells (n_obs == 0)")
     check_result_key(adata, key_added)
+    rules = GeneRules(gene_id_type=gene_id_type, species=species, aliases=aliases)
     if (reference is None) != (labels_key is None):
         raise ValueError("pass reference and labels_key together (or neither, for zero-shot annotation by scMulan)")
     pretrained = resolve_model(model)
@@ -172,6 +183,7 @@ def annotate(
             use_raw=use_raw,
             gene_key=gene_key,
             min_genes=min_genes,
+            gene_rules=rules,
             batch_size=batch_size,
             device=device,
             key_added=key_added,
@@ -215,6 +227,7 @@ def annotate(
         max_len=max_len,
         n_neighbors=n_neighbors,
         min_genes=min_genes,
+        gene_rules=rules,
         seed=seed,
         device=device,
         progress=progress,
@@ -235,6 +248,7 @@ def annotate(
         "family": pretrained.family,
         "reference_cells": int(n_reference),
         "reference_cells_without_label": int((~labelled).sum()),
+        **_gene_record(result),
         "genes_used": int(genes_used),
         "n_top_genes": result.n_top_genes if method == "finetune" else None,
         "shared_genes_only": shared_genes_only,
@@ -249,3 +263,13 @@ def annotate(
     if return_model:
         return result.model
     return adata if copy else None
+
+
+def _gene_record(result) -> dict[str, Any]:
+    """How the query's genes (``genes_*``, ``gene_rules``) and the reference's (``reference_genes_*``) matched."""
+    record = {}
+    if result.alignment is not None:
+        record.update(gene_fields(result.alignment))
+    if result.reference_alignment is not None:
+        record.update(gene_fields(result.reference_alignment, "reference_", rules=False))
+    return record

@@ -10,7 +10,7 @@ import numpy as np
 from anndata import AnnData
 
 from scfm.data import expression_source
-from scfm.genes import align_genes
+from scfm.genes import GeneRules, align_genes
 from scfm.models import Pretrained, resolve_device
 
 from ._provenance import checkpoint_and_genes
@@ -27,6 +27,7 @@ def predict_zero_shot(
     use_raw: bool,
     gene_key: str | None,
     min_genes: int,
+    gene_rules: GeneRules,
     batch_size: int,
     device: str,
     key_added: str,
@@ -34,7 +35,9 @@ def predict_zero_shot(
 ) -> tuple[np.ndarray, list[str], dict]:
     """Probabilities (cells x candidate labels), the candidate labels and provenance; nothing is written."""
     source = expression_source(adata, layer=layer, use_raw=use_raw)
-    alignment = align_genes(source.var, pretrained.vocab, gene_key=gene_key, min_genes=min_genes)
+    alignment = align_genes(
+        source.var, pretrained.vocab, gene_key=gene_key, min_genes=min_genes, **gene_rules.as_kwargs()
+    )
     target = resolve_device(device)
     pretrained.module.to(target)
     start = time.perf_counter()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from anndata import AnnData
 
@@ -25,6 +27,9 @@ def bulk_features(
     gene_key: str | None = None,
     key_added: str = "X_scfm_bulk",
     min_genes: int = 50,
+    gene_id_type: Literal["auto", "symbol", "ensembl"] = "auto",
+    species: Literal["human", "mouse"] = "human",
+    aliases: bool = False,
     batch_size: int = 64,
     device: str = "auto",
     progress: bool = False,
@@ -55,6 +60,11 @@ def bulk_features(
         Results go to ``bdata.obsm[key_added]`` and ``bdata.uns["scfm"][key_added]``.
     min_genes
         Fewest genes that must match the vocabulary.
+    gene_id_type, species, aliases
+        Gene-alignment rules, see :func:`scfm.genes.align_genes`: ``gene_id_type`` (``"auto"``, ``"symbol"`` or
+        ``"ensembl"``) says what the names are, ``species="mouse"`` matches mouse symbols case-insensitively to
+        the human vocabulary without the human gene table, ``aliases=True`` also resolves aliases and previous
+        symbols of genes that match no other way (off by default: it can change which genes are used).
     batch_size, device, progress
         As in :func:`scfm.tl.embed`.
     copy
@@ -96,6 +106,9 @@ def bulk_features(
             key_added=key_added,
             device=device,
             min_genes=min_genes,
+            gene_id_type=gene_id_type,
+            species=species,
+            aliases=aliases,
             progress=progress,
             copy=copy,
         )

@@ -16,6 +16,7 @@ from anndata import AnnData
 
 from scfm._validation import checked_arguments
 from scfm.data import expression_source
+from scfm.genes import GeneRules
 from scfm.models import FoundationModel, ModelArg, Pretrained, resolve_device, resolve_model
 
 from ._provenance import check_anndata, check_result_key, checkpoint_and_genes, write_provenance
@@ -75,6 +76,7 @@ def plan_counts(
     min_genes: int,
     on_duplicate: Literal["error", "first"],
     device: str,
+    gene_rules: GeneRules = GeneRules(),
 ):
     """Resolve the matrix, a model that predicts counts, and the family's validated plan (nothing computed)."""
     source = expression_source(adata, layer=layer)
@@ -97,6 +99,7 @@ def plan_counts(
         min_genes=min_genes,
         on_duplicate=on_duplicate,
         device=target,
+        gene_rules=gene_rules,
     )
 
 
@@ -114,6 +117,9 @@ def denoise(
     layer_added: str = "scfm_denoised",
     min_genes: int = 10,
     on_duplicate: Literal["error", "first"] = "error",
+    gene_id_type: Literal["auto", "symbol", "ensembl"] = "auto",
+    species: Literal["human", "mouse"] = "human",
+    aliases: bool = False,
     max_dense_gb: float = 8.0,
     device: str = "auto",
     block_size: int = 4096,
@@ -157,6 +163,11 @@ def denoise(
     min_genes, on_duplicate
         Gene-alignment rules, see :func:`scfm.genes.align_genes` (a spatial panel may hold only a few dozen
         genes).
+    gene_id_type, species, aliases
+        Gene-alignment rules, see :func:`scfm.genes.align_genes`: ``gene_id_type`` (``"auto"``, ``"symbol"`` or
+        ``"ensembl"``) says what the names are, ``species="mouse"`` matches mouse symbols case-insensitively to
+        the human vocabulary without the human gene table, ``aliases=True`` also resolves aliases and previous
+        symbols of genes that match no other way (off by default: it can change which genes are used).
     max_dense_gb
         The result layer is a dense float32 ``n_obs x n_vars`` array (denoised counts are not sparse); a result
         larger than this many gigabytes is refused before anything is computed.
@@ -208,6 +219,7 @@ def denoise(
         min_genes=min_genes,
         on_duplicate=on_duplicate,
         device=device,
+        gene_rules=GeneRules(gene_id_type=gene_id_type, species=species, aliases=aliases),
     )
     matched = np.zeros(adata.n_vars, dtype=bool)
     matched[plan.alignment.var_index] = True

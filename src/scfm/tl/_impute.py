@@ -11,7 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from scfm._validation import checked_arguments
-from scfm.genes import GeneVocab
+from scfm.genes import GeneRules, GeneVocab
 from scfm.models import ModelArg
 
 from ._denoise import (
@@ -80,6 +80,9 @@ def impute(
     key_added: str = "scfm_imputed",
     min_genes: int = 10,
     on_duplicate: Literal["error", "first"] = "error",
+    gene_id_type: Literal["auto", "symbol", "ensembl"] = "auto",
+    species: Literal["human", "mouse"] = "human",
+    aliases: bool = False,
     max_dense_gb: float = 8.0,
     device: str = "auto",
     block_size: int = 4096,
@@ -127,6 +130,11 @@ def impute(
         Results go to ``adata.obsm[key_added]`` and ``adata.uns["scfm"][key_added]``.
     min_genes, on_duplicate
         Gene-alignment rules for the panel, see :func:`scfm.genes.align_genes`.
+    gene_id_type, species, aliases
+        Gene-alignment rules, see :func:`scfm.genes.align_genes`: ``gene_id_type`` (``"auto"``, ``"symbol"`` or
+        ``"ensembl"``) says what the names are, ``species="mouse"`` matches mouse symbols case-insensitively to
+        the human vocabulary without the human gene table, ``aliases=True`` also resolves aliases and previous
+        symbols of genes that match no other way (off by default: it can change which genes are used).
     max_dense_gb
         Largest result (``n_obs x len(genes)`` float32) accepted, in gigabytes.
     device
@@ -176,6 +184,7 @@ def impute(
         min_genes=min_genes,
         on_duplicate=on_duplicate,
         device=device,
+        gene_rules=GeneRules(gene_id_type=gene_id_type, species=species, aliases=aliases),
     )
     vocab = plan.pretrained.vocab
     ids = _gene_ids(requested, vocab)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pandas as pd
 from anndata import AnnData
 
 from scfm._validation import checked_arguments
 from scfm.data import UNLABELLED, obs_categories
+from scfm.genes import GeneRules
 from scfm.models import FoundationModel, IntegrationRequest, IntegrationWeights, ModelArg, resolve_model
 
-from ._provenance import check_anndata, check_result_key, write_provenance
+from ._provenance import check_anndata, check_result_key, gene_fields, write_provenance
 
 
 @checked_arguments
@@ -37,6 +40,9 @@ def integrate(
     batch_embeddings: bool = True,
     domain_batchnorm: bool = False,
     min_genes: int = 50,
+    gene_id_type: Literal["auto", "symbol", "ensembl"] = "auto",
+    species: Literal["human", "mouse"] = "human",
+    aliases: bool = False,
     seed: int = 0,
     device: str = "auto",
     key_added: str = "X_scfm_integrated",
@@ -92,6 +98,11 @@ def integrate(
         Batch-aware parts of the model (see above).
     min_genes
         Fewest vocabulary genes the data must share with the model.
+    gene_id_type, species, aliases
+        Gene-alignment rules, see :func:`scfm.genes.align_genes`: ``gene_id_type`` (``"auto"``, ``"symbol"`` or
+        ``"ensembl"``) says what the names are, ``species="mouse"`` matches mouse symbols case-insensitively to
+        the human vocabulary without the human gene table, ``aliases=True`` also resolves aliases and previous
+        symbols of genes that match no other way (off by default: it can change which genes are used).
     seed
         Seeds initialisation, masks, shuffling and the split.
     device
@@ -155,6 +166,7 @@ def integrate(
         batch_embeddings=batch_embeddings,
         domain_batchnorm=domain_batchnorm,
         min_genes=min_genes,
+        gene_rules=GeneRules(gene_id_type=gene_id_type, species=species, aliases=aliases),
         seed=seed,
         device=device,
         progress=progress,
@@ -174,6 +186,7 @@ def integrate(
             "checkpoint_sha256": pretrained.sha256,
             "batch_key": batch_key,
             "labels_key": labels_key,
+            **(gene_fields(result.alignment) if result.alignment is not None else {}),
             "batches": record.pop("batches"),
             "genes_used": record.pop("genes_used"),
             "n_top_genes": n_top_genes,

@@ -46,15 +46,13 @@ def write_provenance(adata: AnnData, key_added: str, record: dict[str, Any]) -> 
     adata.uns["scfm"][key_added] = clean
 
 
-def checkpoint_and_genes(pretrained, alignment, source) -> dict[str, Any]:
-    """Return the fields every model-based tool records.
+def gene_fields(alignment, prefix: str = "", rules: bool = True) -> dict[str, Any]:
+    """Return how the genes matched: counts by match kind, the source read and (``rules``) the rules asked.
 
-    They say which checkpoint, which genes matched (and how many by each match kind: direct, case-insensitive,
-    Ensembl id, alias; ambiguous names and dropped duplicates) and which matrix was read.
+    Every field name starts with ``prefix`` (e.g. ``"reference_"`` for the reference of :func:`scfm.tl.annotate`).
     """
     counts = alignment.counts()
-    return {
-        **pretrained.provenance(),
+    fields = {
         "genes_matched": alignment.n_matched,
         "genes_total": alignment.n_vars,
         "gene_source": alignment.source,
@@ -65,10 +63,20 @@ def checkpoint_and_genes(pretrained, alignment, source) -> dict[str, Any]:
         "genes_alias": counts["alias"],
         "genes_ambiguous": counts["ambiguous"],
         "genes_duplicate": counts["duplicate"],
-        "gene_rules": {
+    }
+    if rules:
+        fields["gene_rules"] = {
             "gene_id_type": alignment.gene_id_type,
             "species": alignment.species,
             "aliases": bool(alignment.aliases),
-        },
-        "matrix": source.label,
-    }
+        }
+    return {prefix + key: value for key, value in fields.items()}
+
+
+def checkpoint_and_genes(pretrained, alignment, source) -> dict[str, Any]:
+    """Return the fields every model-based tool records.
+
+    They say which checkpoint, which genes matched (and how many by each match kind: direct, case-insensitive,
+    Ensembl id, alias; ambiguous names and dropped duplicates) and which matrix was read.
+    """
+    return {**pretrained.provenance(), **gene_fields(alignment), "matrix": source.label}

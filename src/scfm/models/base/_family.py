@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from scfm.genes import GeneVocab
+from scfm.genes import GeneRules, GeneVocab
 
 from ._checkpoint import BUNDLED, Checkpoint, module_from_checkpoint
 from ._pretrained import Pretrained
@@ -243,7 +243,8 @@ class AnnotationRequest:
     """What :func:`scfm.tl.annotate` asks of a family that annotates from a labelled reference.
 
     ``labels`` are the reference cells' labels (strings, none missing) and ``categories`` their sorted distinct
-    values; the other fields are the tool's arguments of the same names.
+    values; ``gene_rules`` say how the gene names of both datasets are read; the other fields are the tool's
+    arguments of the same names.
     """
 
     labels: np.ndarray
@@ -262,6 +263,7 @@ class AnnotationRequest:
     max_len: int | None = None
     n_neighbors: int = 15
     min_genes: int = 50
+    gene_rules: GeneRules = GeneRules()
     seed: int = 0
     device: str = "auto"
     progress: bool = True
@@ -272,7 +274,8 @@ class ReferenceAnnotation:
     """What a family's annotation from a reference returns.
 
     Class probabilities ``(n_query, n_categories)`` in ``request.categories`` order, the genes and reference cells
-    used, the most variable genes kept (``None``: every shared gene) and the fine-tuned model (``None`` for kNN).
+    used, the most variable genes kept (``None``: every shared gene), the fine-tuned model (``None`` for kNN) and
+    the alignments of the query's and the reference's genes to the vocabulary (for provenance).
     """
 
     probabilities: np.ndarray
@@ -280,6 +283,8 @@ class ReferenceAnnotation:
     n_reference: int
     n_top_genes: int | None
     model: Any = None
+    alignment: GeneAlignment | None = None
+    reference_alignment: GeneAlignment | None = None
 
 
 class AnnotatesWithReference:
@@ -376,8 +381,9 @@ class PredictsCounts:
     def plan_counts(self, pretrained: Pretrained, adata: AnnData, source: ExpressionSource, **settings) -> Any:
         """Validate everything a prediction needs (alignment, grouping of cells) without computing.
 
-        Returns a plan with at least ``pretrained``, ``source``, ``alignment``, ``context``, ``sentences`` and
-        ``device``.
+        ``settings`` are the tool's keyword arguments (``gene_key``, ``min_genes``, ``on_duplicate``, ``gene_rules``
+        (a :class:`~scfm.genes.GeneRules`), ``sample_key``, ...). Returns a plan with at least ``pretrained``,
+        ``source``, ``alignment``, ``context``, ``sentences`` and ``device``.
         """
         raise NotImplementedError
 
@@ -402,8 +408,8 @@ class IntegrationWeights:
 class IntegrationRequest:
     """What :func:`scfm.tl.integrate` asks of a family.
 
-    The training copy's ``obs`` columns (``columns``), the label categories (``None``: no classifier) and the tool's
-    arguments of the same names.
+    The training copy's ``obs`` columns (``columns``), the label categories (``None``: no classifier), how gene
+    names are read (``gene_rules``) and the tool's arguments of the same names.
     """
 
     batch_key: str
@@ -423,6 +429,7 @@ class IntegrationRequest:
     batch_embeddings: bool = True
     domain_batchnorm: bool = False
     min_genes: int = 50
+    gene_rules: GeneRules = GeneRules()
     seed: int = 0
     device: str = "auto"
     progress: bool = True
@@ -430,11 +437,12 @@ class IntegrationRequest:
 
 @dataclass
 class Integration:
-    """The integrated embedding ``(n_obs, width)``, the fine-tuned model and its provenance fields."""
+    """The integrated embedding ``(n_obs, width)``, the fine-tuned model, its provenance fields, the gene alignment."""
 
     embedding: np.ndarray
     model: Any
     record: dict[str, Any]
+    alignment: GeneAlignment | None = None
 
 
 class IntegratesBatches:

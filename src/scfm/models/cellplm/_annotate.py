@@ -39,10 +39,12 @@ def annotate_with_reference(
     module = pretrained.module
     query_source = expression_source(adata, layer=layer, use_raw=use_raw)
     reference_source = expression_source(reference, layer=reference_layer)
-    query_alignment = align_genes(query_source.var, pretrained.vocab, gene_key=gene_key, min_genes=min_genes)
+    rules = request.gene_rules.as_kwargs()
+    query_alignment = align_genes(query_source.var, pretrained.vocab, gene_key=gene_key, min_genes=min_genes, **rules)
     reference_alignment = align_genes(
-        reference_source.var, pretrained.vocab, gene_key=reference_gene_key, min_genes=min_genes
+        reference_source.var, pretrained.vocab, gene_key=reference_gene_key, min_genes=min_genes, **rules
     )
+    alignments = {"alignment": query_alignment, "reference_alignment": reference_alignment}
     if request.shared_genes_only:
         shared = np.intersect1d(query_alignment.token_ids, reference_alignment.token_ids)
         if len(shared) < min_genes:
@@ -70,7 +72,9 @@ def annotate_with_reference(
             device=target,
         )
         probabilities = classifier_probabilities(classifier, query_features, query_sentences, target)
-        return ReferenceAnnotation(probabilities, query_alignment.n_matched, reference.n_obs, None, classifier)
+        return ReferenceAnnotation(
+            probabilities, query_alignment.n_matched, reference.n_obs, None, classifier, **alignments
+        )
     from sklearn.neighbors import KNeighborsClassifier
 
     def latent(features: np.ndarray, names) -> np.ndarray:
@@ -81,4 +85,4 @@ def annotate_with_reference(
     knn.fit(latent(reference_features, reference.obs_names), label_codes)
     probabilities = np.zeros((adata.n_obs, n_classes), dtype=np.float32)
     probabilities[:, knn.classes_] = knn.predict_proba(latent(query_features, adata.obs_names))
-    return ReferenceAnnotation(probabilities, query_alignment.n_matched, reference.n_obs, None)
+    return ReferenceAnnotation(probabilities, query_alignment.n_matched, reference.n_obs, None, **alignments)

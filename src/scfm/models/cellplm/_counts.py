@@ -12,7 +12,7 @@ import torch
 from anndata import AnnData
 
 from scfm.data import ExpressionSource
-from scfm.genes import GeneAlignment, align_genes
+from scfm.genes import GeneAlignment, GeneRules, align_genes
 
 from ..base import Pretrained, check_finite
 from ._context import sentences_of
@@ -45,10 +45,16 @@ def plan_counts(
     min_genes: int,
     on_duplicate: Literal["error", "first"],
     device: torch.device,
+    gene_rules: GeneRules = GeneRules(),
 ) -> CountsPlan:
     """Return the gene alignment and the sentences of ``adata`` (validated; nothing computed)."""
     alignment = align_genes(
-        source.var, pretrained.vocab, gene_key=gene_key, min_genes=min_genes, on_duplicate=on_duplicate
+        source.var,
+        pretrained.vocab,
+        gene_key=gene_key,
+        min_genes=min_genes,
+        on_duplicate=on_duplicate,
+        **gene_rules.as_kwargs(),
     )
     context = pretrained.config.context if context is None else context
     if isinstance(context, bool) or not isinstance(context, int | np.integer):

@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from scfm.data import HEAD_LR_FACTOR, accelerator_for, expression_source, highly_variable_subset, training_copy
+from scfm.data import (
+    HEAD_LR_FACTOR,
+    accelerator_for,
+    aligned_training_copy,
+    expression_source,
+    highly_variable_subset,
+)
 from scfm.genes import align_genes
 
 from ..base import AnnotationRequest, Pretrained, ReferenceAnnotation, resolve_device
@@ -24,7 +30,7 @@ def annotate_with_reference(
     from ._model import SCGPT
 
     vocab, categories, min_genes = pretrained.vocab, request.categories, request.min_genes
-    query = training_copy(
+    query, query_alignment = aligned_training_copy(
         adata,
         {},
         layer=request.layer,
@@ -32,8 +38,9 @@ def annotate_with_reference(
         gene_key=request.gene_key,
         vocab=vocab,
         min_genes=min_genes,
+        gene_rules=request.gene_rules,
     )
-    ref = training_copy(
+    ref, reference_alignment = aligned_training_copy(
         reference,
         {"label": pd.Categorical(request.labels, categories=categories)},
         layer=request.reference_layer,
@@ -41,7 +48,9 @@ def annotate_with_reference(
         gene_key=request.reference_gene_key,
         vocab=vocab,
         min_genes=min_genes,
+        gene_rules=request.gene_rules,
     )
+    alignments = {"alignment": query_alignment, "reference_alignment": reference_alignment}
     if request.shared_genes_only:  # copies name genes by vocabulary token, so shared genes are shared names
         shared = query.var_names.intersection(ref.var_names)
         if len(shared) < min_genes:
@@ -55,7 +64,7 @@ def annotate_with_reference(
     max_len = request.max_len
     if request.method == "knn":
         probabilities = _knn_probabilities(pretrained, ref, query, categories, request)
-        return ReferenceAnnotation(probabilities, query.n_vars, ref.n_obs, None)
+        return ReferenceAnnotation(probabilities, query.n_vars, ref.n_obs, None, **alignments)
     ref = highly_variable_subset(ref, request.n_top_genes)
     query = query[:, query.var_names.isin(ref.var_names)].copy()
     if max_len is None:
@@ -78,7 +87,7 @@ def annotate_with_reference(
         enable_progress_bar=request.progress,
     )
     probabilities = finetuned.predict(query, max_len=max_len, device=request.device).to_numpy()
-    return ReferenceAnnotation(probabilities, query.n_vars, ref.n_obs, request.n_top_genes, finetuned)
+    return ReferenceAnnotation(probabilities, query.n_vars, ref.n_obs, request.n_top_genes, finetuned, **alignments)
 
 
 def _knn_probabilities(pretrained: Pretrained, ref: AnnData, query: AnnData, categories, request) -> np.ndarray:

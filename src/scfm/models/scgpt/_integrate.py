@@ -7,7 +7,7 @@ import time
 import numpy as np
 from anndata import AnnData
 
-from scfm.data import HEAD_LR_FACTOR, accelerator_for, highly_variable_subset, training_copy
+from scfm.data import HEAD_LR_FACTOR, accelerator_for, aligned_training_copy, highly_variable_subset
 
 from ..base import Integration, IntegrationRequest, Pretrained
 
@@ -16,7 +16,7 @@ def integrate_batches(pretrained: Pretrained, adata: AnnData, request: Integrati
     """Fine-tune a copy of ``pretrained`` on a training copy of ``adata`` and return its L2-normalised embedding."""
     from ._model import SCGPT
 
-    work = training_copy(
+    work, alignment = aligned_training_copy(
         adata,
         dict(request.columns),
         layer=request.layer,
@@ -24,6 +24,7 @@ def integrate_batches(pretrained: Pretrained, adata: AnnData, request: Integrati
         gene_key=request.gene_key,
         vocab=pretrained.vocab,
         min_genes=request.min_genes,
+        gene_rules=request.gene_rules,
     )
     work = highly_variable_subset(work, request.n_top_genes, request.batch_key)
     max_len = request.max_len
@@ -78,4 +79,4 @@ def integrate_batches(pretrained: Pretrained, adata: AnnData, request: Integrati
         "seconds_per_epoch": train_seconds / request.max_epochs,
         "reinitialised": list(finetuned.reinitialised_),
     }
-    return Integration(embedding.astype(np.float32), finetuned, record)
+    return Integration(embedding.astype(np.float32), finetuned, record, alignment)
