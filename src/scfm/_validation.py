@@ -307,6 +307,7 @@ RULES: dict[str, Rule] = {
     "species": one_of("human", "mouse"),
     "aliases": flag(),
     "device": device(),
+    "precision": one_of("fp32", "bf16"),
     "accelerator": one_of("auto", "cpu", "gpu", "cuda", "mps"),
     "model": model_source(),
     "name_or_path": model_source(),

@@ -30,6 +30,7 @@ def _embed(args: argparse.Namespace) -> int:
         spatial_key=args.spatial_key,
         context=args.context,
         progress=not args.quiet,
+        precision=args.precision,
     )
     if args.backed:
         result = ad.AnnData(
@@ -134,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--batch-size", type=int, default=64)
     embed.add_argument("--key-added", default="X_scfm")
     embed.add_argument("--device", default="auto")
+    embed.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="fp32 (default, exact) or bf16 autocast on CPU too (faster only on CPUs with AVX512-BF16/AMX)",
+    )
     embed.add_argument("--max-len", type=int, default=None)
     embed.add_argument("--sample-key", default=None, help="CellPLM: obs column of samples (sentences never mix them)")
     embed.add_argument("--spatial-key", default=None, help="CellPLM: obsm key of (n_obs, 2) coordinates")

@@ -11,6 +11,7 @@ from scfm._validation import checked_arguments
 from scfm.data import expression_source
 from scfm.genes import align_genes
 from scfm.models import EmbedRequest, ModelArg, resolve_device, resolve_model
+from scfm.models.base._device import compute_dtype_name
 
 from ._provenance import check_anndata, check_result_key, checkpoint_and_genes, write_provenance
 
@@ -38,6 +39,7 @@ def embed(
     spatial_key: str | None = None,
     context: int | None = None,
     progress: bool = True,
+    precision: Literal["fp32", "bf16"] = "fp32",
     copy: bool = False,
 ) -> AnnData | None:
     """Embed cells with a pretrained single-cell foundation model.
@@ -98,6 +100,14 @@ def embed(
         ``obsm`` key of ``(n_obs, 2)`` coordinates, and the most cells per sentence (default: the checkpoint's).
     progress
         Show a progress bar.
+    precision
+        ``"fp32"`` (default): float32 forward pass on CPU and MPS, exactly as before this option existed; on CUDA
+        the forward pass keeps running under bf16 autocast (when the GPU supports bf16), as it always has.
+        ``"bf16"``: bf16 autocast on CPU too (matrix products and attention in bf16, accumulated in float32),
+        every family. Faster only on CPUs with bf16 matrix instructions (AVX512-BF16, AMX); elsewhere torch
+        emulates bf16 and it is several times slower (a warning says so). Embeddings stay float32 and
+        L2-normalised; they differ from ``"fp32"`` by bf16 rounding (see ``docs/benchmarks.md``). The provenance
+        records ``precision`` and the ``compute_dtype`` actually used.
     copy
         Return a modified copy instead of writing into ``adata``.
 
@@ -151,7 +161,7 @@ def embed(
     target = resolve_device(device)
     pretrained.module.to(target)
     start = time.perf_counter()
-    request = EmbedRequest(options, target, batch_size, block_size, normalize, progress)
+    request = EmbedRequest(options, target, batch_size, block_size, normalize, progress, precision=precision)
     result = family.embed(pretrained, adata, source, alignment, request)
     seconds = time.perf_counter() - start
     if copy:
@@ -167,6 +177,8 @@ def embed(
             **result.record,
             "normalize": normalize,
             "device": str(target),
+            "precision": precision,
+            "compute_dtype": compute_dtype_name(target, precision),
             "seconds": seconds,
         },
     )

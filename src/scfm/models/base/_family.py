@@ -165,7 +165,8 @@ class EmbedRequest:
     """How :func:`scfm.tl.embed` (or a model's ``get_latent_representation``) asks a family to embed.
 
     Family-specific ``options`` (``None`` values: not given), the device, cells per forward pass, rows read at a
-    time, L2 normalisation, a progress bar, and which rows of the matrix (``None``: all).
+    time, L2 normalisation, a progress bar, which rows of the matrix (``None``: all), and the ``precision`` of
+    the forward pass (``"fp32"`` or ``"bf16"``, see :func:`scfm.models.base._device.compute_dtype`).
     """
 
     options: Mapping[str, Any]
@@ -175,6 +176,7 @@ class EmbedRequest:
     normalize: bool = True
     progress: bool = False
     rows: np.ndarray | None = None
+    precision: str = "fp32"
 
     def loop_arguments(self) -> dict[str, Any]:
         """Return the keyword arguments of a family's streaming inference function (device, sizes, rows, ...)."""
@@ -185,6 +187,7 @@ class EmbedRequest:
             "normalize": self.normalize,
             "progress": self.progress,
             "rows": self.rows,
+            "precision": self.precision,
         }
 
     def obs_names(self, adata: AnnData) -> np.ndarray:

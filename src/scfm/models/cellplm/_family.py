@@ -59,6 +59,7 @@ class CellPLMFamily(Family, EmbedsCells, AnnotatesWithReference, PredictsCounts)
             batch_size=request.batch_size,
             block_size=request.block_size,
             normalize=request.normalize,
+            precision=request.precision,
         )
         record = {
             "tokenizer": "cell",

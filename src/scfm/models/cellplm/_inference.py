@@ -14,7 +14,7 @@ from scfm.data import ExpressionSource, iter_row_blocks
 from scfm.genes import GeneAlignment
 from scfm.tokenize import check_values, detect_input_kind
 
-from ..base._device import autocast_context
+from ..base._device import autocast_context, warn_if_slow_bf16
 from ..base._inference import EmbeddingResult, check_finite, l2_normalise
 from ._module import CellPLMModule
 
@@ -148,14 +148,18 @@ def iter_sentences(
     coordinates: np.ndarray | None,
     device: torch.device,
     progress: bool = False,
+    precision: str = "fp32",
 ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """Stage two: yield ``(cells, latent mean)`` per sentence (``cells`` index ``features``)."""
+    """Stage two: yield ``(cells, latent mean)`` per sentence (``cells`` index ``features``).
+
+    ``precision="bf16"`` runs the transformer under bf16 autocast; the latents yielded are float32.
+    """
     module.eval()
     bar = tqdm(total=int(sum(len(s) for s in sentences)), desc="scfm (cellplm)", unit="cell", disable=not progress)
     for cells in sentences:
         x = torch.from_numpy(features[cells]).to(device)
         where = sentence_coordinates(coordinates, cells)
-        with autocast_context(device):
+        with autocast_context(device, precision):
             latent = module.embed_sentence(x, None if where is None else where.to(device))
         yield cells, latent.float()
         bar.update(len(cells))
@@ -170,11 +174,12 @@ def sentence_latents(
     coordinates: np.ndarray | None,
     device: torch.device,
     progress: bool = False,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """``(n, latent_dim)`` float32 latent means of every cell of ``features``, sentence by sentence."""
     latents = np.zeros((features.shape[0], module.config.latent_dim), dtype=np.float32)
     for cells, latent in iter_sentences(
-        module, features, sentences, coordinates=coordinates, device=device, progress=progress
+        module, features, sentences, coordinates=coordinates, device=device, progress=progress, precision=precision
     ):
         latents[cells] = latent.cpu().numpy()
     return check_finite(latents, "latent values")
@@ -192,15 +197,24 @@ def embed_cells_as_tokens(
     block_size: int = 4096,
     normalize: bool = True,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> EmbeddingResult:
     """Return the latent means of every cell of ``source``, sentence by sentence.
 
     ``batch_size`` is not used: one sentence per forward pass. Cells that express none of the matched genes are
-    embedded from their context alone.
+    embedded from their context alone. ``precision="bf16"`` runs the transformer (stage two) under bf16
+    autocast; the per-cell features of stage one are always float32.
     """
+    warn_if_slow_bf16(device, precision)
     stage_one = cell_features(module, source, alignment, block_size=block_size)
     embeddings = sentence_latents(
-        module, stage_one.features, sentences, coordinates=coordinates, device=device, progress=progress
+        module,
+        stage_one.features,
+        sentences,
+        coordinates=coordinates,
+        device=device,
+        progress=progress,
+        precision=precision,
     )
     if normalize:
         l2_normalise(embeddings)

@@ -11,7 +11,8 @@ import torch
 from scfm.data import ExpressionSource
 from scfm.genes import GeneAlignment
 
-from ..base import EmbeddingResult, TokenizedBlock, autocast_context, bucketed, in_order, l2_normalise, stream_cells
+from ..base import EmbeddingResult, TokenizedBlock, bucketed, in_order, l2_normalise, stream_cells
+from ..base._device import autocast_context, warn_if_slow_bf16
 from ._config import SCGPTConfig
 from ._data import pad_cells
 from ._module import SCGPTModule
@@ -42,6 +43,7 @@ class SCGPTBlockTokenizer:
         output: str = "embedding",
         batch_codes: np.ndarray | None = None,
         pad_to_max_len: bool = False,
+        precision: str = "fp32",
     ) -> None:
         self.config = config
         self.binning = binning_config(config, max_len)
@@ -50,6 +52,7 @@ class SCGPTBlockTokenizer:
         self.output = output
         self.batch_codes = batch_codes
         self.pad_to_max_len = pad_to_max_len
+        self.precision = precision
 
     def encode(self, block: sp.csr_matrix, start: int, stop: int, input_kind: str) -> TokenizedBlock:
         cells = tokenize_csr(block, self.column_token_ids, cls_id=self.config.cls_id, config=self.binning)
@@ -71,7 +74,7 @@ class SCGPTBlockTokenizer:
 
     def forward(self, module: SCGPTModule, batch: dict[str, torch.Tensor], positions: np.ndarray):
         codes = None if self.batch_codes is None else torch.as_tensor(self.batch_codes[positions], device=self.device)
-        with autocast_context(self.device):
+        with autocast_context(self.device, self.precision):
             if self.output == "embedding":
                 return {"embedding": module.embed(batch["gene_ids"], batch["values"], codes)}
             return {"logits": module.classify(batch["gene_ids"], batch["values"], codes)}
@@ -93,6 +96,7 @@ def embed_cells(
     batch_codes: np.ndarray | None = None,
     output: str = "embedding",
     column_token_ids: np.ndarray | None = None,
+    precision: str = "fp32",
 ) -> EmbeddingResult:
     """Embed every cell of ``source`` (or ``rows`` of it), streaming ``block_size`` rows at a time.
 
@@ -103,9 +107,12 @@ def embed_cells(
     ``batch_codes`` (one per row of ``source``, or per entry of ``rows``) are passed to models that normalise
     per batch. ``output="logits"`` returns the classification head's logits instead of embeddings (not
     normalised). ``column_token_ids`` overrides the alignment's (e.g. to hide genes another dataset lacks).
+    ``precision="bf16"`` runs the forward pass under bf16 autocast (outputs stay float32; see
+    :func:`scfm.models.base._device.compute_dtype`).
     """
     if output not in ("embedding", "logits"):
         raise ValueError(f"output must be 'embedding' or 'logits', got {output!r}")
+    warn_if_slow_bf16(device, precision)
     config = module.config
     tokenizer = SCGPTBlockTokenizer(
         config,
@@ -115,6 +122,7 @@ def embed_cells(
         output=output,
         batch_codes=batch_codes,
         pad_to_max_len=not bucketing,
+        precision=precision,
     )
     width = config.d_model if output == "embedding" else len(config.label_categories)
     result = stream_cells(

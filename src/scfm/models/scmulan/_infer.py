@@ -12,7 +12,8 @@ import torch
 from scfm.data import ExpressionSource
 from scfm.genes import GeneAlignment
 
-from ..base import TokenizedBlock, autocast_context, l2_normalise, raise_if_no_known_genes, stream_cells
+from ..base import TokenizedBlock, l2_normalise, raise_if_no_known_genes, stream_cells
+from ..base._device import autocast_context, warn_if_slow_bf16
 from ._module import SCMulanModule
 from ._tokenizer import cell_gene_words
 
@@ -31,9 +32,16 @@ class AnnotationPromptTokenizer:
     """``<cls> <annotate> G [<eoc>]`` followed by one isolated ``<predict:key>`` query token per key."""
 
     def __init__(
-        self, module: SCMulanModule, alignment: GeneAlignment, keys: Sequence[str], obs_names, device: torch.device
+        self,
+        module: SCMulanModule,
+        alignment: GeneAlignment,
+        keys: Sequence[str],
+        obs_names,
+        device: torch.device,
+        precision: str = "fp32",
     ) -> None:
         self.config = module.config
+        self.precision = precision
         self.vocab = self.config.sentence_vocab()
         self.keys = list(keys)
         self.query_ids = [self.vocab.query_id(key) for key in keys]
@@ -94,7 +102,7 @@ class AnnotationPromptTokenizer:
 
     def forward(self, module: SCMulanModule, batch: dict[str, torch.Tensor], positions: np.ndarray):
         entities = batch["entities"]
-        with autocast_context(self.device):
+        with autocast_context(self.device, self.precision):
             hidden = module.hidden_states(entities, batch["values"], batch["isolated"]).float()
         genes = torch.arange(entities.shape[1], device=self.device)[None] - 2
         gene_mask = (genes >= 0) & (genes < batch["n_genes"][:, None])
@@ -120,12 +128,14 @@ def annotation_pass(
     progress: bool = False,
     rows: np.ndarray | None = None,
     obs_names: np.ndarray | None = None,
+    precision: str = "fp32",
 ) -> AnnotationPass:
     """Prompt every cell with ``<cls> <annotate> G [<eoc>]`` and one ``<predict:key>`` per key.
 
     The query tokens share the pass: each sees the genes and itself only, so each key's answer is what the
     model generates after the genes alone. A key's probabilities are the entity head's softmax restricted to
     that key's terms. Results do not depend on ``batch_size``, ``block_size`` or cell order.
+    ``precision="bf16"`` runs the transformer under bf16 autocast (outputs stay float32).
 
     Raises
     ------
@@ -134,11 +144,12 @@ def annotation_pass(
     """
     config = module.config
     vocab = config.sentence_vocab()
+    warn_if_slow_bf16(device, precision)
     widths = {"embedding": config.d_model, **{f"probabilities:{key}": len(vocab.terms[key]) for key in keys}}
     result = stream_cells(
         module,
         source,
-        AnnotationPromptTokenizer(module, alignment, keys, obs_names, device),
+        AnnotationPromptTokenizer(module, alignment, keys, obs_names, device, precision),
         widths,
         device=device,
         batch_size=batch_size,

@@ -14,11 +14,11 @@ from scfm.genes import GeneAlignment
 from ..base import (
     EmbeddingResult,
     TokenizedBlock,
-    autocast_context,
     l2_normalise,
     raise_if_no_known_genes,
     stream_cells,
 )
+from ..base._device import autocast_context, warn_if_slow_bf16
 from ._data import PadTokens
 from ._module import TGPTModule
 from ._tokenizer import rank_tokenize_csr
@@ -27,8 +27,11 @@ from ._tokenizer import rank_tokenize_csr
 class RankBlockTokenizer:
     """``<begin>`` + a sample's expressed known genes ranked by value (ties by token id), cut to the context."""
 
-    def __init__(self, module: TGPTModule, alignment: GeneAlignment, obs_names, device: torch.device) -> None:
+    def __init__(
+        self, module: TGPTModule, alignment: GeneAlignment, obs_names, device: torch.device, precision: str = "fp32"
+    ) -> None:
         self.config = module.config
+        self.precision = precision
         self.alignment = alignment
         self.column_token_ids = alignment.column_token_ids()
         self.obs_names = obs_names
@@ -60,7 +63,7 @@ class RankBlockTokenizer:
         return self.pad(list(items))
 
     def forward(self, module: TGPTModule, batch: dict[str, torch.Tensor], positions: np.ndarray):
-        with autocast_context(self.device):
+        with autocast_context(self.device, self.precision):
             return {"embedding": module.embed(batch["token_ids"])}
 
 
@@ -76,22 +79,25 @@ def embed_ranked(
     progress: bool = True,
     rows: np.ndarray | None = None,
     obs_names: np.ndarray | None = None,
+    precision: str = "fp32",
 ) -> EmbeddingResult:
     """Embed every sample of ``source`` (or ``rows`` of it), reading ``block_size`` rows at a time.
 
     Each sample becomes ``begin`` + its expressed known genes ranked by value (highest first, ties by token id),
     cut to the context; batches group samples of similar length. The result does not depend on
-    ``batch_size``, ``block_size`` or sample order.
+    ``batch_size``, ``block_size`` or sample order. ``precision="bf16"`` runs the forward pass under bf16
+    autocast (outputs stay float32).
 
     Raises
     ------
     NoKnownGenesError
         A sample expresses none of the model's genes (the message names up to five, from ``obs_names``).
     """
+    warn_if_slow_bf16(device, precision)
     result = stream_cells(
         module,
         source,
-        RankBlockTokenizer(module, alignment, obs_names, device),
+        RankBlockTokenizer(module, alignment, obs_names, device, precision),
         {"embedding": module.config.d_model},
         device=device,
         batch_size=batch_size,
