@@ -94,3 +94,12 @@ def test_a_mudata_is_refused_with_what_to_pass(cells):
     mdata = md.MuData({"rna": cells, "prot": cells[:, :10].copy()})
     with pytest.raises(TypeError, match=r"this is a MuData: pass one modality, e\.g\. mdata\['rna'\].*'rna', 'prot'"):
         scfm.tl.embed(mdata)
+
+
+def test_command_line_version(capsys):
+    from scfm.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"scfm {scfm.__version__}"

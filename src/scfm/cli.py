@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+from scfm import __version__
+
 
 def _embed(args: argparse.Namespace) -> int:
     import anndata as ad
@@ -112,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     The parser. Each subcommand sets ``func``, the handler :func:`main` calls with the parsed arguments.
     """
     parser = argparse.ArgumentParser(prog="scfm", description="Single-cell foundation models for scverse.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     embed = sub.add_parser("embed", help="embed the cells of an .h5ad file; writes obsm[KEY] to OUTPUT")
@@ -120,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument(
         "--model",
         default=None,
-        help="checkpoint directory or bundled name: default (scGPT), tgpt or cellplm (default: default)",
+        help="checkpoint directory or bundled name: default (scGPT), tgpt, cellplm or scmulan (default: default)",
     )
     embed.add_argument("--layer", default=None)
     embed.add_argument("--use-raw", action="store_true", help="read adata.raw")
