@@ -103,3 +103,15 @@ def test_command_line_version(capsys):
         main(["--version"])
     assert stop.value.code == 0
     assert capsys.readouterr().out.strip() == f"scfm {scfm.__version__}"
+
+
+def test_embedding_comparison_writes_nothing_into_the_anndata(cells, tmp_path):
+    adata = cells.copy()
+    rng = np.random.default_rng(0)
+    adata.obsm["X_a"] = rng.normal(size=(adata.n_obs, 5)).astype(np.float32)
+    adata.obsm["X_b"] = rng.normal(size=(adata.n_obs, 5)).astype(np.float32)
+    adata.obs["group"] = np.where(np.arange(adata.n_obs) % 2, "x", "y")
+    keys = (sorted(adata.obsm.keys()), sorted(adata.uns.keys()), sorted(adata.obsp.keys()))
+    fig = scfm.pl.embedding_comparison(adata, ["X_a", "X_b"], color="group", path=tmp_path / "umap.png")
+    assert len(fig.axes) >= 2 and (tmp_path / "umap.png").stat().st_size > 0
+    assert (sorted(adata.obsm.keys()), sorted(adata.uns.keys()), sorted(adata.obsp.keys())) == keys

@@ -24,8 +24,8 @@ def embedding_comparison(
 ):
     """UMAP of each representation in ``adata.obsm[rep_keys]``, coloured by ``adata.obs[color]``.
 
-    Neighbours and UMAP are computed on a private view per representation; ``adata`` gains only
-    ``obsm["X_umap_<rep_key>"]`` for each key.
+    Neighbours and UMAP are computed on a private AnnData per representation; ``adata`` is not changed (for a
+    UMAP you keep, run ``sc.pp.neighbors(adata, use_rep=key)`` and ``sc.tl.umap(adata)`` yourself).
 
     Returns
     -------
@@ -45,6 +45,5 @@ def embedding_comparison(
         work.obs_names = adata.obs_names
         sc.pp.neighbors(work, use_rep=key, n_neighbors=n_neighbors, random_state=seed)
         sc.tl.umap(work, random_state=seed)
-        adata.obsm[f"X_umap_{key}"] = work.obsm["X_umap"]
         sc.pl.umap(work, color=color, ax=ax, show=False, title=title, frameon=False)
     return finish_figure(fig, path, show)
