@@ -279,7 +279,8 @@ def test_embed_records_sentence_settings(trained, adata):
     np.testing.assert_allclose(np.linalg.norm(embedding, axis=1), 1.0, atol=1e-5)
     scfm.tl.embed(adata, model=model, **EMBED)
     record = adata.uns["scfm"]["X_scfm"]
-    assert (record["sample_key"], record["spatial_key"], record["context"]) == ("none", "none", SMALL["context"])
+    assert "sample_key" not in record and "spatial_key" not in record  # None fields are left out
+    assert record["context"] == SMALL["context"]
 
 
 def _spatial_3d(adata):

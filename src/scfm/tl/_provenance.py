@@ -37,10 +37,10 @@ def check_result_key(adata: AnnData, key_added: object, what: str = "key_added")
 
 
 def write_provenance(adata: AnnData, key_added: str, record: dict[str, Any]) -> None:
-    """Store ``record`` (h5ad-serialisable: no ``None``) under ``adata.uns["scfm"][key_added]``."""
+    """Store ``record`` under ``adata.uns["scfm"][key_added]``; a ``None`` field is left out (h5ad cannot store it)."""
     from scfm import __version__
 
-    clean = {key: ("none" if value is None else value) for key, value in record.items()}
+    clean = {key: value for key, value in record.items() if value is not None}
     clean["scfm_version"] = __version__
     adata.uns.setdefault("scfm", {})
     adata.uns["scfm"][key_added] = clean

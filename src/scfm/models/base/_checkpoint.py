@@ -77,6 +77,21 @@ def bundled_checkpoint_names() -> list[str]:
     return sorted(BUNDLED)
 
 
+def recorded_checkpoint(path: str | os.PathLike) -> str:
+    """How provenance names a checkpoint: a bundled one by its name (``"scgpt-default"``), others by their path.
+
+    A bundled checkpoint's absolute path says only where the package was installed on one machine; its name loads it
+    anywhere (``scfm.models.load_checkpoint(name)``).
+    """
+    candidate = Path(path)
+    bundled_root = Path(str(resources.files("scfm") / "checkpoints"))
+    if candidate.parent == bundled_root:
+        names = [name for name, folder in BUNDLED.items() if folder == candidate.name and "-" in name]
+        if names:
+            return names[0]
+    return str(path)
+
+
 def resolve_checkpoint_path(name_or_path: str | os.PathLike | None) -> Path:
     """Map ``None``/a bundled name/a directory to the checkpoint directory (no network access, ever)."""
     if name_or_path is None:

@@ -9,6 +9,8 @@ import torch
 
 from scfm.genes import GeneVocab
 
+from ._checkpoint import recorded_checkpoint
+
 if TYPE_CHECKING:
     from ._family import Family
 
@@ -53,7 +55,7 @@ class Pretrained:
         return {
             "model": self.name,
             "family": self.family,
-            "checkpoint": self.path,
+            "checkpoint": recorded_checkpoint(self.path),
             "checkpoint_sha256": self.sha256,
             "vocab_size": len(self.vocab),
             "vocab_fingerprint": self.vocab.fingerprint(),
