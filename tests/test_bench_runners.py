@@ -99,3 +99,13 @@ def test_integration_runner_tidy_table_and_plot(batched_adata, tmp_path):
         benchmark(table, metrics=["nope"])
     with pytest.raises(ValueError, match="unknown baseline"):
         integration(batched_adata, "batch", "cell_type", methods=("umap",))
+
+
+def test_failed_integration_run_leaves_the_baseline_slots_as_they_were(batched_adata):
+    batched_adata.X = batched_adata.X * 0.5  # not counts: scVI refuses after HVG+PCA and Harmony have run
+    kept = np.ones((batched_adata.n_obs, 2), dtype=np.float32)
+    batched_adata.obsm["X_hvg_pca"] = kept
+    with pytest.raises(ValueError, match="round_counts=True"):
+        integration(batched_adata, "batch", "cell_type", methods=("hvg_pca", "harmony", "scvi"))
+    assert batched_adata.obsm["X_hvg_pca"] is kept
+    assert "X_harmony" not in batched_adata.obsm and "X_scvi" not in batched_adata.obsm

@@ -39,7 +39,8 @@ def integration(
         Batch and cell-type columns of ``adata.obs``.
     methods
         Baselines to compute, from ``"hvg_pca"``, ``"harmony"``, ``"scvi"``. They are written to
-        ``adata.obsm["X_hvg_pca"]``, ``["X_harmony"]`` and ``["X_scvi"]``.
+        ``adata.obsm["X_hvg_pca"]``, ``["X_harmony"]`` and ``["X_scvi"]``; when the run fails, those slots are left
+        as they were.
     embeddings
         Further methods to score, ``{name: obsm key}`` (e.g. ``{"scfm": "X_scfm_integrated"}``).
     layer, use_raw
@@ -66,29 +67,39 @@ def integration(
     missing = {name: key for name, key in embeddings.items() if key not in adata.obsm}
     if missing:
         raise KeyError(f"embeddings {missing} are not in adata.obsm (keys: {list(adata.obsm.keys())})")
-    seconds = {}
-    for method in methods:
-        start = time.perf_counter()
-        if method == "hvg_pca":
-            hvg_pca(adata, layer=layer, use_raw=use_raw, seed=seed)
-        elif method == "harmony":
-            harmony(adata, batch_key, layer=layer, use_raw=use_raw, seed=seed)
-        else:
-            scvi_latent(adata, batch_key, layer=layer, use_raw=use_raw, seed=seed, **dict(scvi_kwargs or {}))
-        seconds[method] = time.perf_counter() - start
-    embeddings = {**{method: BASELINES[method] for method in methods}, **embeddings}
-    if not embeddings:
+    if not methods and not embeddings:
         raise ValueError("nothing to score: give methods and/or embeddings")
-    names = {key: name for name, key in embeddings.items()}
-    pre_integrated = BASELINES["hvg_pca"] if "hvg_pca" in methods else next(iter(embeddings.values()))
-    table = scib_table(
-        adata,
-        list(embeddings.values()),
-        batch_key=batch_key,
-        label_key=label_key,
-        pre_integrated_key=pre_integrated,
-        n_jobs=n_jobs,
-    )
+    written = [BASELINES[method] for method in methods]
+    previous = {key: adata.obsm[key] for key in written if key in adata.obsm}
+    try:
+        seconds = {}
+        for method in methods:
+            start = time.perf_counter()
+            if method == "hvg_pca":
+                hvg_pca(adata, layer=layer, use_raw=use_raw, seed=seed)
+            elif method == "harmony":
+                harmony(adata, batch_key, layer=layer, use_raw=use_raw, seed=seed)
+            else:
+                scvi_latent(adata, batch_key, layer=layer, use_raw=use_raw, seed=seed, **dict(scvi_kwargs or {}))
+            seconds[method] = time.perf_counter() - start
+        embeddings = {**{method: BASELINES[method] for method in methods}, **embeddings}
+        names = {key: name for name, key in embeddings.items()}
+        pre_integrated = BASELINES["hvg_pca"] if "hvg_pca" in methods else next(iter(embeddings.values()))
+        table = scib_table(
+            adata,
+            list(embeddings.values()),
+            batch_key=batch_key,
+            label_key=label_key,
+            pre_integrated_key=pre_integrated,
+            n_jobs=n_jobs,
+        )
+    except BaseException:  # a failed run leaves the baselines' obsm slots as they were
+        for key in written:
+            if key in previous:
+                adata.obsm[key] = previous[key]
+            elif key in adata.obsm:
+                del adata.obsm[key]
+        raise
     return tidy_scib_table(table, names, seconds)
 
 
