@@ -191,7 +191,7 @@ class CellPLM(FoundationModel):
         *,
         context: int | None = None,
         seed: int = 0,
-        normalize: bool = False,
+        normalize: bool = True,
         device: str = "auto",
         block_size: int = 4096,
         progress: bool = False,
@@ -201,7 +201,8 @@ class CellPLM(FoundationModel):
         Cells are grouped into sentences by the registered sample/spatial keys (see
         :func:`scfm.data.plan_sentences`); with ``indices`` only those cells are read and grouped. The result
         does not depend on cell order or ``block_size``; it does depend on ``context`` and ``seed`` (which
-        cells share a sentence).
+        cells share a sentence). ``normalize=True`` (the default, as for every family and :func:`scfm.tl.embed`)
+        scales each row to unit length; ``False`` returns the raw posterior means.
         """
         adata, source, alignment = self._source_and_alignment(adata)
         rows = checked_rows(indices, adata.n_obs)
