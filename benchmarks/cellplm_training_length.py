@@ -79,7 +79,7 @@ def main() -> None:
                 logger=False,
                 enable_checkpointing=False,
             )
-        cosine, knn = scores(model.get_latent_representation(), labels)
+        cosine, knn = scores(model.get_latent_representation(normalize=False), labels)
         name = "random weights" if epochs == 0 else f"CellPLM, {epochs} epochs"
         rows.append({"embedding": name, "mean_cosine": cosine, "knn15": knn, "train_s": time.perf_counter() - start})
     pca = adata.copy()
