@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -115,3 +117,15 @@ def test_embedding_comparison_writes_nothing_into_the_anndata(cells, tmp_path):
     fig = scfm.pl.embedding_comparison(adata, ["X_a", "X_b"], color="group", path=tmp_path / "umap.png")
     assert len(fig.axes) >= 2 and (tmp_path / "umap.png").stat().st_size > 0
     assert (sorted(adata.obsm.keys()), sorted(adata.uns.keys()), sorted(adata.obsp.keys())) == keys
+
+
+def test_embedding_over_another_familys_result_warns(cells, checkpoints):
+    adata = cells.copy()
+    scfm.tl.embed(adata, model=checkpoints["scgpt"], min_genes=10, progress=False)
+    replaced = r"held a scgpt embedding; it is replaced by this tgpt one.*key_added='X_tgpt'"
+    with pytest.warns(UserWarning, match=replaced):
+        scfm.tl.embed(adata, model=checkpoints["tgpt"], min_genes=10, progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scfm.tl.embed(adata, model=checkpoints["tgpt"], min_genes=10, progress=False)  # same family: no warning
+    assert not [w for w in caught if "it is replaced by" in str(w.message)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Literal
 
 from anndata import AnnData
@@ -166,6 +167,7 @@ def embed(
     seconds = time.perf_counter() - start
     if copy:
         adata = adata.copy()
+    _warn_if_replacing_another_model(adata, key_added, pretrained.family)
     adata.obsm[key_added] = result.embeddings
     write_provenance(
         adata,
@@ -183,3 +185,18 @@ def embed(
         },
     )
     return adata if copy else None
+
+
+def _warn_if_replacing_another_model(adata: AnnData, key_added: str, family: str) -> None:
+    """Warn when ``obsm[key_added]`` holds an embedding that another model family wrote (e.g. both use ``X_scfm``)."""
+    if key_added not in adata.obsm:
+        return
+    record = (adata.uns.get("scfm") or {}).get(key_added)
+    previous = record.get("family") if isinstance(record, dict) else None
+    if previous is not None and previous != family:
+        warnings.warn(
+            f"adata.obsm[{key_added!r}] held a {previous} embedding; it is replaced by this {family} one. Pass "
+            f"key_added='X_{family}' (or another name) to keep both",
+            UserWarning,
+            stacklevel=3,
+        )
