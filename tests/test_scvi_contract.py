@@ -129,3 +129,31 @@ def test_embedding_over_another_familys_result_warns(cells, checkpoints):
         warnings.simplefilter("always")
         scfm.tl.embed(adata, model=checkpoints["tgpt"], min_genes=10, progress=False)  # same family: no warning
     assert not [w for w in caught if "it is replaced by" in str(w.message)]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_train_takes_scvi_arguments(cells, checkpoints, name):
+    adata = cells.copy()
+    model = FAMILIES[name].from_pretrained(checkpoints[name], adata, min_genes=10)
+    options = {"batch_size": 16} if name != "cellplm" else {}
+    model.train(
+        max_epochs=3,
+        train_size=0.75,
+        early_stopping=True,
+        early_stopping_patience=1,
+        plan_kwargs={"lr": 1e-4, "warmup_steps": 1},
+        datasplitter_kwargs={"num_workers": 0},
+        enable_progress_bar=False,
+        **options,
+    )
+    assert "validation_loss" in model.history and len(model.history["validation_loss"]) >= 1
+    with pytest.raises(ValueError, match=r"early_stopping monitors validation_loss.*validation_size=0\.1"):
+        model.train(max_epochs=1, early_stopping=True, enable_progress_bar=False, **options)
+    with pytest.raises(ValueError, match="plan_kwargs has the unknown setting 'n_hidden'"):
+        model.train(max_epochs=1, plan_kwargs={"n_hidden": 3}, **options)
+    with pytest.raises(ValueError, match="datasplitter_kwargs supports only 'num_workers'"):
+        model.train(max_epochs=1, datasplitter_kwargs={"pin_memory": True}, **options)
+    with pytest.raises(ValueError, match="train_size"):
+        model.train(max_epochs=1, train_size=1.5, **options)
+    with pytest.raises(ValueError, match="not both"):
+        model.train(max_epochs=1, train_size=0.8, validation_size=0.2, **options)

@@ -273,6 +273,9 @@ RULES: dict[str, Rule] = {
     "annotate_fraction": _FRACTION,
     "condition_dropout": _FRACTION,
     "validation_size": real(0, 1, include_maximum=False),
+    "train_size": real(0, 1, include_minimum=False),
+    "early_stopping": flag(),
+    "early_stopping_patience": integer(1),
     # switches
     "use_raw": flag(),
     "normalize": flag(),

@@ -23,7 +23,7 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField
 from scvi.model.base import BaseModelClass
 
-from scfm._validation import anndata, check_argument, checked_arguments
+from scfm._validation import RULES, anndata, check_argument, checked_arguments
 from scfm.data import ExpressionSource, expression_source
 from scfm.genes import GeneAlignment, GeneVocab, align_genes, vocabulary_genes
 from scfm.tokenize import check_values
@@ -321,6 +321,11 @@ class FoundationModel(BaseModelClass):
         accelerator: str = "auto",
         devices: int | str = "auto",
         num_workers: int = 0,
+        train_size: float | None = None,
+        early_stopping: bool = False,
+        early_stopping_patience: int = 5,
+        plan_kwargs: dict[str, Any] | None = None,
+        datasplitter_kwargs: dict[str, Any] | None = None,
         **kwargs,
     ) -> None:
         """Train on the registered cells with the family's objectives, AdamW, a linear warm-up and a cosine decay.
@@ -335,11 +340,58 @@ class FoundationModel(BaseModelClass):
             Seeds the split, the masks and the initial shuffle.
         accelerator, devices, num_workers
             Lightning's accelerator and devices; DataLoader worker processes.
+        train_size
+            scvi-tools' name for the training fraction: ``validation_size = 1 - train_size`` (give one of the two).
+        early_stopping, early_stopping_patience
+            Stop when ``validation_loss`` has not improved for ``early_stopping_patience`` epochs (needs held-out
+            cells: ``validation_size > 0`` or ``train_size < 1``).
+        plan_kwargs
+            As in scvi-tools: training-plan settings (``lr``, ``weight_decay``, ``warmup_steps`` and the family's
+            training options, e.g. ``mask_ratio``); they override the keyword arguments of the same name.
+        datasplitter_kwargs
+            As in scvi-tools: data-loader settings; ``num_workers`` is supported.
         **kwargs
             The family's training options (``training_options``: see the family's ``train``), then arguments of the
             Lightning trainer (through :class:`scvi.train.TrainRunner`).
         """
+        if train_size is not None:
+            check_argument("train", "train_size", train_size)
+            if validation_size:
+                raise ValueError("train: give train_size or validation_size, not both (validation = 1 - train_size)")
+            validation_size = round(1.0 - float(train_size), 12)
+        for key, value in dict(plan_kwargs or {}).items():
+            if key == "lr":
+                lr = value
+            elif key == "weight_decay":
+                weight_decay = value
+            elif key == "warmup_steps":
+                warmup_steps = value
+            elif key in self.training_options:
+                if key in RULES:
+                    check_argument("train", key, value)
+                kwargs[key] = value
+            else:
+                known = ["lr", "weight_decay", "warmup_steps", *self.training_options]
+                raise ValueError(
+                    f"train: plan_kwargs has the unknown setting {key!r}; {type(self).__name__} takes {known}"
+                )
+        for key, value in dict(datasplitter_kwargs or {}).items():
+            if key != "num_workers":
+                raise ValueError(f"train: datasplitter_kwargs supports only 'num_workers', got {key!r}")
+            num_workers = value
         check_training_arguments(max_epochs, batch_size, lr, weight_decay, warmup_steps, validation_size)
+        check_argument("train", "early_stopping", early_stopping)
+        if early_stopping:
+            check_argument("train", "early_stopping_patience", early_stopping_patience)
+            if validation_size <= 0:
+                raise ValueError(
+                    "train: early_stopping monitors validation_loss on held-out cells; pass validation_size=0.1 "
+                    "(or train_size=0.9)"
+                )
+            from lightning.pytorch.callbacks import EarlyStopping
+
+            stopper = EarlyStopping(monitor="validation_loss", patience=early_stopping_patience, mode="min")
+            kwargs["callbacks"] = [*kwargs.get("callbacks", []), stopper]
         seed_everything(seed, verbose=False)
         options = {key: kwargs.pop(key) for key in self.training_options if key in kwargs}
         loader = {
@@ -348,9 +400,9 @@ class FoundationModel(BaseModelClass):
             "seed": seed,
             "num_workers": num_workers,
         }
-        data_module, plan_kwargs = self._training_data(loader, **options)
+        data_module, plan_options = self._training_data(loader, **options)
         plan = WarmupCosineTrainingPlan(
-            self.module, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, **plan_kwargs
+            self.module, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, **plan_options
         )
         self._run_training(
             plan,
