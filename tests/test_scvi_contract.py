@@ -10,7 +10,7 @@ import torch
 from conftest import TINY
 
 import scfm
-from scfm.models import SCGPT, TGPT, CellPLM, SCMulan
+from scfm.models import SCGPT, TGPT, CellPLM, CheckpointError, SCMulan
 
 FAMILIES = {"scgpt": SCGPT, "tgpt": TGPT, "cellplm": CellPLM, "scmulan": SCMulan}
 CELLPLM_TINY = {**TINY, "n_layers": 1, "latent_dim": 8, "n_components": 2, "latent_hidden": 16}
@@ -157,3 +157,25 @@ def test_train_takes_scvi_arguments(cells, checkpoints, name):
         model.train(max_epochs=1, train_size=1.5, **options)
     with pytest.raises(ValueError, match="not both"):
         model.train(max_epochs=1, train_size=0.8, validation_size=0.2, **options)
+
+
+def test_gene_embeddings_go_to_varm_with_nan_rows_for_unknown_genes(cells, checkpoints):
+    adata = cells.copy()
+    adata.var_names = ["NOT_A_GENE", *adata.var_names[1:]]
+    before = adata.copy()
+    result = scfm.tl.gene_embeddings(adata, checkpoints["scgpt"], min_genes=10, copy=True)
+    assert "scfm_gene_embedding" not in adata.varm  # copy=True leaves the input alone
+    vectors = result.varm["scfm_gene_embedding"]
+    assert vectors.shape == (adata.n_vars, TINY["d_model"]) and vectors.dtype == np.float32
+    assert np.isnan(vectors[0]).all() and np.isfinite(vectors[1:]).all()
+    assert result.uns["scfm"]["scfm_gene_embedding"]["n_genes_out_of_vocabulary"] == 1
+    scfm.tl.gene_network(result, checkpoints["scgpt"], min_genes=10, top_k=3)  # the same vectors it ranks
+    network = result.varp["scfm_gene_network"].tocoo()
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    i, j = network.row[0], network.col[0]
+    assert float(unit[i] @ unit[j]) == pytest.approx(network.data[0], abs=1e-5)
+    with pytest.raises(CheckpointError, match="cannot infer gene networks; models that can: scGPT"):
+        scfm.tl.gene_embeddings(adata, checkpoints["tgpt"], min_genes=10)
+    with pytest.raises(ValueError, match="key_added"):
+        scfm.tl.gene_embeddings(adata, checkpoints["scgpt"], min_genes=10, key_added="a/b")
+    assert not adata.varm and adata.uns.keys() == before.uns.keys()

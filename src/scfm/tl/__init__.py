@@ -5,13 +5,23 @@ from ._associate import associate
 from ._bulk import bulk_features
 from ._denoise import denoise
 from ._embed import embed
+from ._gene_embeddings import gene_embeddings
+from ._gene_network import gene_network
+from ._gene_programs import gene_programs
 from ._generate import generate
 from ._impute import impute
 from ._integrate import integrate
 
-__all__ = ["annotate", "associate", "bulk_features", "denoise", "embed", "generate", "impute", "integrate"]
-
-from ._gene_network import gene_network
-from ._gene_programs import gene_programs
-
-__all__ += ["gene_network", "gene_programs"]
+__all__ = [
+    "annotate",
+    "associate",
+    "bulk_features",
+    "denoise",
+    "embed",
+    "gene_embeddings",
+    "gene_network",
+    "gene_programs",
+    "generate",
+    "impute",
+    "integrate",
+]

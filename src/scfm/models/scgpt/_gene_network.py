@@ -27,7 +27,7 @@ def gene_embeddings(module: SCGPTModule, token_ids: np.ndarray) -> np.ndarray:
     """Return the gene encoder's output (token embedding + layer norm) of ``token_ids``, ``(n, d_model)`` float32."""
     module.eval()
     device = next(module.parameters()).device
-    ids = torch.as_tensor(np.asarray(token_ids, dtype=np.int64), device=device)
+    ids = torch.as_tensor(np.array(token_ids, dtype=np.int64), device=device)
     return module.gene_embedding(ids).float().cpu().numpy()
 
 
