@@ -179,3 +179,23 @@ def test_gene_embeddings_go_to_varm_with_nan_rows_for_unknown_genes(cells, check
     with pytest.raises(ValueError, match="key_added"):
         scfm.tl.gene_embeddings(adata, checkpoints["scgpt"], min_genes=10, key_added="a/b")
     assert not adata.varm and adata.uns.keys() == before.uns.keys()
+
+
+def test_cellplm_get_normalized_expression_is_what_denoise_writes(cells, checkpoints):
+    adata = cells.copy()
+    model = CellPLM.from_pretrained(checkpoints["cellplm"], adata, min_genes=10)
+    expression = model.get_normalized_expression()
+    assert list(expression.index) == list(adata.obs_names) and expression.shape[1] == model.alignment.n_matched
+    denoised = cells.copy()
+    scfm.tl.denoise(denoised, checkpoints["cellplm"], min_genes=10, progress=False)
+    layer = denoised.to_df(layer="scfm_denoised")[expression.columns]
+    np.testing.assert_allclose(expression.to_numpy(), layer.to_numpy(), rtol=1e-5, atol=1e-6)
+    genes = list(expression.columns[:3])
+    scaled = model.get_normalized_expression(gene_list=genes, library_size=1e4, return_numpy=True)
+    assert scaled.shape == (adata.n_obs, 3)
+    full = model.get_normalized_expression(library_size=1e4, return_numpy=True)
+    np.testing.assert_allclose(full.sum(1), 1e4, rtol=1e-4)
+    with pytest.raises(ValueError, match="did not match"):
+        model.get_normalized_expression(gene_list=["NOT_A_GENE"])
+    with pytest.raises(ValueError, match="library_size"):
+        model.get_normalized_expression(library_size=0)

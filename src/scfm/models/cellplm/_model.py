@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
@@ -149,6 +152,90 @@ class CellPLM(FoundationModel):
                 "drop their cells or fix the gene names (e.g. strip a genome prefix such as 'hg19_')"
             )
         return groups.astype(np.int64), masks
+
+    def get_normalized_expression(
+        self,
+        adata: AnnData | None = None,
+        indices: np.ndarray | None = None,
+        *,
+        gene_list: list[str] | None = None,
+        library_size: float | Literal["latent"] = "latent",
+        context: int | None = None,
+        seed: int = 0,
+        block_size: int = 4096,
+        device: str = "auto",
+        progress: bool = False,
+        return_numpy: bool = False,
+    ) -> pd.DataFrame | np.ndarray:
+        """Denoised expression of the cells (scvi-tools' name): the model's expected counts for the matched genes.
+
+        The same values as :func:`scfm.tl.denoise` writes for these cells, genes and ``context``/``seed`` (which
+        cells share a sentence); the registered ``layer``, ``sample_key`` and ``spatial_key`` are used.
+
+        Parameters
+        ----------
+        adata
+            AnnData to read (default: the registered one).
+        indices
+            Cells to return (positions or a boolean mask); default all. Sentences are built among these cells.
+        gene_list
+            Genes to return (names of ``var_names`` the vocabulary matched); default every matched gene.
+        library_size
+            ``"latent"``: expected counts at each cell's own depth. A number: each cell's expected counts over the
+            matched genes rescaled to sum to it (e.g. ``1e4``).
+        context, seed, block_size, device, progress
+            As in :meth:`get_latent_representation`.
+        return_numpy
+            Return a float32 array instead of a DataFrame (cells x genes, named).
+
+        Returns
+        -------
+        ``(n_cells, n_genes)`` expected counts, as a DataFrame indexed by ``obs_names`` with gene columns unless
+        ``return_numpy``.
+        """
+        from scfm.genes import GeneRules
+        from scfm.models.base import resolve_device
+
+        if not (library_size == "latent" or (isinstance(library_size, int | float) and library_size > 0)):
+            raise ValueError(f"library_size must be 'latent' or a positive number, got {library_size!r}")
+        adata = self.adata if adata is None else adata
+        rows = checked_rows(indices, adata.n_obs)
+        subset = adata if rows is None else adata[rows]
+        source = expression_source(subset, layer=self._setup_args.get("layer"))
+        plan = self.family().plan_counts(
+            self.pretrained,
+            subset,
+            source,
+            gene_key=self._setup_args.get("gene_key"),
+            sample_key=self._sample_key(),
+            spatial_key=self._setup_args.get("spatial_key"),
+            context=context,
+            seed=seed,
+            min_genes=self._min_genes,
+            on_duplicate=self._on_duplicate,
+            device=resolve_device(device),
+            gene_rules=GeneRules(**self._gene_rules),
+        )
+        names = np.asarray(source.var.index)[plan.alignment.var_index]
+        columns = np.arange(names.size)
+        if gene_list is not None:
+            position = {name: i for i, name in enumerate(names)}
+            unknown = [gene for gene in gene_list if gene not in position]
+            if unknown:
+                raise ValueError(f"gene_list has genes the model did not match: {unknown[:10]}; see pp.gene_overlap")
+            columns = np.array([position[gene] for gene in gene_list], dtype=np.int64)
+        expected = np.zeros((subset.n_obs, names.size), dtype=np.float32)
+        for cells, values in self.family().iter_expected_counts(
+            plan, plan.alignment.token_ids, block_size=block_size, progress=progress
+        ):
+            expected[cells] = values
+        if library_size != "latent":
+            totals = expected.sum(axis=1, keepdims=True)
+            expected = expected * (float(library_size) / np.maximum(totals, 1e-12))
+        expected = expected[:, columns]
+        if return_numpy:
+            return expected
+        return pd.DataFrame(expected, index=np.asarray(subset.obs_names), columns=names[columns])
 
     # -- training ---------------------------------------------------------------------------------
     def train(self, max_epochs: int = 20, *, warmup_steps: int = 50, **kwargs) -> None:
