@@ -29,37 +29,14 @@ def training_copy(
     vocab: GeneVocab,
     min_genes: int,
     gene_rules: GeneRules = GeneRules(),
-) -> AnnData:
-    """Return a new AnnData of the in-vocabulary genes of ``adata`` (CSR) with the given ``obs`` columns.
+) -> tuple[AnnData, GeneAlignment]:
+    """Return a new AnnData of the in-vocabulary genes of ``adata`` (CSR) and the alignment it was made from.
 
+    The copy holds the given ``obs`` columns; the alignment of ``adata``'s genes is returned for provenance.
     Genes are named by their vocabulary token, so a later alignment is exact and two copies share a gene
     exactly when they share its name. ``gene_rules`` say how the names of ``adata`` are read
     (:func:`~scfm.genes.align_genes`).
     """
-    return aligned_training_copy(
-        adata,
-        obs_columns,
-        layer=layer,
-        use_raw=use_raw,
-        gene_key=gene_key,
-        vocab=vocab,
-        min_genes=min_genes,
-        gene_rules=gene_rules,
-    )[0]
-
-
-def aligned_training_copy(
-    adata: AnnData,
-    obs_columns: dict[str, pd.Series],
-    *,
-    layer: str | None,
-    use_raw: bool,
-    gene_key: str | None,
-    vocab: GeneVocab,
-    min_genes: int,
-    gene_rules: GeneRules = GeneRules(),
-) -> tuple[AnnData, GeneAlignment]:
-    """Return :func:`training_copy` and the alignment of ``adata``'s genes it was made from (for provenance)."""
     source = expression_source(adata, layer=layer, use_raw=use_raw)
     if source.is_backed:
         raise ValueError("fine-tuning needs the matrix in memory; load the AnnData without backed mode")

@@ -9,9 +9,9 @@ from anndata import AnnData
 from scfm.data import (
     HEAD_LR_FACTOR,
     accelerator_for,
-    aligned_training_copy,
     expression_source,
     highly_variable_subset,
+    training_copy,
 )
 from scfm.genes import align_genes
 
@@ -30,7 +30,7 @@ def annotate_with_reference(
     from ._model import SCGPT
 
     vocab, categories, min_genes = pretrained.vocab, request.categories, request.min_genes
-    query, query_alignment = aligned_training_copy(
+    query, query_alignment = training_copy(
         adata,
         {},
         layer=request.layer,
@@ -40,7 +40,7 @@ def annotate_with_reference(
         min_genes=min_genes,
         gene_rules=request.gene_rules,
     )
-    ref, reference_alignment = aligned_training_copy(
+    ref, reference_alignment = training_copy(
         reference,
         {"label": pd.Categorical(request.labels, categories=categories)},
         layer=request.reference_layer,

@@ -7,7 +7,7 @@ import time
 import numpy as np
 from anndata import AnnData
 
-from scfm.data import HEAD_LR_FACTOR, accelerator_for, aligned_training_copy, highly_variable_subset
+from scfm.data import HEAD_LR_FACTOR, accelerator_for, highly_variable_subset, training_copy
 
 from ..base import Integration, IntegrationRequest, Pretrained
 
@@ -16,7 +16,7 @@ def integrate_batches(pretrained: Pretrained, adata: AnnData, request: Integrati
     """Fine-tune a copy of ``pretrained`` on a training copy of ``adata`` and return its L2-normalised embedding."""
     from ._model import SCGPT
 
-    work, alignment = aligned_training_copy(
+    work, alignment = training_copy(
         adata,
         dict(request.columns),
         layer=request.layer,
