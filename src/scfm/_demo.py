@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import scanpy as sc
 
@@ -29,13 +30,14 @@ def run_demo(out_dir: str | Path = "scfm_demo_output", *, model=None, device: st
     keys = ("X_scfm", "X_pca_baseline")
     scores = {key: bench.label_silhouette(adata, key, "bulk_labels") for key in keys}
     accuracy = {key: bench.knn_accuracy(adata, key, "bulk_labels") for key in keys}
-    pl.embedding_comparison(
+    figure = pl.embedding_comparison(
         adata,
         ["X_scfm", "X_pca_baseline"],
         color="bulk_labels",
         titles=[f"scfm ({provenance['model']})", "HVG + PCA (baseline)"],
         path=out / "umap.png",
     )
+    plt.close(figure)  # written to a file; nothing is shown
     report = {
         "cells": adata.n_obs,
         "seconds": seconds,

@@ -81,9 +81,6 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import matplotlib
-
-    matplotlib.use("Agg")  # the command line owns its process: draw to files, never to a window
     from scfm._demo import run_demo
 
     run_demo(args.out, model=args.model, device=args.device)
