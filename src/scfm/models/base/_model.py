@@ -25,7 +25,7 @@ from scvi.model.base import BaseModelClass
 
 from scfm._validation import RULES, anndata, check_argument, checked_arguments
 from scfm.data import ExpressionSource, expression_source
-from scfm.genes import GeneAlignment, GeneVocab, align_genes, vocabulary_genes
+from scfm.genes import GeneAlignment, GeneRules, GeneVocab, align_genes, vocabulary_genes
 from scfm.tokenize import check_values
 from scfm.train import WarmupCosineTrainingPlan
 
@@ -95,7 +95,7 @@ class FoundationModel(BaseModelClass):
         self._check_vocab(vocab)
         self.vocab = vocab
         self._min_genes, self._on_duplicate = min_genes, on_duplicate
-        self._gene_rules = {"gene_id_type": gene_id_type, "species": species, "aliases": aliases}
+        self._gene_rules = GeneRules(gene_id_type=gene_id_type, species=species, aliases=aliases)
         self.alignment = self._align(source)
         if config is None:
             config = self._new_config(vocab, **config_kwargs)
@@ -226,7 +226,7 @@ class FoundationModel(BaseModelClass):
             gene_key=self._setup_args.get("gene_key"),
             min_genes=self._min_genes,
             on_duplicate=self._on_duplicate,
-            **self._gene_rules,
+            **self._gene_rules.as_kwargs(),
         )
 
     def _source_and_alignment(self, adata: AnnData | None) -> tuple[AnnData, ExpressionSource, GeneAlignment]:

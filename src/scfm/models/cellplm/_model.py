@@ -193,7 +193,6 @@ class CellPLM(FoundationModel):
         ``(n_cells, n_genes)`` expected counts, as a DataFrame indexed by ``obs_names`` with gene columns unless
         ``return_numpy``.
         """
-        from scfm.genes import GeneRules
         from scfm.models.base import resolve_device
 
         if not (library_size == "latent" or (isinstance(library_size, int | float) and library_size > 0)):
@@ -214,7 +213,7 @@ class CellPLM(FoundationModel):
             min_genes=self._min_genes,
             on_duplicate=self._on_duplicate,
             device=resolve_device(device),
-            gene_rules=GeneRules(**self._gene_rules),
+            gene_rules=self._gene_rules,
         )
         names = np.asarray(source.var.index)[plan.alignment.var_index]
         columns = np.arange(names.size)
