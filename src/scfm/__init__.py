@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("bench", "data", "errors", "genes", "models", "nn", "pl", "pp", "tl", "tokenize", "train")
+_SUBMODULES = ("bench", "data", "datasets", "errors", "genes", "models", "nn", "pl", "pp", "tl", "tokenize", "train")
 
 if TYPE_CHECKING:
-    from . import bench, data, errors, genes, models, nn, pl, pp, tl, tokenize, train  # noqa: F401
+    from . import bench, data, datasets, errors, genes, models, nn, pl, pp, tl, tokenize, train  # noqa: F401
 
 
 def __getattr__(name: str):
