@@ -103,6 +103,14 @@ def _convert_cellplm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_tgpt(args: argparse.Namespace) -> int:
+    from scfm.models.tgpt import write_converted_tgpt
+
+    path = write_converted_tgpt(args.source, args.destination, overwrite=args.overwrite)
+    print(f"wrote scfm checkpoint {path} (model card: {path / 'model_card.md'})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``scfm`` argument parser with its subcommands.
 
@@ -181,6 +189,19 @@ def build_parser() -> argparse.ArgumentParser:
     cellplm.add_argument("destination", help="scfm checkpoint directory to write")
     cellplm.add_argument("--overwrite", action="store_true", help="replace DESTINATION if it exists")
     cellplm.set_defaults(func=_convert_cellplm)
+    tgpt = families.add_parser(
+        "tgpt",
+        help="a reference tGPT directory (Hugging Face GPT-2: config.json, tokenizer.json, pytorch_model.bin)",
+        description="Convert a reference tGPT directory (GPT-2 causal LM over ranked gene tokens) into an scfm "
+        "checkpoint directory. Every tensor is mapped or named in an error; the tokenizer's vocabulary becomes "
+        "vocab.json; the model card records the source files and their sha256.",
+    )
+    tgpt.add_argument(
+        "source", help="directory with config.json, tokenizer.json and pytorch_model.bin or model.safetensors"
+    )
+    tgpt.add_argument("destination", help="scfm checkpoint directory to write")
+    tgpt.add_argument("--overwrite", action="store_true", help="replace DESTINATION if it exists")
+    tgpt.set_defaults(func=_convert_tgpt)
 
     pretrain = sub.add_parser(
         "pretrain",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ..base._config import ConfigDict
 
 FAMILY = "tgpt"
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 
 
 @dataclass
@@ -27,12 +28,24 @@ class TGPTConfig(ConfigDict):
     max_len
         Tokens per sample, ``begin`` included; the highest-ranked genes are kept.
     activation
-        Feed-forward activation.
+        Feed-forward activation: ``"gelu"`` (exact), ``"gelu_tanh"`` (the tanh approximation GPT-2 calls
+        ``gelu_new``) or ``"relu"``.
+    end_when_cut
+        ``False`` (scfm's own models): a sample cut to the context ends without ``end``, so it holds
+        ``max_len - 1`` genes. ``True`` (models converted from the reference tGPT, whose tokenizer template always
+        appends its end token after truncation): every sample ends with ``end`` and holds at most ``max_len - 2``
+        genes.
+    tied_head
+        ``True``: the next-gene head is the token embedding (GPT-2's ``tie_word_embeddings``); ``False``: a separate
+        bias-free linear head (``next_token_head``).
     family
         Always ``"tgpt"``; checked when a checkpoint is loaded.
     extra
         Free-form provenance.
     """
+
+    # options added for checkpoints converted from the reference tGPT; their defaults are what older checkpoints compute
+    added_later: ClassVar[frozenset[str]] = frozenset({"end_when_cut", "tied_head"})
 
     n_tokens: int
     pad_id: int = 0
@@ -45,6 +58,8 @@ class TGPTConfig(ConfigDict):
     dropout: float = 0.0
     max_len: int = 256
     activation: str = "gelu"
+    end_when_cut: bool = False
+    tied_head: bool = True
     family: str = FAMILY
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -60,6 +75,10 @@ class TGPTConfig(ConfigDict):
             problems.append(f"{outside} outside the vocabulary of {self.n_tokens} tokens")
         if len(set(specials.values())) != 3:
             problems.append(f"pad_id, begin_id and end_id must differ, got {specials}")
+        if self.activation not in ACTIVATIONS:
+            problems.append(f"activation must be one of {list(ACTIVATIONS)}, got {self.activation!r}")
+        if self.end_when_cut and self.max_len < 3:
+            problems.append(f"end_when_cut needs max_len >= 3 (begin, a gene, end), got {self.max_len}")
         if self.family != FAMILY:
             problems.append(f"family is {self.family!r}, expected {FAMILY!r}")
         if problems:

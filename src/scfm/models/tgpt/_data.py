@@ -25,8 +25,8 @@ class RankedSampleDataset(Dataset):
         Token id per column (``-1``: outside the vocabulary).
     rows
         Row positions of this dataset, in item order.
-    begin_id, end_id, max_len
-        See :func:`scfm.tokenize.rank_tokens`.
+    begin_id, end_id, max_len, end_when_cut
+        See :func:`scfm.models.tgpt.rank_tokens`.
     """
 
     def __init__(
@@ -38,13 +38,21 @@ class RankedSampleDataset(Dataset):
         begin_id: int,
         end_id: int,
         max_len: int,
+        end_when_cut: bool = False,
     ) -> None:
         self.matrix = sp.csr_matrix(matrix) if not sp.isspmatrix_csr(matrix) else matrix
         self.column_token_ids = np.asarray(column_token_ids, dtype=np.int64)
         self.rows = np.asarray(rows, dtype=np.int64)
-        self.begin_id, self.end_id, self.max_len = begin_id, end_id, max_len
+        self.begin_id, self.end_id, self.max_len, self.end_when_cut = begin_id, end_id, max_len, end_when_cut
         # validates the column map and the values once, so that items can skip the checks
-        rank_tokenize_csr(self.matrix[:0], self.column_token_ids, begin_id=begin_id, end_id=end_id, max_len=max_len)
+        rank_tokenize_csr(
+            self.matrix[:0],
+            self.column_token_ids,
+            begin_id=begin_id,
+            end_id=end_id,
+            max_len=max_len,
+            end_when_cut=end_when_cut,
+        )
         check_values(self.matrix.data, where="the training matrix")
 
     def __len__(self) -> int:
@@ -56,7 +64,14 @@ class RankedSampleDataset(Dataset):
         ids = self.column_token_ids[self.matrix.indices[start:stop]]
         values = self.matrix.data[start:stop]
         keep = (ids >= 0) & (values > 0)
-        return rank_tokens(ids[keep], values[keep], begin_id=self.begin_id, end_id=self.end_id, max_len=self.max_len)
+        return rank_tokens(
+            ids[keep],
+            values[keep],
+            begin_id=self.begin_id,
+            end_id=self.end_id,
+            max_len=self.max_len,
+            end_when_cut=self.end_when_cut,
+        )
 
 
 class PadTokens:

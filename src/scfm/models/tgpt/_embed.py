@@ -41,7 +41,12 @@ class RankBlockTokenizer:
     def encode(self, block: sp.csr_matrix, start: int, stop: int, input_kind: str) -> TokenizedBlock:
         config = self.config
         sequences = rank_tokenize_csr(
-            block, self.column_token_ids, begin_id=config.begin_id, end_id=config.end_id, max_len=config.max_len
+            block,
+            self.column_token_ids,
+            begin_id=config.begin_id,
+            end_id=config.end_id,
+            max_len=config.max_len,
+            end_when_cut=config.end_when_cut,
         )
         lengths = np.array([len(s) for s in sequences])
         raise_if_no_known_genes(
@@ -53,11 +58,21 @@ class RankBlockTokenizer:
             noun="samples",
             why="a tGPT embedding averages over expressed genes",
         )
+        if config.end_when_cut:  # every sequence ends with <end>: a cut one is the one that fills the context
+            known = self._known_genes_per_row(block)
+            n_truncated = int((known > config.max_len - 2).sum())
+        else:
+            n_truncated = int(sum(s[-1] != config.end_id for s in sequences))
         counters = {
-            "n_truncated": int(sum(s[-1] != config.end_id for s in sequences)),
+            "n_truncated": n_truncated,
             "n_tokens": int(lengths.sum()),
         }
         return TokenizedBlock(sequences, lengths, counters)
+
+    def _known_genes_per_row(self, block) -> np.ndarray:
+        csr = sp.csr_matrix(block) if not sp.isspmatrix_csr(block) else block
+        expressed = (self.column_token_ids[csr.indices] >= 0) & (csr.data > 0)
+        return np.diff(np.concatenate([[0], np.cumsum(expressed)])[csr.indptr])
 
     def collate(self, items: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
         return self.pad(list(items))

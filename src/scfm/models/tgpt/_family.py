@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 from ..base import Embedding, EmbedRequest, EmbedsBulk, EmbedsCells, Family, Pretrained, decoder_vocab_problem
 from ._config import TGPTConfig
+from ._convert import is_reference_tgpt_dir, pretrained_from_reference
 from ._embed import embed_ranked
 from ._module import TGPTModule
 
@@ -25,6 +28,12 @@ class TGPTFamily(Family, EmbedsCells, EmbedsBulk):
         from ._model import TGPT
 
         return TGPT
+
+    def recognises(self, path: str | os.PathLike) -> bool:
+        return is_reference_tgpt_dir(path)
+
+    def from_reference(self, path: str | os.PathLike) -> Pretrained:
+        return pretrained_from_reference(path)
 
     def embed(self, pretrained: Pretrained, adata, source, alignment, request: EmbedRequest) -> Embedding:
         result = embed_ranked(

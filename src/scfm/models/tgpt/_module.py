@@ -23,11 +23,18 @@ def causal_padding_mask(padding: torch.Tensor) -> torch.Tensor:
     return causal[None, None] & (~padding)[:, None, None, :]
 
 
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU with the tanh approximation (GPT-2's ``gelu_new``)."""
+    return F.gelu(x, approximate="tanh")
+
+
 class TGPTModule(BaseModuleClass):
     """The tGPT network.
 
     Token and learned position embeddings, a pre-norm causal :class:`~scfm.nn.TransformerStack`, and a next-gene head
-    tied to the token embedding.
+    tied to the token embedding (``config.tied_head=False``: a separate bias-free linear head). This is GPT-2's
+    layout (pre-norm blocks, a final norm, learned positions), so a reference tGPT checkpoint maps onto it tensor
+    for tensor (:mod:`scfm.models.tgpt._convert`).
 
     The sample embedding is the mean of the last hidden states over the gene tokens (``begin``, ``end`` and
     padding excluded), as in the paper.
@@ -40,9 +47,15 @@ class TGPTModule(BaseModuleClass):
         self.token_embedding = nn.Embedding(config.n_tokens, d, padding_idx=config.pad_id)
         self.position_embedding = nn.Embedding(config.max_len, d)
         self.dropout = nn.Dropout(config.dropout)
+        activation = "gelu" if config.activation == "gelu_tanh" else config.activation
         self.transformer = TransformerStack(
-            config.n_layers, d, config.n_heads, config.d_hidden, config.dropout, config.activation, norm_first=True
+            config.n_layers, d, config.n_heads, config.d_hidden, config.dropout, activation, norm_first=True
         )
+        if config.activation == "gelu_tanh":  # the activation is a plain function of each layer: no weights change
+            for layer in self.transformer.layers:
+                layer.activation = gelu_tanh
+        if not config.tied_head:
+            self.next_token_head = nn.Linear(d, config.n_tokens, bias=False)
         # Small embeddings keep the tied head's initial logits near zero (unit-variance rows would give
         # logits of size sqrt(d_model) and a first loss several times log(n_tokens)).
         nn.init.normal_(self.token_embedding.weight, std=0.02)
@@ -63,6 +76,8 @@ class TGPTModule(BaseModuleClass):
 
     def next_token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits over the vocabulary for the token after each position (head tied to the token embedding)."""
+        if not self.config.tied_head:
+            return self.next_token_head(hidden)
         return hidden @ self.token_embedding.weight.T
 
     def next_gene_loss(self, token_ids: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:

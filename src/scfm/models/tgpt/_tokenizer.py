@@ -29,15 +29,29 @@ def rank_genes(gene_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
     return gene_ids[np.lexsort((gene_ids, -values))]
 
 
-def rank_tokens(gene_ids: np.ndarray, values: np.ndarray, *, begin_id: int, end_id: int, max_len: int) -> np.ndarray:
+def rank_tokens(
+    gene_ids: np.ndarray,
+    values: np.ndarray,
+    *,
+    begin_id: int,
+    end_id: int,
+    max_len: int,
+    end_when_cut: bool = False,
+) -> np.ndarray:
     """Token sequence of one sample: ``begin``, the ranked genes, ``end``; at most ``max_len`` tokens.
 
     ``end`` means "no further expressed gene": a sample with more expressed genes than fit is cut to its
     ``max_len - 1`` highest genes and gets no ``end`` token, so a causal model never learns to stop early.
+    With ``end_when_cut=True`` (the reference tGPT tokenizer, whose template appends its end token after
+    truncation) a cut sample keeps its ``max_len - 2`` highest genes and still ends with ``end``.
     """
     if max_len < 2:
         raise ValueError(f"max_len must be at least 2 (the begin token and one gene), got {max_len}")
     ranked = rank_genes(gene_ids, values)
+    if end_when_cut:
+        if max_len < 3:
+            raise ValueError(f"end_when_cut needs max_len >= 3 (begin, a gene, end), got {max_len}")
+        return np.concatenate([[begin_id], ranked[: max_len - 2], [end_id]]).astype(np.int64)
     if ranked.size > max_len - 2:
         return np.concatenate([[begin_id], ranked[: max_len - 1]]).astype(np.int64)
     return np.concatenate([[begin_id], ranked, [end_id]]).astype(np.int64)
@@ -50,6 +64,7 @@ def rank_tokenize_csr(
     begin_id: int,
     end_id: int,
     max_len: int,
+    end_when_cut: bool = False,
 ) -> list[np.ndarray]:
     """Rank tokens of every row (cell or bulk sample) of a block.
 
@@ -66,6 +81,8 @@ def rank_tokenize_csr(
         Token ids that open and close a sequence.
     max_len
         Tokens per sample including ``begin`` (and ``end`` when the whole ranking fits).
+    end_when_cut
+        See :func:`rank_tokens`.
 
     Returns
     -------
@@ -87,5 +104,9 @@ def rank_tokenize_csr(
         columns, values = csr.indices[start:stop], csr.data[start:stop]
         ids = column_token_ids[columns]
         keep = (ids >= 0) & (values > 0)
-        out.append(rank_tokens(ids[keep], values[keep], begin_id=begin_id, end_id=end_id, max_len=max_len))
+        out.append(
+            rank_tokens(
+                ids[keep], values[keep], begin_id=begin_id, end_id=end_id, max_len=max_len, end_when_cut=end_when_cut
+            )
+        )
     return out
