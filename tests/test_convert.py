@@ -278,12 +278,15 @@ def test_other_architecture_lists_unknown_tensors(reference, tmp_path):
     state = torch.load(tmp_path / "ref" / "best_model.pt", weights_only=True)
     state["cls_decoder.out_layer.weight"] = torch.zeros(4, D_MODEL)
     state["perturbation_head.weight"] = torch.zeros(2, 2)
+    state["flag_encoder.weight"] = torch.zeros(2, D_MODEL)
     torch.save(state, tmp_path / "ref" / "best_model.pt")
     with pytest.raises(CheckpointError, match=r"perturbation_head\.weight") as err:
         convert_scgpt_checkpoint(tmp_path / "ref")
-    assert "drop=['cls_decoder']" in str(err.value)
-    del state["perturbation_head.weight"]
+    assert "drop=['flag_encoder']" in str(err.value)
+    del state["perturbation_head.weight"], state["flag_encoder.weight"]
     torch.save(state, tmp_path / "ref" / "best_model.pt")
+    with pytest.raises(CheckpointError, match="no class names"):  # a head without its label mapping
+        convert_scgpt_checkpoint(tmp_path / "ref")
     converted = convert_scgpt_checkpoint(tmp_path / "ref", drop=["cls_decoder"])
     assert converted.report.dropped == ["cls_decoder.out_layer.weight"]
     assert "cls_decoder.out_layer.weight" in converted.model_card
@@ -317,3 +320,164 @@ def test_ddp_prefix_is_stripped(reference):
     state = {f"module.{k}": v for k, v in model.state_dict().items()}
     mapped, report = map_reference_state_dict(state)
     assert report.stripped_prefix == "module." and "gene_embedding.embedding.weight" in mapped
+
+
+# -- fine-tuned heads --------------------------------------------------------------------------------------
+
+CLASSES = ["B cell", "T cell", "NK cell", "monocyte"]
+
+
+def _reference_mlp(n_out: int, activation) -> nn.Module:
+    """scGPT's ClsDecoder / AdversarialDiscriminator layout: ``_decoder`` (Linear, act, LayerNorm) x 2 + out_layer."""
+    head = nn.Module()
+    head._decoder = nn.ModuleList(
+        [nn.Linear(D_MODEL, D_MODEL), activation(), nn.LayerNorm(D_MODEL)] * 1
+        + [nn.Linear(D_MODEL, D_MODEL), activation(), nn.LayerNorm(D_MODEL)]
+    )
+    head.out_layer = nn.Linear(D_MODEL, n_out)
+    for p in head.parameters():
+        nn.init.normal_(p, std=0.3)
+    return head
+
+
+def _run_mlp(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    for layer in head._decoder:
+        x = layer(x)
+    return head.out_layer(x)
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory):
+    """A fine-tuned annotation checkpoint: cls_decoder (4 classes), batch discriminator, id2type.json."""
+    torch.manual_seed(3)
+    vocab = _vocab_dict()
+    model = ReferenceLayout(len(vocab), pad_id=vocab["<pad>"], explicit_zero=True).eval()
+    model.cls_decoder = _reference_mlp(len(CLASSES), nn.ReLU)
+    model.grad_reverse_discriminator = _reference_mlp(3, nn.LeakyReLU)
+    path = tmp_path_factory.mktemp("finetuned") / "scgpt_annotation"
+    _write_reference(path, vocab, model.eval())
+    (path / "id2type.json").write_text(json.dumps(dict(enumerate(CLASSES))))
+    return path, vocab, model
+
+
+def test_finetuned_heads_match_reference(finetuned):
+    path, vocab, model = finetuned
+    converted = convert_scgpt_checkpoint(path)
+    module, config = converted.module, converted.module.config
+    assert config.label_categories == CLASSES and config.batch_discriminator and config.n_batches == 3
+    assert not config.batch_embedding and not config.classifier_standardise and config.classifier_layers == 3
+    ids, values = _tokens(vocab)
+    with torch.no_grad():
+        cell = model.hidden(ids, values, vocab["<pad>"])[:, 0]
+        out = module.encode(ids, values)
+        heads = module.generative(out["hidden"], out["cell_embedding"])
+        torch.testing.assert_close(
+            module.classify(ids, values), _run_mlp(model.cls_decoder, cell), atol=1e-5, rtol=1e-5
+        )
+        torch.testing.assert_close(heads["cls"], _run_mlp(model.cls_decoder, cell), atol=1e-5, rtol=1e-5)
+        ref_dar = _run_mlp(model.grad_reverse_discriminator, cell)
+        torch.testing.assert_close(heads["dar"], ref_dar, atol=1e-5, rtol=1e-5)
+    assert "cell-type classifier over 4 classes" in converted.model_card
+
+
+def test_converted_annotation_checkpoint_predicts(finetuned, tmp_path):
+    import anndata as ad
+    import scipy.sparse as sp
+
+    path, vocab, model = finetuned
+    out = write_converted_checkpoint(path, tmp_path / "annotation")
+    rng = np.random.default_rng(1)
+    adata = ad.AnnData(sp.csr_matrix(rng.poisson(0.8, size=(12, len(GENES))).astype(np.float32)))
+    adata.var_names = GENES
+    predicted = SCGPT.from_pretrained(str(out), adata.copy(), min_genes=10).predict(adata)
+    assert list(predicted.columns) == CLASSES and np.allclose(predicted.to_numpy().sum(1), 1, atol=1e-5)
+    direct = SCGPT.from_scgpt_checkpoint(path, adata.copy(), min_genes=10).predict(adata)
+    np.testing.assert_allclose(predicted.to_numpy(), direct.to_numpy(), atol=1e-6)
+    # the same probabilities as the reference head on scfm's tokens of the cells
+    from scfm.genes import align_genes
+    from scfm.models.scgpt import BinningConfig, pad_cells, tokenize_csr
+
+    config = load_pretrained(out).module.config
+    alignment = align_genes(adata.var, load_pretrained(out).vocab, min_genes=10)
+    cells = tokenize_csr(adata.X, alignment.column_token_ids(), cls_id=config.cls_id, config=BinningConfig())
+    ids, values = pad_cells(cells, pad_id=config.pad_id, pad_value=config.pad_value)
+    with torch.no_grad():
+        ref = torch.softmax(_run_mlp(model.cls_decoder, model.hidden(ids, values, vocab["<pad>"])[:, 0]), 1)
+    np.testing.assert_allclose(predicted.to_numpy(), ref.numpy(), atol=1e-5)
+    assert (predicted.to_numpy().argmax(1) == ref.numpy().argmax(1)).all()
+
+
+def test_label_names_supplied_by_the_user(finetuned, tmp_path):
+    path, _, _ = finetuned
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("args.json", "vocab.json", "best_model.pt"):
+        (bare / name).write_bytes((path / name).read_bytes())
+    with pytest.raises(CheckpointError, match=r"id2type\.json"):
+        convert_scgpt_checkpoint(bare)
+    names = ["b", "t", "nk", "mono"]
+    assert convert_scgpt_checkpoint(bare, label_names=names).module.config.label_categories == names
+    (tmp_path / "labels.json").write_text(json.dumps(names))
+    assert convert_scgpt_checkpoint(bare, label_names=tmp_path / "labels.json").module.config.label_categories == names
+    with pytest.raises(CheckpointError, match="3 class names"):
+        convert_scgpt_checkpoint(bare, label_names=names[:3])
+    (tmp_path / "bad.json").write_text(json.dumps({"a": 1}))
+    with pytest.raises(CheckpointError, match=r"bad\.json"):
+        convert_scgpt_checkpoint(bare, label_names=tmp_path / "bad.json")
+    assert (
+        cli_main(["convert", "scgpt", str(bare), str(tmp_path / "cli"), "--labels", str(tmp_path / "labels.json")]) == 0
+    )
+    assert load_checkpoint(tmp_path / "cli").config["label_categories"] == names
+    converted = convert_scgpt_checkpoint(bare, drop=["cls_decoder", "grad_reverse_discriminator"])
+    assert not converted.module.config.label_categories and not converted.module.config.batch_discriminator
+
+
+@pytest.mark.parametrize("style", ["concat query", "sum query"])
+def test_gepc_query_mlp_variants(tmp_path, style):
+    torch.manual_seed(4)
+    vocab = _vocab_dict()
+    model = ReferenceLayout(len(vocab), pad_id=vocab["<pad>"]).eval()
+    width = 64 if style == "concat query" else D_MODEL
+    mvc = nn.Module()
+    mvc.gene2query = nn.Linear(D_MODEL, width)
+    mvc.fc1 = nn.Linear(D_MODEL + width if style == "concat query" else D_MODEL, 64)
+    mvc.hidden_activation = nn.PReLU()
+    mvc.fc2 = nn.Linear(64, 1)
+    with torch.no_grad():
+        mvc.hidden_activation.weight.fill_(0.1)
+    model.mvc_decoder = mvc
+    _write_reference(tmp_path / "ref", vocab, model)
+    module = convert_scgpt_checkpoint(tmp_path / "ref").module
+    assert module.config.gepc_style == style
+    ids, values = _tokens(vocab)
+    with torch.no_grad():
+        cell = model.hidden(ids, values, vocab["<pad>"])[:, 0]
+        query = torch.sigmoid(mvc.gene2query(model.gene_embeddings(ids)))
+        cells = cell[:, None].expand(-1, ids.shape[1], -1)
+        joined = torch.cat([cells, query], 2) if style == "concat query" else cells + query
+        ref = mvc.fc2(mvc.hidden_activation(mvc.fc1(joined))).squeeze(2)
+        out = module.encode(ids, values)
+        ours = module.generative(out["hidden"], out["cell_embedding"], query_gene_ids=ids)["gepc"]["value"]
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_heads_of_wrong_shape_or_depth(finetuned, tmp_path):
+    path, _, _ = finetuned
+    state = torch.load(path / "best_model.pt", weights_only=True)
+    state["cls_decoder.out_layer.weight"] = torch.zeros(4, D_MODEL + 1)
+    torch.save(state, tmp_path / "best_model.pt")
+    for name in ("args.json", "vocab.json", "id2type.json"):
+        (tmp_path / name).write_bytes((path / name).read_bytes())
+    with pytest.raises(CheckpointError, match=r"classifier\.out\.weight"):
+        convert_scgpt_checkpoint(tmp_path)
+    state = torch.load(path / "best_model.pt", weights_only=True)
+    for key in [k for k in state if k.startswith("grad_reverse_discriminator._decoder.3")]:
+        del state[key]
+    torch.save(state, tmp_path / "best_model.pt")
+    with pytest.raises(CheckpointError):
+        convert_scgpt_checkpoint(tmp_path)
+
+
+def test_bundled_scgpt_config_unchanged():
+    config = load_pretrained("scgpt").module.config
+    assert config.gepc_style == "inner product" and config.classifier_standardise and config.classifier_layers == 3

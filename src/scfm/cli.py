@@ -90,7 +90,9 @@ def _demo(args: argparse.Namespace) -> int:
 def _convert_scgpt(args: argparse.Namespace) -> int:
     from scfm.models.scgpt import write_converted_checkpoint
 
-    path = write_converted_checkpoint(args.source, args.destination, drop=args.drop, overwrite=args.overwrite)
+    path = write_converted_checkpoint(
+        args.source, args.destination, drop=args.drop, label_names=args.labels, overwrite=args.overwrite
+    )
     print(f"wrote scfm checkpoint {path} (model card: {path / 'model_card.md'})")
     return 0
 
@@ -173,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         choices=["cls_decoder", "grad_reverse_discriminator", "flag_encoder"],
         help="leave out this reference module on purpose (repeatable); anything else unmapped is an error",
+    )
+    scgpt.add_argument(
+        "--labels",
+        default=None,
+        help='JSON file with the class names of a fine-tuned cls_decoder (a list, or {"0": name, ...}); '
+        "default: id2type.json in SOURCE",
     )
     scgpt.add_argument("--overwrite", action="store_true", help="replace DESTINATION if it exists")
     scgpt.set_defaults(func=_convert_scgpt)

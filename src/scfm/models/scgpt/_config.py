@@ -49,6 +49,15 @@ class SCGPTConfig(ConfigDict):
         Cell-type names of a classification head on the cell embedding (empty: no head).
     gepc_zero_bias
         Give the GEPC zero-probability projection a bias (checkpoints converted from scGPT's code have one).
+    gepc_style
+        GEPC decoder of scGPT's ``MVCDecoder``: ``"inner product"`` (scfm's and the published models'),
+        ``"concat query"`` or ``"sum query"`` (an MLP on the cell embedding and a gene query; imported from
+        fine-tuned reference checkpoints, without zero-probability outputs).
+    classifier_layers
+        Linear layers of the classification head and the batch discriminator (scGPT's ``n_layers_cls``).
+    classifier_standardise
+        Standardise the cell embedding before the classification head and the batch discriminator (scfm's heads;
+        ``False`` for heads imported from scGPT's code, which have none).
     tokenizer_seed
         Global seed mixed into the per-cell seeds of tie-breaking and gene subsampling.
     extra
@@ -63,6 +72,9 @@ class SCGPTConfig(ConfigDict):
             "domain_batchnorm",
             "label_categories",
             "gepc_zero_bias",
+            "gepc_style",
+            "classifier_layers",
+            "classifier_standardise",
         }
     )
 
@@ -90,6 +102,9 @@ class SCGPTConfig(ConfigDict):
     domain_batchnorm: bool = False
     label_categories: list[str] = field(default_factory=list)
     gepc_zero_bias: bool = False
+    gepc_style: Literal["inner product", "concat query", "sum query"] = "inner product"
+    classifier_layers: int = 3
+    classifier_standardise: bool = True
     tokenizer_seed: int = 0
     family: str = FAMILY
     extra: dict[str, Any] = field(default_factory=dict)
@@ -114,6 +129,14 @@ class SCGPTConfig(ConfigDict):
             problems.append(f"{len(self.batch_categories)} batch_categories for n_batches={self.n_batches}")
         if len(set(self.label_categories)) != len(self.label_categories) or len(self.label_categories) == 1:
             problems.append("label_categories must be empty or at least two distinct names")
+        if self.gepc_style not in ("inner product", "concat query", "sum query"):
+            problems.append(
+                f"gepc_style must be 'inner product', 'concat query' or 'sum query', got {self.gepc_style!r}"
+            )
+        if self.gepc_style != "inner product" and (self.predict_zero or (self.n_batches and self.batch_embedding)):
+            problems.append(f"gepc_style={self.gepc_style!r} has no zero-probability output and no batch embedding")
+        if self.classifier_layers < 1:
+            problems.append(f"classifier_layers must be >= 1, got {self.classifier_layers}")
         if self.family != FAMILY:
             problems.append(f"family is {self.family!r}, expected {FAMILY!r}")
         if problems:

@@ -3,6 +3,10 @@
 Every tensor of the reference state dict is mapped to an scfm name by the rules in :data:`KEY_RULES`, or
 named in an error. The flash-attn layout (``self_attn.Wqkv``) and the ``torch.nn.TransformerEncoder`` layout
 (``self_attn.in_proj_weight``) hold the same packed ``[q; k; v]`` projection and map to the same tensor.
+
+Heads of fine-tuned checkpoints import too: the cell-type classifier (``cls_decoder``, class names from
+``id2type.json`` beside the weights or from ``label_names``), the batch discriminator
+(``grad_reverse_discriminator``) and the ``"concat query"`` / ``"sum query"`` GEPC decoders.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from ._module import SCGPTModule
 ARGS_FILE = "args.json"
 VOCAB_FILE = "vocab.json"
 WEIGHTS_FILE = "best_model.pt"
+LABELS_FILE = "id2type.json"
 REFERENCE_FILES = (ARGS_FILE, VOCAB_FILE, WEIGHTS_FILE)
 WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 # Special tokens the reference appends to a vocabulary that lacks them, in this order, before building its model.
@@ -50,6 +55,12 @@ KEY_RULES: tuple[tuple[str, str], ...] = (
     (r"mvc_decoder\.gene2query\.(weight|bias)", r"cell_to_gene_head.gene_to_query.\1"),
     (r"mvc_decoder\.W\.weight", "cell_to_gene_head.value_proj.weight"),
     (r"mvc_decoder\.W_zero_logit\.(weight|bias)", r"cell_to_gene_head.zero_proj.\1"),
+    (r"mvc_decoder\.(fc1|fc2)\.(weight|bias)", r"cell_to_gene_head.\1.\2"),
+    (r"mvc_decoder\.hidden_activation\.weight", "cell_to_gene_head.hidden_activation.weight"),
+    (r"cls_decoder\._decoder\.(\d+)\.(weight|bias)", r"classifier.blocks.\1.\2"),
+    (r"cls_decoder\.out_layer\.(weight|bias)", r"classifier.out.\1"),
+    (r"grad_reverse_discriminator\._decoder\.(\d+)\.(weight|bias)", r"batch_discriminator.classifier.blocks.\1.\2"),
+    (r"grad_reverse_discriminator\.out_layer\.(weight|bias)", r"batch_discriminator.classifier.out.\1"),
 )
 _COMPILED_RULES = tuple((re.compile(pattern + r"\Z"), target) for pattern, target in KEY_RULES)
 _UNSUPPORTED = {
@@ -57,7 +68,6 @@ _UNSUPPORTED = {
     "bn.": "batch norm on the input embeddings",
     "transformer_encoder.fast_transformer_encoder.": "the 'linear' fast-transformer backend",
     "value_encoder.embedding.": "categorical value embeddings (input_emb_style='category')",
-    "mvc_decoder.fc1.": "a GEPC decoder other than 'inner product'",
 }
 
 
@@ -215,9 +225,16 @@ def _map_key(key: str) -> str | None:
 
 
 def config_from_reference(
-    args: dict[str, Any], vocab: GeneVocab, mapped: dict[str, torch.Tensor], source: str
+    args: dict[str, Any],
+    vocab: GeneVocab,
+    mapped: dict[str, torch.Tensor],
+    source: str,
+    label_names: list[str] | None = None,
 ) -> SCGPTConfig:
-    """Build the :class:`SCGPTConfig` from ``args.json`` and the tensor shapes, checking that they agree."""
+    """Build the :class:`SCGPTConfig` from ``args.json`` and the tensor shapes, checking that they agree.
+
+    ``label_names`` are the class names of an imported ``cls_decoder``, in output order.
+    """
     if args.get("input_emb_style", "continuous") != "continuous":
         raise CheckpointError(
             f"{source}: input_emb_style={args['input_emb_style']!r} is not supported (continuous only)"
@@ -251,6 +268,7 @@ def config_from_reference(
     n_batches = (
         mapped["batch_embedding.embedding.weight"].shape[0] if "batch_embedding.embedding.weight" in mapped else 0
     )
+    heads = _head_settings(mapped, int(n_batches), d_model, label_names, source)
     try:
         return SCGPTConfig(
             n_tokens=n_tokens,
@@ -270,11 +288,95 @@ def config_from_reference(
             norm_first=False,
             activation="relu",
             predict_zero="expression_head.zero.0.weight" in mapped,
-            n_batches=int(n_batches),
             gepc_zero_bias=True,
+            **heads,
         )
     except (KeyError, ValueError) as err:
         raise CheckpointError(f"{source}: cannot build an SCGPT config from args.json: {err}") from err
+
+
+def _head_settings(
+    mapped: dict[str, torch.Tensor], n_batches: int, d_model: int, label_names: list[str] | None, source: str
+) -> dict[str, Any]:
+    """Config fields of the imported task heads: classifier, batch discriminator, GEPC style, batch count."""
+    settings: dict[str, Any] = {"n_batches": n_batches}
+    classifier_linears = {int(k.split(".")[2]) for k in mapped if k.startswith("classifier.blocks.")}
+    discriminator = "batch_discriminator.classifier.out.weight" in mapped
+    if "classifier.out.weight" in mapped:
+        n_classes = mapped["classifier.out.weight"].shape[0]
+        if label_names is None:
+            raise CheckpointError(
+                f"{source}: the checkpoint has a cell-type classifier (cls_decoder, {n_classes} classes) but no class "
+                f'names: put {LABELS_FILE} ({{"0": "B cell", ...}}, the id2type mapping of the fine-tuning run) '
+                "beside best_model.pt or pass label_names (CLI: --labels FILE); or drop it (--drop cls_decoder)"
+            )
+        if n_classes < 2:
+            raise CheckpointError(
+                f"{source}: cls_decoder has {n_classes} output; a one-class head is the untrained head of a "
+                "pretraining run: drop it (drop=['cls_decoder'], CLI --drop cls_decoder)"
+            )
+        if len(label_names) != n_classes:
+            raise CheckpointError(
+                f"{source}: {len(label_names)} class names for a cls_decoder with {n_classes} outputs; the label "
+                "mapping belongs to another fine-tuning run"
+            )
+        settings["label_categories"] = [str(name) for name in label_names]
+    elif label_names is not None:
+        raise CheckpointError(f"{source}: class names were given but the checkpoint has no cls_decoder")
+    # (Linear, activation, LayerNorm) blocks: the Linear of block b is entry 3b; the output layer adds one
+    layers = {len({i for i in classifier_linears if i % 3 == 0}) + 1} if "classifier.out.weight" in mapped else set()
+    if discriminator:
+        disc_blocks = {int(k.split(".")[3]) for k in mapped if k.startswith("batch_discriminator.classifier.blocks.")}
+        layers.add(len({i for i in disc_blocks if i % 3 == 0}) + 1)
+        n_disc = mapped["batch_discriminator.classifier.out.weight"].shape[0]
+        if n_batches and n_disc != n_batches:
+            raise CheckpointError(
+                f"{source}: grad_reverse_discriminator predicts {n_disc} batches but batch_encoder has {n_batches}"
+            )
+        settings.update(batch_discriminator=True, n_batches=n_disc, batch_embedding=bool(n_batches))
+    if len(layers) > 1:
+        raise CheckpointError(f"{source}: cls_decoder and grad_reverse_discriminator differ in depth ({layers})")
+    if layers:
+        settings.update(classifier_layers=layers.pop(), classifier_standardise=False)
+    if "cell_to_gene_head.fc1.weight" in mapped:
+        query_width = mapped["cell_to_gene_head.gene_to_query.weight"].shape[0]
+        fc1_in = mapped["cell_to_gene_head.fc1.weight"].shape[1]
+        if fc1_in == d_model + query_width:
+            settings["gepc_style"] = "concat query"
+        elif fc1_in == d_model == query_width:
+            settings["gepc_style"] = "sum query"
+        else:
+            raise CheckpointError(
+                f"{source}: mvc_decoder.fc1 takes {fc1_in} inputs, neither a 'concat query' nor a 'sum query' decoder"
+            )
+    return settings
+
+
+def read_label_names(source: str | os.PathLike | list[str] | None, directory: Path) -> list[str] | None:
+    """Class names of a ``cls_decoder``: a list, a JSON file (list or ``{"0": name}``), or ``id2type.json``."""
+    if source is not None and not isinstance(source, str | os.PathLike):
+        return [str(name) for name in source]
+    file = Path(source).expanduser() if source is not None else directory / LABELS_FILE
+    if not file.is_file():
+        if source is not None:
+            raise CheckpointError(f"label names file {str(file)!r} does not exist")
+        return None
+    try:
+        data = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{file} is not valid JSON ({err})") from err
+    if isinstance(data, list) and all(isinstance(name, str) for name in data):
+        return data
+    if isinstance(data, dict):
+        try:
+            ids = sorted(int(key) for key in data)
+        except ValueError:
+            ids = []
+        if ids == list(range(len(data))) and all(isinstance(v, str) for v in data.values()):
+            return [data[str(i)] if str(i) in data else data[i] for i in ids]
+    raise CheckpointError(
+        f'{file} must hold the class names as a JSON list or as {{"0": name, "1": name, ...}} (ids 0..n-1)'
+    )
 
 
 @dataclass
@@ -291,7 +393,11 @@ class ConvertedSCGPT:
         return _model_card(self)
 
 
-def convert_scgpt_checkpoint(source: str | os.PathLike, drop: tuple[str, ...] | list[str] = ()) -> ConvertedSCGPT:
+def convert_scgpt_checkpoint(
+    source: str | os.PathLike,
+    drop: tuple[str, ...] | list[str] = (),
+    label_names: str | os.PathLike | list[str] | None = None,
+) -> ConvertedSCGPT:
     """Convert a reference scGPT checkpoint directory into an :class:`SCGPTModule`, in memory.
 
     Parameters
@@ -299,13 +405,17 @@ def convert_scgpt_checkpoint(source: str | os.PathLike, drop: tuple[str, ...] | 
     source
         Directory with ``args.json``, ``vocab.json`` and ``best_model.pt``.
     drop
-        Reference modules to leave out on purpose, e.g. ``["cls_decoder"]`` for a fine-tuned annotation
-        model (scfm has no counterpart for them yet). Anything else unmapped is an error.
+        Reference modules to leave out on purpose (``"cls_decoder"``, ``"grad_reverse_discriminator"``,
+        ``"flag_encoder"``). Anything else unmapped is an error.
+    label_names
+        Class names of a fine-tuned ``cls_decoder`` in output order: a list, or a JSON file holding a list or
+        ``{"0": name, ...}``. ``None``: ``id2type.json`` in ``source`` if present.
     """
     reference = read_reference_checkpoint(source)
     weights = str(reference.path / WEIGHTS_FILE)
     mapped, report = map_reference_state_dict(reference.state_dict, drop)
-    config = config_from_reference(reference.args, reference.vocab, mapped, str(reference.path))
+    names = None if "cls_decoder" in drop else read_label_names(label_names, reference.path)
+    config = config_from_reference(reference.args, reference.vocab, mapped, str(reference.path), names)
     config.extra = {
         "converted_from": "scgpt",
         "source": str(reference.path.resolve()),
@@ -329,10 +439,14 @@ def write_converted_checkpoint(
     destination: str | os.PathLike,
     *,
     drop: tuple[str, ...] | list[str] = (),
+    label_names: str | os.PathLike | list[str] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Convert a reference scGPT checkpoint directory and write it as an scfm checkpoint directory (atomically)."""
-    converted = convert_scgpt_checkpoint(source, drop)
+    """Convert a reference scGPT checkpoint directory and write it as an scfm checkpoint directory (atomically).
+
+    ``drop`` and ``label_names`` as in :func:`convert_scgpt_checkpoint`.
+    """
+    converted = convert_scgpt_checkpoint(source, drop, label_names)
     return save_checkpoint(
         destination,
         config=converted.module.config.to_dict(),
@@ -347,6 +461,15 @@ def is_reference_checkpoint_dir(path: str | os.PathLike) -> bool:
     """Whether ``path`` looks like a reference scGPT checkpoint directory (has ``best_model.pt`` and ``args.json``)."""
     path = Path(path).expanduser()
     return path.is_dir() and (path / WEIGHTS_FILE).is_file() and (path / ARGS_FILE).is_file()
+
+
+def _heads_line(config: SCGPTConfig) -> str:
+    heads = [f"GEPC ({config.gepc_style})"]
+    if config.label_categories:
+        heads.append(f"cell-type classifier over {len(config.label_categories)} classes ({config.label_categories})")
+    if config.batch_discriminator:
+        heads.append(f"batch discriminator over {config.n_batches} batches")
+    return "; ".join(heads)
 
 
 def _model_card(converted: ConvertedSCGPT) -> str:
@@ -365,6 +488,7 @@ def _model_card(converted: ConvertedSCGPT) -> str:
 - special tokens appended to vocab.json as the reference does: {appended}
 - attention weights found in the {converted.report.attention_layout} layout
 - tensors mapped: {converted.report.n_mapped}; dropped on request: {dropped}
+- task heads imported: {_heads_line(config)}
 - cell embedding: `<cls>` hidden state, L2-normalised by `scfm.tl.embed` (as scGPT's `embed_data`)
 
 ## Preprocessing
@@ -396,9 +520,13 @@ __all__ = [
 ]
 
 
-def pretrained_from_reference(path: str | os.PathLike, drop: tuple[str, ...] | list[str] = ()) -> Pretrained:
+def pretrained_from_reference(
+    path: str | os.PathLike,
+    drop: tuple[str, ...] | list[str] = (),
+    label_names: str | os.PathLike | list[str] | None = None,
+) -> Pretrained:
     """Convert a reference scGPT checkpoint directory in memory, returning a :class:`~scfm.models.Pretrained`."""
-    converted = convert_scgpt_checkpoint(path, drop)
+    converted = convert_scgpt_checkpoint(path, drop, label_names)
     reference = converted.reference
     return Pretrained(
         "scgpt", converted.module, converted.vocab, reference.path.name, str(reference.path), reference.weights_sha256

@@ -23,6 +23,7 @@ from scfm.nn import (
 from scfm.nn._losses import elastic_cell_similarity, masked_mse, masked_zero_bce
 
 from ._config import SCGPTConfig
+from ._gepc_heads import QueryMLPHead
 
 GENE_IDS = "gene_ids"
 VALUES = "values"
@@ -68,13 +69,24 @@ class SCGPTModule(BaseModuleClass):
         self.batch_embedding = ConditionEmbedding(config.n_batches, d) if with_batch else None
         d_out = 2 * d if self.batch_embedding is not None else d
         self.domain_batchnorm = DomainBatchNorm(d, config.n_batches) if config.domain_batchnorm else None
-        self.batch_discriminator = BatchDiscriminator(d, config.n_batches) if config.batch_discriminator else None
-        n_labels = len(config.label_categories)
-        self.classifier = ClassifierHead(d, n_labels, standardise=True) if n_labels else None
-        self.expression_head = ExpressionHead(d_out, predict_zero=config.predict_zero, d_hidden=d)
-        self.cell_to_gene_head = CellToGeneHead(
-            d, d_out, predict_zero=config.predict_zero, zero_bias=config.gepc_zero_bias
+        self.batch_discriminator = (
+            BatchDiscriminator(d, config.n_batches, config.classifier_layers) if config.batch_discriminator else None
         )
+        if self.batch_discriminator is not None and not config.classifier_standardise:
+            self.batch_discriminator.classifier.standardise = None  # scGPT's AdversarialDiscriminator has none
+        n_labels = len(config.label_categories)
+        self.classifier = (
+            ClassifierHead(d, n_labels, config.classifier_layers, standardise=config.classifier_standardise)
+            if n_labels
+            else None
+        )
+        self.expression_head = ExpressionHead(d_out, predict_zero=config.predict_zero, d_hidden=d)
+        if config.gepc_style == "inner product":
+            self.cell_to_gene_head = CellToGeneHead(
+                d, d_out, predict_zero=config.predict_zero, zero_bias=config.gepc_zero_bias
+            )
+        else:
+            self.cell_to_gene_head = QueryMLPHead(d, concat=config.gepc_style == "concat query")
 
     # -- encoder ---------------------------------------------------------------------------------
     def encode(
