@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import TINY
@@ -199,3 +201,61 @@ def test_cellplm_get_normalized_expression_is_what_denoise_writes(cells, checkpo
         model.get_normalized_expression(gene_list=["NOT_A_GENE"])
     with pytest.raises(ValueError, match="library_size"):
         model.get_normalized_expression(library_size=0)
+
+
+SETUP = {
+    "scgpt": ({"batch_key": "batch", "labels_key": "cell_type"}, {"batch": "batch", "labels": "cell_type"}),
+    "tgpt": ({}, {}),
+    "cellplm": ({"batch_key": "batch", "spatial_key": "xy"}, {"batch": "batch", "sample": "batch"}),
+    "scmulan": ({"metadata_keys": {"cell_type": "cell_type"}}, {"metadata_cell_type": "cell_type"}),
+}
+
+
+def _annotated(cells):
+    adata = cells.copy()
+    adata.obs["batch"] = np.where(np.arange(adata.n_obs) % 2, "b1", "b2")
+    adata.obs["cell_type"] = pd.Series(np.where(np.arange(adata.n_obs) % 3, "T", "B"), index=adata.obs_names)
+    adata.obs.iloc[0, adata.obs.columns.get_loc("cell_type")] = None  # a missing label is allowed
+    adata.obsm["xy"] = np.random.default_rng(0).normal(size=(adata.n_obs, 2))
+    return adata
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_setup_registers_every_key_as_a_field_and_transfers_it(cells, name, tmp_path):
+    cls = FAMILIES[name]
+    setup, categorical = SETUP[name]
+    adata = _annotated(cells)
+    cls.setup_anndata(adata, **setup)
+    torch.manual_seed(0)
+    model = cls(adata, min_genes=10, **CONFIGS[name])
+    registry = model.adata_manager.registry
+    arguments = set(inspect.signature(cls.setup_anndata).parameters) - {"adata", "kwargs"}
+    assert set(registry["setup_args"]) == arguments  # the arguments only, no local variables
+    fields = registry["field_registries"]
+    assert set(fields) == {"X", *categorical, *(["spatial"] if "spatial_key" in setup else [])}
+    for key, column in categorical.items():
+        state = fields[key]["state_registry"]
+        assert state["original_key"] == column
+        expected = sorted(adata.obs[column].dropna().unique())
+        assert list(state["categorical_mapping"]) == expected
+        codes = np.asarray(adata.obs[f"_scvi_{key}"])
+        assert (codes[adata.obs[column].isna().to_numpy()] == -1).all()
+    saved = model.save(tmp_path / "m")
+
+    query = _annotated(cells[:24])
+    query.obs["batch"] = np.where(np.arange(query.n_obs) % 2, "b2", "new")
+    query.obs["cell_type"] = "NK"
+    loaded = cls.load(saved, query, min_genes=10)
+    for key, column in categorical.items():  # registered categories keep their codes, new ones come after
+        mapping = list(loaded.adata_manager.registry["field_registries"][key]["state_registry"]["categorical_mapping"])
+        known = list(fields[key]["state_registry"]["categorical_mapping"])
+        assert mapping[: len(known)] == known and set(mapping[len(known) :]) == set(query.obs[column]) - set(known)
+        codes = np.asarray(query.obs[f"_scvi_{key}"])
+        np.testing.assert_array_equal(np.asarray(mapping, dtype=object)[codes], query.obs[column].to_numpy())
+    if categorical:
+        missing = _annotated(cells[:24]).copy()
+        del missing.obs[next(iter(categorical.values()))]
+        with pytest.raises(KeyError, match=r"not a column of adata\.obs|obs columns that do not exist"):
+            cls.load(saved, missing, min_genes=10)
+    explicit = cls.load(saved, _annotated(cells[:24]), min_genes=10, layer=None, **setup)  # same args: transfer
+    assert explicit._setup_args["layer"] is None

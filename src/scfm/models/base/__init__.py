@@ -48,6 +48,7 @@ from ._family import (
     register_family,
     top_labels,
 )
+from ._fields import ObsCategoryField
 from ._inference import (
     BlockTokenizer,
     EmbeddingResult,
@@ -93,6 +94,7 @@ __all__ = [
     "ModelArg",
     "NoKnownGenesError",
     "NonFiniteOutputError",
+    "ObsCategoryField",
     "PredictsCounts",
     "Pretrained",
     "ReferenceAnnotation",

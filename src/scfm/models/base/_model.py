@@ -20,7 +20,6 @@ from anndata import AnnData
 from lightning.fabric.utilities.seed import seed_everything
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
-from scvi.data.fields import LayerField
 from scvi.model.base import BaseModelClass
 
 from scfm._validation import RULES, anndata, check_argument, checked_arguments
@@ -32,6 +31,7 @@ from scfm.train import WarmupCosineTrainingPlan
 from ._checkpoint import ANNDATA_FILE, SETUP_FILE, save_checkpoint
 from ._device import resolve_device
 from ._family import EmbedRequest, Family, get_family
+from ._fields import GenePanelLayerField, registry_from_json, registry_to_json
 from ._pretrained import Pretrained
 
 
@@ -87,6 +87,7 @@ class FoundationModel(BaseModelClass):
         aliases: bool = False,
         **config_kwargs,
     ) -> None:
+        init_params = self._get_init_params(locals())  # the arguments as given, before any other local exists
         super().__init__(adata)
         source = expression_source(adata, layer=self._setup_args.get("layer"))
         if vocab is None:
@@ -108,7 +109,7 @@ class FoundationModel(BaseModelClass):
         self.checkpoint_name = "untrained"
         self.checkpoint_sha256 = ""
         self._model_summary_string = f"{self._summary()}; {self.alignment.summary()}"
-        self.init_params_ = self._get_init_params(locals())
+        self.init_params_ = init_params
 
     # -- hooks of the families ---------------------------------------------------------------------------------------
     def _new_config(self, vocab: GeneVocab, **config_kwargs):
@@ -175,8 +176,12 @@ class FoundationModel(BaseModelClass):
 
     @classmethod
     def _register(cls, adata: AnnData, setup_method_args: dict, layer: str | None, extra_fields=(), **kwargs) -> None:
-        """Register the expression layer and ``extra_fields`` with scvi-tools."""
-        fields = [LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False), *extra_fields]
+        """Register the expression layer and ``extra_fields`` with scvi-tools.
+
+        ``kwargs`` are scvi-tools' transfer arguments (``source_registry``: the registry of the data a saved model
+        was set up with, whose category mappings the new AnnData's columns are coded with).
+        """
+        fields = [GenePanelLayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False), *extra_fields]
         manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         manager.register_fields(adata, **kwargs)
         cls.register_manager(manager)
@@ -483,7 +488,12 @@ class FoundationModel(BaseModelClass):
             Keyword arguments of :meth:`anndata.AnnData.write_h5ad` (e.g. ``compression="gzip"``), with
             ``save_anndata=True``.
         """
-        setup = {key: value for key, value in self._setup_args.items() if _json_ready(value)}
+        fields = registry_to_json(self.adata_manager.registry)
+        fields.pop(REGISTRY_KEYS.X_KEY, None)  # the gene panel is aligned anew on every AnnData
+        setup = {
+            "setup_args": {key: value for key, value in self._setup_args.items() if _json_ready(value)},
+            "fields": fields,
+        }
         extra_files = {SETUP_FILE: lambda path: path.write_text(json.dumps(setup, indent=2, sort_keys=True) + "\n")}
         if save_anndata:
             extra_files[ANNDATA_FILE] = lambda path: self.adata.write_h5ad(path, **kwargs)
@@ -600,11 +610,23 @@ class FoundationModel(BaseModelClass):
 
             adata = ad.read_h5ad(path / ANNDATA_FILE)
         if (path / SETUP_FILE).is_file():
-            kwargs = {**json.loads((path / SETUP_FILE).read_text()), **kwargs}
+            kwargs = cls._saved_setup(json.loads((path / SETUP_FILE).read_text()), kwargs)
         model = cls.from_pretrained(dir_path, adata, **kwargs)
         target = torch.device("cpu") if accelerator == "cpu" else resolve_device(device)
         model.module.to(target)
         return model
+
+    @classmethod
+    def _saved_setup(cls, saved: dict, kwargs: dict) -> dict:
+        """``kwargs`` completed with the saved setup arguments and, when they are all kept, the saved field states."""
+        if "setup_args" not in saved:  # an earlier setup.json: the arguments only
+            return {**saved, **kwargs}
+        setup_args = saved["setup_args"]
+        kept = all(kwargs[key] == value for key, value in setup_args.items() if key in kwargs)
+        merged = {**setup_args, **kwargs}
+        if kept and saved.get("fields"):
+            merged["source_registry"] = registry_from_json(saved["fields"])
+        return merged
 
 
 def _json_ready(value: Any) -> bool:

@@ -8,12 +8,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
+from scvi import REGISTRY_KEYS
+from scvi.data.fields import ObsmField
 
 from scfm.data import expression_source
 from scfm.genes import GeneVocab
 from scfm.tokenize import check_values, detect_input_kind
 
-from ..base import FoundationModel, checked_rows
+from ..base import FoundationModel, ObsCategoryField, checked_rows
 from ._config import CellPLMConfig
 from ._context import sample_labels, sentences_of, spatial_coordinates
 from ._data import SentenceCollator, SentenceDataModule, sample_codes
@@ -91,8 +93,12 @@ class CellPLM(FoundationModel):
             2-D positional encoding sees them.
         gene_key
             ``var`` column with gene symbols (default ``var_names``).
+        **kwargs
+            scvi-tools' transfer arguments (``source_registry``), as :meth:`load` passes them.
 
-        Nothing is registered when a key is missing or malformed.
+        ``batch_key`` and ``sample_key`` are registered as categorical ``obs`` fields (``"batch"``, ``"sample"``;
+        on a new AnnData, new batches and samples extend the categories), ``spatial_key`` as the ``obsm`` field
+        ``"spatial"``. Nothing is registered when a key is missing or malformed.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         if gene_key is not None and gene_key not in adata.var:
@@ -100,7 +106,13 @@ class CellPLM(FoundationModel):
         sample_labels(adata, batch_key)
         spatial_coordinates(adata, spatial_key, sample_labels(adata, sample_key or batch_key))
         cls._check_expression(adata, layer, gene_key)
-        cls._register(adata, setup_method_args, layer, **kwargs)
+        fields = [
+            ObsCategoryField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+            ObsCategoryField(REGISTRY_KEYS.SAMPLE_KEY, sample_key or batch_key),
+        ]
+        if spatial_key is not None:
+            fields.append(ObsmField("spatial", spatial_key))
+        cls._register(adata, setup_method_args, layer, fields, **kwargs)
 
     # -- helpers ----------------------------------------------------------------------------------
     def _sample_key(self) -> str | None:

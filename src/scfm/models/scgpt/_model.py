@@ -12,13 +12,12 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
-from scvi.data.fields import CategoricalObsField
 
 from scfm.data import CellDataModule, expressed_gene_counts
 from scfm.genes import GeneVocab
 from scfm.tokenize import check_values
 
-from ..base import FoundationModel, Pretrained, checked_rows, load_pretrained
+from ..base import FoundationModel, ObsCategoryField, Pretrained, checked_rows, load_pretrained
 from ._config import SCGPTConfig
 from ._convert import pretrained_from_reference
 from ._data import MaskedValueCollator, TokenizedCellDataset
@@ -121,6 +120,10 @@ class SCGPT(FoundationModel):
     ) -> None:
         """Register the expression matrix, batch and label columns, and the gene-name source.
 
+        ``batch_key`` and ``labels_key`` are registered as the categorical ``obs`` fields ``"batch"`` and
+        ``"labels"`` (missing labels allowed; on a new AnnData new values extend the categories, and
+        :meth:`batch_codes` refuses batches that a model with batch-specific parts was not trained on).
+
         Parameters
         ----------
         adata
@@ -132,6 +135,8 @@ class SCGPT(FoundationModel):
         gene_key
             Column of ``adata.var`` holding gene symbols (``None`` = ``var_names``, with auto-detection of
             common symbol columns when var_names are Ensembl ids).
+        **kwargs
+            scvi-tools' transfer arguments (``source_registry``), as :meth:`load` passes them.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         for key, name in ((batch_key, "batch_key"), (labels_key, "labels_key")):
@@ -139,8 +144,8 @@ class SCGPT(FoundationModel):
                 raise KeyError(f"{name}={key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)})")
         cls._check_expression(adata, layer, gene_key)
         fields = [
-            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
-            CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
+            ObsCategoryField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+            ObsCategoryField(REGISTRY_KEYS.LABELS_KEY, labels_key),
         ]
         cls._register(adata, setup_method_args, layer, fields, **kwargs)
 

@@ -14,7 +14,7 @@ from scfm.data import CellDataModule, expressed_gene_counts, expression_source
 from scfm.genes import GeneVocab
 from scfm.tokenize import check_values, detect_input_kind, normalised_log_values
 
-from ..base import FoundationModel, Pretrained, checked_rows
+from ..base import FoundationModel, ObsCategoryField, Pretrained, checked_rows
 from ._config import SCMulanConfig
 from ._data import CellWordsDataset, CSentenceCollator
 from ._tasks import TermPrediction, generate_anndata, predict_terms
@@ -123,6 +123,11 @@ class SCMulan(FoundationModel):
             distinct values become its terms; missing values, ``""`` and ``"unknown"`` are no term.
         gene_key
             ``var`` column with gene symbols (default: ``var_names``).
+        **kwargs
+            scvi-tools' transfer arguments (``source_registry``), as :meth:`load` passes them.
+
+        Each metadata column is registered as the categorical ``obs`` field ``"metadata_<key>"`` (missing values
+        allowed; on a new AnnData, new values extend the categories).
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         metadata_keys = dict(metadata_keys or {})
@@ -135,7 +140,8 @@ class SCMulan(FoundationModel):
         if bad_keys:
             raise ValueError(f"metadata keys must be non-empty strings without '<' or '>', got {bad_keys}")
         cls._check_expression(adata, layer, gene_key)
-        cls._register(adata, setup_method_args, layer, **kwargs)
+        fields = [ObsCategoryField(f"metadata_{key}", column) for key, column in sorted(metadata_keys.items())]
+        cls._register(adata, setup_method_args, layer, fields, **kwargs)
 
     # -- training ------------------------------------------------------------------------------
     def _term_ids(self) -> np.ndarray:
