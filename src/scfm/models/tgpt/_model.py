@@ -69,12 +69,18 @@ class TGPT(FoundationModel):
         """Next-gene pretraining (causal language modelling over ranked genes)."""
         matrix, column_token_ids = self._training_matrix()
         config = self.config
-        # <begin> + genes + <end>, or the context when the ranking is cut
+        # <begin> + genes + <end>, or the context when the ranking is cut (with or without <end>)
         lengths = np.minimum(expressed_gene_counts(matrix, column_token_ids) + 2, config.max_len)
 
         def make_dataset(rows: np.ndarray) -> RankedSampleDataset:
             return RankedSampleDataset(
-                matrix, column_token_ids, rows, begin_id=config.begin_id, end_id=config.end_id, max_len=config.max_len
+                matrix,
+                column_token_ids,
+                rows,
+                begin_id=config.begin_id,
+                end_id=config.end_id,
+                max_len=config.max_len,
+                end_when_cut=config.end_when_cut,
             )
 
         return CellDataModule(make_dataset, matrix.shape[0], PadTokens(config.pad_id), lengths=lengths, **loader), {}
