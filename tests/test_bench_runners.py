@@ -92,9 +92,9 @@ def test_integration_runner_tidy_table_and_plot(batched_adata, tmp_path):
     assert set(totals.index) == {"hvg_pca", "harmony", "noise"}
     assert totals["harmony"] > totals["noise"]
     assert (table[table.metric_type == "Time"]["value"] > 0).all()
-    fig = benchmark(table, path=tmp_path / "scores.png")
+    ax = benchmark(table, save=tmp_path / "scores.png", show=False)
     assert (tmp_path / "scores.png").stat().st_size > 0
-    assert len(fig.axes) == 1
+    assert len(ax.figure.axes) == 1
     with pytest.raises(ValueError, match="not in the results"):
         benchmark(table, metrics=["nope"])
     with pytest.raises(ValueError, match="unknown baseline"):

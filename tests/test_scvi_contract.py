@@ -116,8 +116,8 @@ def test_embedding_comparison_writes_nothing_into_the_anndata(cells, tmp_path):
     adata.obsm["X_b"] = rng.normal(size=(adata.n_obs, 5)).astype(np.float32)
     adata.obs["group"] = np.where(np.arange(adata.n_obs) % 2, "x", "y")
     keys = (sorted(adata.obsm.keys()), sorted(adata.uns.keys()), sorted(adata.obsp.keys()))
-    fig = scfm.pl.embedding_comparison(adata, ["X_a", "X_b"], color="group", path=tmp_path / "umap.png")
-    assert len(fig.axes) >= 2 and (tmp_path / "umap.png").stat().st_size > 0
+    axes = scfm.pl.embedding_comparison(adata, ["X_a", "X_b"], color="group", save=tmp_path / "umap.png", show=False)
+    assert len(axes) == 2 and (tmp_path / "umap.png").stat().st_size > 0
     assert (sorted(adata.obsm.keys()), sorted(adata.uns.keys()), sorted(adata.obsp.keys())) == keys
 
 
@@ -259,3 +259,45 @@ def test_setup_registers_every_key_as_a_field_and_transfers_it(cells, name, tmp_
             cls.load(saved, missing, min_genes=10)
     explicit = cls.load(saved, _annotated(cells[:24]), min_genes=10, layer=None, **setup)  # same args: transfer
     assert explicit._setup_args["layer"] is None
+
+
+def _scores() -> pd.DataFrame:
+    rows = [("a", "Total", 0.6), ("b", "Total", 0.4), ("a", "Bio conservation", 0.7), ("b", "Bio conservation", 0.5)]
+    return pd.DataFrame(rows, columns=["method", "metric", "value"])
+
+
+@pytest.mark.parametrize("plot", ["benchmark", "embedding_comparison"])
+def test_plots_follow_scanpys_ax_show_save_contract(cells, plot, tmp_path, monkeypatch, request):
+    import matplotlib.pyplot as plt
+    import scanpy as sc
+
+    adata = cells.copy()
+    adata.obsm["X_a"] = np.random.default_rng(0).normal(size=(adata.n_obs, 4)).astype(np.float32)
+    adata.obs["group"] = np.where(np.arange(adata.n_obs) % 2, "x", "y")
+    before = adata.copy()
+    if plot == "benchmark":
+        draw = lambda **kw: scfm.pl.benchmark(_scores(), **kw)  # noqa: E731
+    else:
+        draw = lambda **kw: scfm.pl.embedding_comparison(adata, ["X_a"], color="group", n_neighbors=5, **kw)  # noqa: E731
+    fig, ax = plt.subplots()
+    returned = draw(ax=ax if plot == "benchmark" else [ax], show=False)
+    drawn = returned if plot == "benchmark" else returned[0]
+    assert drawn is ax and plt.fignum_exists(fig.number)  # the caller's Axes, its figure left open
+    figdir, autoshow = sc.settings.figdir, sc.settings.autoshow
+    request.addfinalizer(lambda: setattr(sc.settings, "figdir", figdir))
+    request.addfinalizer(lambda: setattr(sc.settings, "autoshow", autoshow))
+    sc.settings.figdir = tmp_path / "figures"
+    assert draw(save="_suffix.pdf", show=False) is not None
+    assert (tmp_path / "figures" / f"{plot}_suffix.pdf").stat().st_size > 0
+    draw(save=True, show=False)
+    assert (tmp_path / "figures" / f"{plot}.{sc.settings.file_format_figs}").is_file()
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda *a, **k: shown.append(True))
+    assert draw(show=True) is None and shown  # scanpy: a shown plot returns None
+    sc.settings.autoshow = False
+    assert draw() is not None and len(shown) == 1  # show=None follows sc.settings.autoshow
+    with pytest.warns(FutureWarning, match="save=pathlib.Path"):
+        draw(path=tmp_path / "old.png", show=False)
+    assert (tmp_path / "old.png").is_file()
+    assert list(adata.obsm) == list(before.obsm) and list(adata.uns) == list(before.uns) and not adata.obsp
+    plt.close("all")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import scanpy as sc
 
@@ -30,14 +29,14 @@ def run_demo(out_dir: str | Path = "scfm_demo_output", *, model=None, device: st
     keys = ("X_scfm", "X_pca_baseline")
     scores = {key: bench.label_silhouette(adata, key, "bulk_labels") for key in keys}
     accuracy = {key: bench.knn_accuracy(adata, key, "bulk_labels") for key in keys}
-    figure = pl.embedding_comparison(
+    pl.embedding_comparison(
         adata,
         ["X_scfm", "X_pca_baseline"],
         color="bulk_labels",
         titles=[f"scfm ({provenance['model']})", "HVG + PCA (baseline)"],
-        path=out / "umap.png",
+        save=out / "umap.png",
+        show=False,  # written to the file (and closed); nothing is shown
     )
-    plt.close(figure)  # written to a file; nothing is shown
     report = {
         "cells": adata.n_obs,
         "seconds": seconds,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from ._figure import finish_figure
+from ._figure import SaveArg, finish, legacy_path
 
 INTEGRATION_SCORES = ("Total", "Bio conservation", "Batch correction")
 ANNOTATION_SCORES = ("accuracy", "macro_f1")
@@ -18,10 +18,15 @@ def benchmark(
     *,
     metrics: Sequence[str] | None = None,
     title: str | None = None,
+    ax=None,
+    show: bool | None = None,
+    save: SaveArg = None,
     path: str | os.PathLike | None = None,
-    show: bool = False,
 ):
     """Compare methods on their scores, one group of bars per metric.
+
+    A bar chart of the tidy table (scib-metrics' ``Benchmarker.plot_results_table`` draws a Benchmarker object,
+    not a table, and has no annotation scores).
 
     Parameters
     ----------
@@ -32,18 +37,24 @@ def benchmark(
         Metrics to draw. Default: scib's Total, Bio conservation and Batch correction for an integration
         table, accuracy and macro-F1 for an annotation table.
     title
-        Figure title.
-    path
-        Save the figure there (PNG/PDF/SVG by extension).
+        Axes title.
+    ax
+        A matplotlib Axes to draw into (default: a new figure).
     show
-        Show the figure (interactive sessions).
+        Show the figure; ``None`` follows ``sc.settings.autoshow``, as in scanpy.
+    save
+        As in scanpy: ``True`` or a suffix (``"_pancreas.pdf"``) writes to ``sc.settings.figdir``
+        (``benchmark<suffix>``); a :class:`pathlib.Path` is the file itself.
+    path
+        Deprecated: ``save=pathlib.Path(path)``.
 
     Returns
     -------
-    The matplotlib figure.
+    The matplotlib Axes, or ``None`` when the figure was shown.
     """
     import matplotlib.pyplot as plt
 
+    save = legacy_path(save, path, "benchmark")
     missing = {"method", "metric", "value"} - set(results.columns)
     if missing:
         raise ValueError(
@@ -59,7 +70,9 @@ def benchmark(
         raise ValueError("no metric to draw; pass metrics=[...]")
     table = results[results["metric"].isin(metrics)].pivot_table(index="metric", columns="method", values="value")
     table = table.loc[list(metrics)]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(metrics) * max(1, table.shape[1]) / 2.5, 3.6))
+    owns_figure = ax is None
+    if owns_figure:
+        _, ax = plt.subplots(figsize=(1.6 + 1.1 * len(metrics) * max(1, table.shape[1]) / 2.5, 3.6))
     table.plot.bar(ax=ax, rot=0, width=0.8)
     ax.set_xlabel("")
     ax.set_ylabel("score")
@@ -67,4 +80,4 @@ def benchmark(
     ax.legend(title="method", bbox_to_anchor=(1.01, 1), loc="upper left", frameon=False)
     if title:
         ax.set_title(title)
-    return finish_figure(fig, path, show)
+    return finish(ax.figure, ax, writekey="benchmark", save=save, show=show, owns_figure=owns_figure)
