@@ -124,11 +124,19 @@ def write_reference(path, *, layout: str = "bin", n_tokens: int | None = None, s
     return path
 
 
-def gpt2_forward(sd: dict[str, torch.Tensor], ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Independent float64 GPT-2 forward of one sequence: last hidden states and next-token logits."""
+def gpt2_forward(
+    sd: dict[str, torch.Tensor], ids: list[int], token_types: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Independent float64 GPT-2 forward of one sequence: last hidden states and next-token logits.
+
+    ``token_types``: the tokenizer's ``token_type_ids`` (all 0) are passed too, as the reference README does with
+    ``model(**batch)``; GPT-2 embeds them with ``wte``.
+    """
     w = {k.removeprefix("transformer."): v.double() for k, v in sd.items() if v.is_floating_point()}
     ids_t = torch.tensor(ids)
     x = w["wte.weight"][ids_t] + w["wpe.weight"][: len(ids)]
+    if token_types:
+        x = x + w["wte.weight"][0]
 
     def norm(h, name):
         return torch.nn.functional.layer_norm(h, (D,), w[name + ".weight"], w[name + ".bias"], 1e-5)
@@ -273,6 +281,20 @@ def test_bundled_tgpt_still_loads_unchanged():
     pretrained = load_pretrained("tgpt")
     config = pretrained.module.config
     assert not config.end_when_cut and config.tied_head and config.activation == "gelu"
+    assert config.token_type_id is None
+
+
+def test_tokenizer_without_token_type_ids(tmp_path, counts):
+    ref = write_reference(tmp_path / "ref")
+    (ref / "tokenizer_config.json").write_text(json.dumps({"model_input_names": ["input_ids", "attention_mask"]}))
+    converted = convert_tgpt_checkpoint(ref)
+    assert converted.module.config.token_type_id is None and "tokenizer_config.json" in converted.model_card
+    sd = gpt2_state_dict(len(reference_tokens()))
+    ids = reference_ids(counts.X.toarray()[2])
+    _, logits = gpt2_forward(sd, ids, token_types=False)
+    with torch.no_grad():
+        ours = converted.module.next_token_logits(converted.module.hidden_states(torch.tensor([ids])))[0]
+    assert np.abs(ours.double().numpy() - logits).max() < 1e-4
 
 
 # -- bad input ---------------------------------------------------------------------------------------------

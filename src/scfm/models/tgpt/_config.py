@@ -38,6 +38,11 @@ class TGPTConfig(ConfigDict):
     tied_head
         ``True``: the next-gene head is the token embedding (GPT-2's ``tie_word_embeddings``); ``False``: a separate
         bias-free linear head (``next_token_head``).
+    token_type_id
+        ``None`` (scfm's own models): inputs are token + position embeddings. An id: the embedding of that token is
+        added at every position too. The reference tGPT's tokenizer returns ``token_type_ids`` (all 0) and its
+        feature extraction passes them to GPT-2, which embeds them with the token embedding: every position gets
+        the embedding of token 0 added; converted checkpoints set 0 to reproduce that.
     family
         Always ``"tgpt"``; checked when a checkpoint is loaded.
     extra
@@ -45,7 +50,7 @@ class TGPTConfig(ConfigDict):
     """
 
     # options added for checkpoints converted from the reference tGPT; their defaults are what older checkpoints compute
-    added_later: ClassVar[frozenset[str]] = frozenset({"end_when_cut", "tied_head"})
+    added_later: ClassVar[frozenset[str]] = frozenset({"end_when_cut", "tied_head", "token_type_id"})
 
     n_tokens: int
     pad_id: int = 0
@@ -60,6 +65,7 @@ class TGPTConfig(ConfigDict):
     activation: str = "gelu"
     end_when_cut: bool = False
     tied_head: bool = True
+    token_type_id: int | None = None
     family: str = FAMILY
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -79,6 +85,8 @@ class TGPTConfig(ConfigDict):
             problems.append(f"activation must be one of {list(ACTIVATIONS)}, got {self.activation!r}")
         if self.end_when_cut and self.max_len < 3:
             problems.append(f"end_when_cut needs max_len >= 3 (begin, a gene, end), got {self.max_len}")
+        if self.token_type_id is not None and not 0 <= self.token_type_id < self.n_tokens:
+            problems.append(f"token_type_id={self.token_type_id} is outside the vocabulary of {self.n_tokens} tokens")
         if self.family != FAMILY:
             problems.append(f"family is {self.family!r}, expected {FAMILY!r}")
         if problems:

@@ -37,6 +37,7 @@ from ._module import TGPTModule
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 SPECIAL_TOKENS_FILE = "special_tokens_map.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 SAFETENSORS_FILE = "model.safetensors"
 TORCH_FILE = "pytorch_model.bin"
 WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
@@ -89,6 +90,7 @@ class ReferenceTGPT:
     hf_config: dict[str, Any]
     tokenizer: dict[str, Any]
     specials: dict[str, str]
+    model_input_names: list[str]
     state_dict: dict[str, torch.Tensor]
     weights_file: str
     sha256: dict[str, str] = field(default_factory=dict)
@@ -186,11 +188,18 @@ def read_reference_tgpt(path: str | os.PathLike) -> ReferenceTGPT:
                 value = value.get("content")
             if isinstance(value, str):
                 specials[key] = value
+    # PreTrainedTokenizerFast returns these by default; the tokenizer config may name fewer
+    input_names = ["input_ids", "token_type_ids", "attention_mask"]
+    if (path / TOKENIZER_CONFIG_FILE).is_file():
+        named = _read_json_object(path / TOKENIZER_CONFIG_FILE).get("model_input_names")
+        if isinstance(named, list):
+            input_names = [str(name) for name in named]
     state_dict = _read_weights(path / weights)
     sha = {name: file_sha256(path / name) for name in (CONFIG_FILE, TOKENIZER_FILE, weights)}
-    if (path / SPECIAL_TOKENS_FILE).is_file():
-        sha[SPECIAL_TOKENS_FILE] = file_sha256(path / SPECIAL_TOKENS_FILE)
-    return ReferenceTGPT(path, hf_config, tokenizer, specials, state_dict, weights, sha, ignored)
+    for name in (SPECIAL_TOKENS_FILE, TOKENIZER_CONFIG_FILE):
+        if (path / name).is_file():
+            sha[name] = file_sha256(path / name)
+    return ReferenceTGPT(path, hf_config, tokenizer, specials, input_names, state_dict, weights, sha, ignored)
 
 
 @dataclass
@@ -343,6 +352,8 @@ def config_from_reference(reference: ReferenceTGPT, state_dict: dict[str, torch.
         "activation": _ACTIVATIONS[activation],
         "end_when_cut": True,
         "tied_head": bool(hf.get("tie_word_embeddings", True)),
+        # the tokenizer's token_type_ids (all 0) reach GPT-2's forward, which adds wte[0] at every position
+        "token_type_id": 0 if "token_type_ids" in reference.model_input_names else None,
     }
 
 
@@ -473,6 +484,15 @@ def pretrained_from_reference(path: str | os.PathLike) -> Pretrained:
     )
 
 
+def _token_type_line(config: TGPTConfig) -> str:
+    if config.token_type_id is None:
+        return "none (tokenizer_config.json's model_input_names has no token_type_ids)"
+    return (
+        "the tokenizer returns token_type_ids (all 0), which the reference feature extraction passes to GPT-2; "
+        "the embedding of token 0 is added at every position, as there"
+    )
+
+
 def _model_card(converted: ConvertedTGPT) -> str:
     reference, config, report = converted.reference, converted.module.config, converted.tokenizer_report
     n_params = sum(p.numel() for p in converted.module.parameters())
@@ -493,6 +513,7 @@ def _model_card(converted: ConvertedTGPT) -> str:
   `<eoc>`, so at most {config.max_len - 2} genes fit
 - gene tokens respelled for matching var_names ('_' back to '-' or '.'): {report.n_respelled}
 - causal-mask buffers of old `transformers` versions left out: {len(converted.buffers)}
+- token type embedding: {_token_type_line(config)}
 - cell embedding: mean of the last hidden states over the gene tokens (between `</b>` and `</s>`), as the
   reference README computes it; L2-normalised by `scfm.tl.embed`
 

@@ -69,7 +69,10 @@ class TGPTModule(BaseModuleClass):
             raise ValueError(f"sequences of {token_ids.shape[1]} tokens exceed max_len={self.config.max_len}")
         padding = token_ids == self.config.pad_id
         positions = torch.arange(token_ids.shape[1], device=token_ids.device)
-        x = self.dropout(self.token_embedding(token_ids) + self.position_embedding(positions)[None])
+        x = self.token_embedding(token_ids) + self.position_embedding(positions)[None]
+        if self.config.token_type_id is not None:  # GPT-2 embeds token_type_ids with the token embedding
+            x = x + self.token_embedding.weight[self.config.token_type_id]
+        x = self.dropout(x)
         if padding.any():
             return self.transformer(x, causal_padding_mask(padding))
         return self.transformer(x, is_causal=True)
