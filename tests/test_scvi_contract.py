@@ -301,3 +301,48 @@ def test_plots_follow_scanpys_ax_show_save_contract(cells, plot, tmp_path, monke
     assert (tmp_path / "old.png").is_file()
     assert list(adata.obsm) == list(before.obsm) and list(adata.uns) == list(before.uns) and not adata.obsp
     plt.close("all")
+
+
+@pytest.fixture
+def restored_settings():
+    import scanpy as sc
+
+    saved = (scfm.settings._verbosity, scfm.settings._progress_bar, sc.settings.verbosity)
+    yield scfm.settings
+    scfm.settings.verbosity, scfm.settings.progress_bar, sc.settings.verbosity = saved
+
+
+def test_settings_follow_scanpys_verbosity_and_switch_progress_bars(cells, checkpoints, restored_settings, capfd):
+    import logging
+
+    import scanpy as sc
+
+    settings = restored_settings
+    sc.settings.verbosity = 2
+    assert settings.verbosity == 2 and settings.show_progress() and not settings.show_progress(False)
+    assert logging.getLogger("scfm.tl").getEffectiveLevel() == logging.INFO
+    sc.settings.verbosity = 0  # errors only: no progress bars, no info messages
+    assert not settings.show_progress() and logging.getLogger("scfm.tl").getEffectiveLevel() == logging.ERROR
+    settings.verbosity = "hint"
+    assert settings.verbosity == 3 and settings.show_progress()
+    with pytest.raises(ValueError, match="verbosity must be"):
+        settings.verbosity = "loud"
+    with pytest.raises(ValueError, match="progress_bar must be"):
+        settings.progress_bar = "yes"
+    settings.verbosity = None
+    sc.settings.verbosity = 1
+
+    adata = cells.copy()
+    settings.progress_bar = False
+    capfd.readouterr()
+    scfm.tl.embed(adata, model=checkpoints["tgpt"], min_genes=10)  # progress=True by default
+    assert "scfm embed" not in capfd.readouterr().err
+    settings.progress_bar = None
+    scfm.tl.embed(adata, model=checkpoints["tgpt"], min_genes=10)
+    assert "scfm embed" in capfd.readouterr().err
+
+    model = TGPT.from_pretrained(checkpoints["tgpt"], adata, min_genes=10)
+    settings.progress_bar = False
+    model.train(max_epochs=1, batch_size=24, warmup_steps=1)
+    err = capfd.readouterr().err
+    assert "GPU available" not in err and "Epoch 1/1" not in err  # no Lightning banner, no bar

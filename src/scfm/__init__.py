@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from ._settings import settings
+
 __version__ = "0.1.0"
 
 _SUBMODULES = ("bench", "data", "datasets", "errors", "genes", "models", "nn", "pl", "pp", "tl", "tokenize", "train")
@@ -31,4 +33,4 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_SUBMODULES])
 
 
-__all__ = ["__version__", *_SUBMODULES]
+__all__ = ["__version__", "settings", *_SUBMODULES]

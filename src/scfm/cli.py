@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from scfm import __version__
@@ -47,14 +46,11 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _log_progress() -> None:
-    """Show scfm's info messages (e.g. the parameters pretraining freezes) on stderr."""
-    logger = logging.getLogger("scfm")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+    """Show scfm's info messages (e.g. the parameters pretraining freezes) on stderr (``scfm.settings``)."""
+    from scfm._settings import settings
+
+    if settings.verbosity < 2:
+        settings.verbosity = "info"
 
 
 def _pretrain(args: argparse.Namespace) -> int:

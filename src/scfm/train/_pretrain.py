@@ -16,6 +16,7 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from scfm._settings import settings as scfm_settings
 from scfm.data import (
     H5adShard,
     RowSource,
@@ -264,7 +265,7 @@ def pretrain(
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         enable_checkpointing=False,
-        enable_progress_bar=settings.progress_bar,
+        enable_progress_bar=scfm_settings.show_progress(settings.progress_bar),
         enable_model_summary=False,
         log_every_n_steps=settings.log_every_n_steps,
         reload_dataloaders_every_n_epochs=1,

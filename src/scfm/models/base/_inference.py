@@ -17,6 +17,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from scfm._settings import settings
 from scfm.data import ExpressionSource, iter_row_blocks, length_bucketed_batches
 from scfm.genes import GeneAlignment
 from scfm.tokenize import detect_input_kind
@@ -163,7 +164,7 @@ def stream_cells(
     counters: dict[str, int] = {}
     input_kind = None
     module.eval()
-    bar = tqdm(total=n_obs, desc=desc, unit="cell", disable=not progress)
+    bar = tqdm(total=n_obs, desc=desc, unit="cell", disable=not settings.show_progress(progress))
     for start, stop, block in iter_row_blocks(source.matrix, block_size, rows):
         if input_kind is None:
             input_kind = detect_input_kind(block)

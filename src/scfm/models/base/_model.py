@@ -22,6 +22,7 @@ from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.model.base import BaseModelClass
 
+from scfm._settings import settings
 from scfm._validation import RULES, anndata, check_argument, checked_arguments
 from scfm.data import ExpressionSource, expression_source
 from scfm.genes import GeneAlignment, GeneRules, GeneVocab, align_genes, vocabulary_genes
@@ -430,25 +431,32 @@ class FoundationModel(BaseModelClass):
         validation_size: float,
         **trainer_kwargs,
     ) -> None:
-        """Fit ``plan`` on ``data_module`` with scvi-tools' ``TrainRunner``; the module ends in eval mode."""
+        """Fit ``plan`` on ``data_module`` with scvi-tools' ``TrainRunner``; the module ends in eval mode.
+
+        The progress bar follows :data:`scfm.settings` (``enable_progress_bar=False`` always hides it); Lightning's
+        banners and model summary stay quiet below verbosity 3 (hint).
+        """
         from scvi.train import TrainRunner
 
         trainer_kwargs.setdefault("check_val_every_n_epoch", 1 if validation_size > 0 else None)
-        runner = TrainRunner(
-            self,
-            training_plan=plan,
-            data_splitter=data_module,
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            **trainer_kwargs,
-        )
+        trainer_kwargs["enable_progress_bar"] = settings.show_progress(trainer_kwargs.get("enable_progress_bar", True))
+        trainer_kwargs.setdefault("enable_model_summary", settings.verbosity >= 3)
         was_trained = self.is_trained_
         if self.history_ is None:
             self.is_trained_ = False  # scvi-tools starts ``history`` on a model's first training run
         self.module.train()
         try:
-            runner()
+            with settings.quiet_lightning():  # the Trainer prints its banners when it is built
+                runner = TrainRunner(
+                    self,
+                    training_plan=plan,
+                    data_splitter=data_module,
+                    max_epochs=max_epochs,
+                    accelerator=accelerator,
+                    devices=devices,
+                    **trainer_kwargs,
+                )
+                runner()
         except BaseException:
             self.is_trained_ = was_trained
             self.module.eval()

@@ -10,6 +10,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from scfm._settings import settings as scfm_settings
 from scfm.data import ExpressionSource, iter_row_blocks
 from scfm.genes import GeneAlignment
 from scfm.tokenize import check_values, detect_input_kind
@@ -155,7 +156,12 @@ def iter_sentences(
     ``precision="bf16"`` runs the transformer under bf16 autocast; the latents yielded are float32.
     """
     module.eval()
-    bar = tqdm(total=int(sum(len(s) for s in sentences)), desc="scfm (cellplm)", unit="cell", disable=not progress)
+    bar = tqdm(
+        total=int(sum(len(s) for s in sentences)),
+        desc="scfm (cellplm)",
+        unit="cell",
+        disable=not scfm_settings.show_progress(progress),
+    )
     for cells in sentences:
         x = torch.from_numpy(features[cells]).to(device)
         where = sentence_coordinates(coordinates, cells)
