@@ -7,13 +7,17 @@
 For each model shape the reference package builds a ``TransformerModel`` with random weights and saves it as
 a checkpoint directory laid out like the published ones (flash-attn ``Wqkv`` tensors, no ``cls_decoder``);
 the tiny model is also saved in the ``nn.TransformerEncoder`` layout with its ``cls_decoder`` (converted with
-``drop=["cls_decoder"]``). scfm converts each directory, and both sides run the same token tensors of real
-cells (``integration/pbmc_10x_3chemistries.h5ad`` from ``../shared/data``; synthetic counts if absent).
+``drop=["cls_decoder"]``) and as a fine-tuned annotation model (``finetuned``: a 5-class ``cls_decoder``, the DAB
+batch discriminator and ``id2type.json``, all imported as scfm heads). scfm converts each directory, and both
+sides run the same token tensors of real cells (``integration/pbmc_10x_3chemistries.h5ad`` from
+``../shared/data``; synthetic counts if absent).
 
 Compared: ``<cls>`` cell embeddings after the reference's normalisation (per-cell cosine, target >= 0.9999),
 masked-value (GEP) predictions, GEPC predictions, gene embeddings, ``scfm.tl.embed`` end to end against the
 reference on the same tokens, and value binning (the reference's ``binning`` with the same uniform draws for
-tied values must give identical bins).
+tied values must give identical bins). For the fine-tuned model also the classifier and discriminator logits and
+the predicted classes (``SCGPT.predict`` on the AnnData against the reference's ``cls_decoder`` on the same
+tokens; target: identical predictions).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from tabulate import tabulate
 
 from scfm.genes import align_genes
 from scfm.models import load_pretrained
-from scfm.models.scgpt import BinningConfig, pad_cells, tokenize_csr, write_converted_checkpoint
+from scfm.models.scgpt import SCGPT, BinningConfig, pad_cells, tokenize_csr, write_converted_checkpoint
 from scfm.tl import embed
 from scfm.tokenize import bin_expressed
 
@@ -147,6 +151,32 @@ def run_shape(shape: str, layout: str, adata: ad.AnnData, workdir: Path, python:
         ours = bin_expressed(raw_rows[i], config.n_bins, np.random.RandomState(i))
         bins_equal += int(np.array_equal(ours, ref["reference_bins"][offsets[i] : offsets[i + 1]].astype(np.int64)))
 
+    heads = {}
+    if "cls_logits" in ref:
+        with torch.inference_mode():
+            logits = np.concatenate(
+                [
+                    module.classify(gene_ids[s : s + batch_size], values[s : s + batch_size]).numpy()
+                    for s in range(0, len(gene_ids), batch_size)
+                ]
+            )
+            dar = np.concatenate(
+                [
+                    module.batch_discriminator(module.embed(gene_ids[s : s + batch_size], values[s : s + batch_size]))
+                    .detach()
+                    .numpy()
+                    for s in range(0, len(gene_ids), batch_size)
+                ]
+            )
+        predicted = SCGPT.from_pretrained(str(scfm_dir), adata.copy(), min_genes=10).predict(
+            adata, batch_size=batch_size
+        )
+        reference_classes = np.asarray(config.label_categories)[ref["cls_logits"].argmax(1)]
+        heads = {
+            "max |d| cls logits": f"{np.abs(logits - ref['cls_logits']).max():.1e}",
+            "max |d| DAB logits": f"{np.abs(dar - ref['dab_logits']).max():.1e}",
+            "identical predictions": f"{int((predicted.idxmax(axis=1) == reference_classes).sum())}/{adata.n_obs}",
+        }
     return {
         "model": name,
         "params": f"{sum(p.numel() for p in module.parameters()) / 1e6:.1f}M",
@@ -159,6 +189,7 @@ def run_shape(shape: str, layout: str, adata: ad.AnnData, workdir: Path, python:
         "max |d| GEPC": f"{np.abs(gepc - ref['gepc'])[real].max():.1e}",
         "max |d| gene emb": f"{np.abs(gene_emb - ref['gene_embeddings'])[real].max():.1e}",
         "cells with identical bins": f"{bins_equal}/{adata.n_obs}",
+        **heads,
     }
 
 
@@ -179,7 +210,7 @@ def main() -> None:
         workdir = Path(opts.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         for shape in opts.shapes:
-            for layout in ["published", "torch"] if shape == "tiny" else ["published"]:
+            for layout in ["published", "torch", "finetuned"] if shape == "tiny" else ["published"]:
                 rows.append(run_shape(shape, layout, adata, workdir, python, opts.batch_size))
     print(tabulate(rows, headers="keys", tablefmt="github", disable_numparse=True))
     ok = all(
@@ -187,6 +218,11 @@ def main() -> None:
     )
     ok &= all(
         row["cells with identical bins"].split("/")[0] == row["cells with identical bins"].split("/")[1] for row in rows
+    )
+    ok &= all(
+        row["identical predictions"].split("/")[0] == row["identical predictions"].split("/")[1]
+        for row in rows
+        if "identical predictions" in row
     )
     print("PARITY OK" if ok else "PARITY FAILED")
     if opts.json:

@@ -25,6 +25,10 @@ import torch
 warnings.filterwarnings("ignore", message=".*flash.attn.*")
 warnings.filterwarnings("ignore", category=FutureWarning)
 
+# the classes and batches of the fine-tuned ("finetuned" layout) annotation model: cls_decoder + DAB discriminator
+CLASSES = ["B cell", "CD4 T cell", "CD8 T cell", "NK cell", "monocyte"]
+N_DAB_BATCHES = 3
+
 SHAPES = {
     # a small model for quick checks
     "tiny": {"embsize": 64, "nheads": 4, "d_hid": 64, "nlayers": 2},
@@ -53,7 +57,15 @@ def _args_json(shape: str) -> dict:
     return args
 
 
-def _build_model(args: dict, vocab, explicit_zero_prob: bool, use_batch_labels: bool = False, n_batches: int = 0):
+def _build_model(
+    args: dict,
+    vocab,
+    explicit_zero_prob: bool,
+    use_batch_labels: bool = False,
+    n_batches: int = 0,
+    n_cls: int = 1,
+    do_dab: bool = False,
+):
     from scgpt.model import TransformerModel
 
     return TransformerModel(
@@ -63,15 +75,15 @@ def _build_model(args: dict, vocab, explicit_zero_prob: bool, use_batch_labels: 
         d_hid=args["d_hid"],
         nlayers=args["nlayers"],
         nlayers_cls=args["n_layers_cls"],
-        n_cls=1,
+        n_cls=n_cls,
         vocab=vocab,
         dropout=args["dropout"],
         pad_token=args["pad_token"],
         pad_value=args["pad_value"],
         do_mvc=True,
-        do_dab=False,
+        do_dab=do_dab,
         use_batch_labels=use_batch_labels,
-        num_batch_labels=n_batches or None,
+        num_batch_labels=n_batches or (N_DAB_BATCHES if do_dab else None),
         domain_spec_batchnorm=False,
         explicit_zero_prob=explicit_zero_prob,
         use_fast_transformer=False,
@@ -101,16 +113,27 @@ def build(opts: argparse.Namespace) -> None:
     args = _args_json(opts.shape)
     (out / "args.json").write_text(json.dumps(args, indent=2))
     vocab = _load_vocab(out)
-    model = _build_model(args, vocab, explicit_zero_prob=opts.explicit_zero)
+    finetuned = opts.layout == "finetuned"
+    model = _build_model(
+        args,
+        vocab,
+        explicit_zero_prob=opts.explicit_zero,
+        n_cls=len(CLASSES) if finetuned else 1,
+        do_dab=finetuned,
+    )
+    if finetuned:  # the label mapping of the fine-tuning run, as {id: name}
+        (out / "id2type.json").write_text(json.dumps(dict(enumerate(CLASSES))))
     with torch.no_grad():  # LayerNorms and biases start at 1/0: move them so that a wrong mapping shows
         for param in model.parameters():
             if param.dim() == 1:
                 param.add_(torch.randn_like(param) * 0.1)
     state = model.state_dict()
-    if opts.layout == "published":
-        # The published checkpoints were trained with flash-attn (packed Wqkv) and carry no cls_decoder.
+    if opts.layout in ("published", "finetuned"):
+        # The published checkpoints were trained with flash-attn (packed Wqkv) and carry no cls_decoder; a model
+        # fine-tuned for annotation from them keeps the layout and adds its cls_decoder (and DAB discriminator).
         state = {k.replace("self_attn.in_proj_", "self_attn.Wqkv."): v for k, v in state.items()}
-        state = {k: v for k, v in state.items() if not k.startswith("cls_decoder.")}
+        if opts.layout == "published":
+            state = {k: v for k, v in state.items() if not k.startswith("cls_decoder.")}
     torch.save(state, out / "best_model.pt")
     n_params = sum(v.numel() for v in state.values())
     print(json.dumps({"path": str(out), "n_tensors": len(state), "n_params": n_params, "layout": opts.layout}))
@@ -124,11 +147,17 @@ def _load_reference(path: Path):
     args = json.loads((path / "args.json").read_text())
     state = torch.load(path / "best_model.pt", map_location="cpu")
     explicit_zero = any(k.startswith("decoder.zero_logit.") for k in state)
-    model = _build_model(args, vocab, explicit_zero_prob=explicit_zero)
+    n_cls = state["cls_decoder.out_layer.weight"].shape[0] if "cls_decoder.out_layer.weight" in state else 1
+    do_dab = "grad_reverse_discriminator.out_layer.weight" in state
+    model = _build_model(args, vocab, explicit_zero_prob=explicit_zero, n_cls=n_cls, do_dab=do_dab)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     load_pretrained(model, state, verbose=False)
     after = model.state_dict()
-    unloaded = sorted(k for k in after if k in before and torch.equal(before[k], after[k]) and not k.startswith("cls_"))
+    unloaded = sorted(
+        k
+        for k in after
+        if k in before and torch.equal(before[k], after[k]) and not (k.startswith("cls_") and n_cls == 1)
+    )
     if unloaded:
         raise SystemExit(f"the reference loader left tensors at their initial values: {unloaded[:8]}")
     model.eval()
@@ -143,7 +172,7 @@ def outputs(opts: argparse.Namespace) -> None:
     gene_ids = torch.as_tensor(tokens["gene_ids"], dtype=torch.long)
     values = torch.as_tensor(tokens["values"], dtype=torch.float32)
     pad_id = vocab[args["pad_token"]]
-    cls, gep, gepc, genes = [], [], [], []
+    cls, gep, gepc, genes, heads = [], [], [], [], {"cls_logits": [], "dab_logits": []}
     for start in range(0, len(gene_ids), opts.batch_size):
         ids, vals = gene_ids[start : start + opts.batch_size], values[start : start + opts.batch_size]
         hidden = model._encode(ids, vals, src_key_padding_mask=ids.eq(pad_id))
@@ -152,6 +181,10 @@ def outputs(opts: argparse.Namespace) -> None:
         gep.append(model.decoder(hidden)["pred"].numpy())
         gepc.append(model.mvc_decoder(cell, model.cur_gene_token_embs)["pred"].numpy())
         genes.append(model.encoder(ids).numpy())
+        if "cls_decoder.out_layer.weight" in model.state_dict() and model.cls_decoder.out_layer.out_features > 1:
+            heads["cls_logits"].append(model.cls_decoder(cell).numpy())
+        if hasattr(model, "grad_reverse_discriminator"):
+            heads["dab_logits"].append(model.grad_reverse_discriminator(cell).numpy())
     cls = np.concatenate(cls)
     result = {
         "cls": cls,
@@ -160,6 +193,7 @@ def outputs(opts: argparse.Namespace) -> None:
         "gepc": np.concatenate(gepc),
         "gene_embeddings": np.concatenate(genes),
     }
+    result.update({name: np.concatenate(parts) for name, parts in heads.items() if parts})
     if "raw_values" in tokens:
         from scgpt.preprocess import binning
 
@@ -219,7 +253,7 @@ def main() -> None:
     b.add_argument("--out", required=True)
     b.add_argument("--genes", required=True, help="JSON list of gene symbols for the vocabulary")
     b.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
-    b.add_argument("--layout", choices=["published", "torch"], default="published")
+    b.add_argument("--layout", choices=["published", "torch", "finetuned"], default="published")
     b.add_argument("--explicit-zero", action="store_true", help="add the zero-probability heads")
     b.add_argument("--seed", type=int, default=0)
     b.set_defaults(func=build)
