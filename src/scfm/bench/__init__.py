@@ -2,9 +2,17 @@
 
 from ._baselines import harmony, hvg_pca, log_normalised, logistic_regression, scvi_latent
 from ._metrics import knn_accuracy, label_silhouette, scib_table
+from ._perturbation import (
+    ScreenSummary,
+    perturbation_baselines,
+    perturbation_benchmark,
+    perturbation_metrics,
+    summarise_screen,
+)
 from ._runners import annotation, integration, tidy_scib_table
 
 __all__ = [
+    "ScreenSummary",
     "annotation",
     "harmony",
     "hvg_pca",
@@ -13,7 +21,11 @@ __all__ = [
     "label_silhouette",
     "log_normalised",
     "logistic_regression",
+    "perturbation_baselines",
+    "perturbation_benchmark",
+    "perturbation_metrics",
     "scib_table",
     "scvi_latent",
+    "summarise_screen",
     "tidy_scib_table",
 ]

@@ -11,6 +11,7 @@ from ._gene_programs import gene_programs
 from ._generate import generate
 from ._impute import impute
 from ._integrate import integrate
+from ._perturbation import predict_perturbation
 
 __all__ = [
     "annotate",
@@ -24,4 +25,5 @@ __all__ = [
     "generate",
     "impute",
     "integrate",
+    "predict_perturbation",
 ]

@@ -64,10 +64,22 @@ from ._inference import (
     stream_cells,
 )
 from ._model import FoundationModel, checked_rows
+from ._perturbation import (
+    PERTURBATION_FILE,
+    PerturbationModel,
+    PerturbationPrediction,
+    PerturbationRequest,
+    PredictsPerturbation,
+    is_perturbation_checkpoint,
+    load_perturbation_model,
+    parse_perturbation,
+    perturbation_name,
+)
 from ._pretrained import Pretrained
 from ._resolve import ModelArg, default_model_for, load_pretrained, resolve_model
 
 __all__ = [
+    "PERTURBATION_FILE",
     "AnnotatesWithReference",
     "AnnotatesZeroShot",
     "AnnotationRequest",
@@ -95,7 +107,11 @@ __all__ = [
     "NoKnownGenesError",
     "NonFiniteOutputError",
     "ObsCategoryField",
+    "PerturbationModel",
+    "PerturbationPrediction",
+    "PerturbationRequest",
     "PredictsCounts",
+    "PredictsPerturbation",
     "Pretrained",
     "ReferenceAnnotation",
     "StreamResult",
@@ -112,11 +128,15 @@ __all__ = [
     "families_with",
     "get_family",
     "in_order",
+    "is_perturbation_checkpoint",
     "l2_normalise",
     "load_checkpoint",
+    "load_perturbation_model",
     "load_pretrained",
     "load_weights_strict",
     "module_from_checkpoint",
+    "parse_perturbation",
+    "perturbation_name",
     "raise_if_no_known_genes",
     "read_torch_state_dict",
     "register_family",

@@ -16,6 +16,7 @@ from ._embed import SCGPTBlockTokenizer, binning_config, embed_cells
 from ._family import SCGPTFamily
 from ._model import SCGPT
 from ._module import SCGPTModule
+from ._perturb import PerturbationModule, SCGPTPerturbation, finetune_perturbation
 from ._pretrain import SCGPTObjectives, SCGPTPretrainRecipe
 from ._stream import SCGPTCellEncoder
 from ._tokenizer import BinningConfig, CellTokens, tokenize_cell, tokenize_csr
@@ -29,18 +30,21 @@ __all__ = [
     "CellTokens",
     "ConvertedSCGPT",
     "MaskedValueCollator",
+    "PerturbationModule",
     "SCGPTBlockTokenizer",
     "SCGPTCellEncoder",
     "SCGPTConfig",
     "SCGPTFamily",
     "SCGPTModule",
     "SCGPTObjectives",
+    "SCGPTPerturbation",
     "SCGPTPretrainRecipe",
     "TokenizedCellDataset",
     "TrainingCell",
     "binning_config",
     "convert_scgpt_checkpoint",
     "embed_cells",
+    "finetune_perturbation",
     "is_reference_checkpoint_dir",
     "pad_cells",
     "pretrained_from_reference",

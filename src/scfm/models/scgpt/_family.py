@@ -14,6 +14,8 @@ from ..base import (
     Family,
     InfersGeneNetworks,
     IntegratesBatches,
+    PerturbationRequest,
+    PredictsPerturbation,
     Pretrained,
 )
 from ._config import SCGPTConfig
@@ -22,7 +24,9 @@ from ._embed import embed_cells
 from ._module import SCGPTModule
 
 
-class SCGPTFamily(Family, EmbedsCells, AnnotatesWithReference, IntegratesBatches, InfersGeneNetworks):
+class SCGPTFamily(
+    Family, EmbedsCells, AnnotatesWithReference, IntegratesBatches, InfersGeneNetworks, PredictsPerturbation
+):
     """scGPT: gene tokens with per-cell binned values and a ``<cls>`` cell token."""
 
     name = "scgpt"
@@ -95,3 +99,13 @@ class SCGPTFamily(Family, EmbedsCells, AnnotatesWithReference, IntegratesBatches
         from ._gene_network import attention_scores
 
         return attention_scores(pretrained.module, source, alignment, token_ids, request)
+
+    def finetune_perturbation(self, pretrained: Pretrained, adata, request: PerturbationRequest):
+        from ._perturb import finetune_perturbation
+
+        return finetune_perturbation(pretrained, adata, request)
+
+    def load_perturbation_model(self, path: str | os.PathLike):
+        from ._perturb import SCGPTPerturbation
+
+        return SCGPTPerturbation.load(path)
