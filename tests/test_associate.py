@@ -96,7 +96,7 @@ def test_fold_scores_match_an_independent_recomputation(planted):
         cox = CoxPHFitter(penalizer=0.1).fit(frame, duration_col="t", event_col="e")
         risk = cox.predict_partial_hazard(pd.DataFrame(pca.transform(scaler.transform(x[test])), columns=cols))
         expected.append(concordance_index(t[test], -risk.to_numpy(), e[test]))
-    folds = pd.DataFrame(adata.uns["scfm_associate"]["folds"])
+    folds = pd.DataFrame(adata.uns["scfm"]["scfm_associate"]["folds"])
     got = folds[(folds["outcome"] == "survival") & (folds["feature_set"] == "features")]["score"].to_numpy()
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert np.std(expected) > 0.005  # the folds differ, so the mean check below is not trivial
@@ -143,7 +143,7 @@ def test_clinical_covariates():
     assert survival["n_events"].nunique() == 1
     assert _row(table, "survival", "clinical")["mean"] > 0.6
     assert _row(table, "survival", "features+clinical")["mean"] > 0.6
-    assert adata.uns["scfm_associate"]["params"]["n_missing_covariates"] == 7
+    assert adata.uns["scfm"]["scfm_associate"]["params"]["n_missing_covariates"] == 7
 
 
 def test_deterministic_and_writes_only_uns(tmp_path):
@@ -152,13 +152,14 @@ def test_deterministic_and_writes_only_uns(tmp_path):
     first = scfm.tl.associate(adata, "X_emb", duration_key="time", event_key="event", binary_keys=["flag"])
     second = scfm.tl.associate(adata, "X_emb", duration_key="time", event_key="event", binary_keys=["flag"])
     pd.testing.assert_frame_equal(first, second)
-    assert list(adata.uns) == ["scfm_associate"]
+    assert list(adata.uns) == ["scfm"] and list(adata.uns["scfm"]) == ["scfm_associate"]
+    assert "layer" not in adata.uns["scfm"]["scfm_associate"]["params"]  # None (not given) is left out
     pd.testing.assert_frame_equal(adata.obs, before.obs)
     assert (adata.X != before.X).nnz == 0
     np.testing.assert_array_equal(adata.obsm["X_emb"], before.obsm["X_emb"])
 
     adata.write_h5ad(tmp_path / "bulk.h5ad")
-    back = ad.read_h5ad(tmp_path / "bulk.h5ad").uns["scfm_associate"]
+    back = ad.read_h5ad(tmp_path / "bulk.h5ad").uns["scfm"]["scfm_associate"]
     pd.testing.assert_frame_equal(pd.DataFrame(back["results"])[first.columns], first, check_dtype=False)
     params = back["params"]
     assert params["features_key"] == "X_emb" and params["n_splits"] == 5 and params["expression_log1p"]
@@ -174,7 +175,7 @@ def test_missing_binary_values_are_dropped_and_counted():
     table = scfm.tl.associate(adata, "X_emb", binary_keys=["flag"])
     assert set(table["outcome"]) == {"flag"}
     assert (table["n_samples"] == 112).all()
-    assert adata.uns["scfm_associate"]["params"]["n_missing_binary"] == {"flag": 8}
+    assert adata.uns["scfm"]["scfm_associate"]["params"]["n_missing_binary"] == {"flag": 8}
 
 
 def _set_obs(key: str, make):

@@ -346,3 +346,18 @@ def test_settings_follow_scanpys_verbosity_and_switch_progress_bars(cells, check
     model.train(max_epochs=1, batch_size=24, warmup_steps=1)
     err = capfd.readouterr().err
     assert "GPU available" not in err and "Epoch 1/1" not in err  # no Lightning banner, no bar
+
+
+def test_provenance_stores_none_as_missing(cells):
+    adata = cells.copy()
+    TGPT.setup_anndata(adata)
+    torch.manual_seed(0)
+    untrained = TGPT(adata, min_genes=10, **TINY)  # never saved: no weights file, no hash
+    target = cells.copy()
+    scfm.tl.embed(target, model=untrained, min_genes=10, progress=False)
+    record = target.uns["scfm"]["X_scfm"]
+    assert "checkpoint_sha256" not in record and "none" not in {str(v).lower() for v in record.values()}
+    from scfm.tl._provenance import write_provenance
+
+    write_provenance(target, "k", {"a": None, "b": {"c": None, "d": 1}})
+    assert target.uns["scfm"]["k"]["b"] == {"d": 1} and "a" not in target.uns["scfm"]["k"]

@@ -21,6 +21,7 @@ from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 from scfm._validation import checked_arguments
 
+from ._provenance import check_result_key, write_provenance
 from ._survival import FeatureSet, cv_concordance, cv_roc_auc, import_lifelines
 
 MIN_SURVIVAL_SAMPLES = 20
@@ -66,7 +67,7 @@ def associate(
     Parameters
     ----------
     adata
-        Samples x genes. Only ``uns[key_added]`` is written; on error nothing is.
+        Samples x genes. Only ``uns["scfm"][key_added]`` is written; on error nothing is.
     features_key
         Key of ``adata.obsm`` with an n_obs x d finite float matrix (e.g. ``"X_scfm_bulk"`` from
         ``scfm.tl.bulk_features``).
@@ -94,16 +95,18 @@ def associate(
     seed
         Seed of the fold shuffling and of the PCA solver.
     key_added
-        ``adata.uns`` key of the results.
+        Key of the results in ``adata.uns["scfm"]``, where every scfm tool records what it did.
 
     Returns
     -------
     One row per outcome and feature set, with columns ``outcome`` (``"survival"`` or the binary key), ``metric``
     (``"c_index"`` or ``"roc_auc"``), ``feature_set``, ``mean`` and ``std`` (population std) over the folds,
     ``n_samples`` and ``n_events`` (events for survival, positives for a binary key). The same table is written to
-    ``adata.uns[key_added]["results"]`` as a dict of column lists (``pd.DataFrame(...)`` rebuilds it), the score of
-    each fold to ``["folds"]`` and the arguments and sample counts to ``["params"]``, all h5ad-writable.
+    ``adata.uns["scfm"][key_added]["results"]`` as a dict of column lists (``pd.DataFrame(...)`` rebuilds it), the
+    score of each fold to ``["folds"]``, the arguments and sample counts to ``["params"]`` (arguments not given,
+    ``None``, are left out) and the scfm version to ``["scfm_version"]``, all h5ad-writable.
     """
+    check_result_key(adata, key_added)
     binary_keys = [binary_keys] if isinstance(binary_keys, str) else list(binary_keys)
     covariate_keys = [covariate_keys] if isinstance(covariate_keys, str) else list(covariate_keys)
     survival = _check_arguments(duration_key, event_key, binary_keys, n_components, n_splits, penalizer)
@@ -173,7 +176,7 @@ def associate(
                 folds["score"].append(float(value))
     table = pd.DataFrame(records, columns=COLUMNS)
     results = {col: [_plain(v) for v in table[col]] for col in COLUMNS}
-    adata.uns[key_added] = {"results": results, "folds": folds, "params": params}
+    write_provenance(adata, key_added, {"results": results, "folds": folds, "params": params})
     return table
 
 

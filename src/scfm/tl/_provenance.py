@@ -37,13 +37,26 @@ def check_result_key(adata: AnnData, key_added: object, what: str = "key_added")
 
 
 def write_provenance(adata: AnnData, key_added: str, record: dict[str, Any]) -> None:
-    """Store ``record`` under ``adata.uns["scfm"][key_added]``; a ``None`` field is left out (h5ad cannot store it)."""
+    """Store ``record`` under ``adata.uns["scfm"][key_added]``.
+
+    A ``None`` field, at any depth of nested dicts, is left out: missing means "not given" (h5ad cannot store
+    ``None``, and the string ``"none"`` would read as a value).
+    """
     from scfm import __version__
 
-    clean = {key: value for key, value in record.items() if value is not None}
+    clean = without_none(record)
     clean["scfm_version"] = __version__
     adata.uns.setdefault("scfm", {})
     adata.uns["scfm"][key_added] = clean
+
+
+def without_none(record: dict[str, Any]) -> dict[str, Any]:
+    """Return ``record`` without its ``None`` fields, recursively through nested dicts."""
+    return {
+        key: without_none(value) if isinstance(value, dict) else value
+        for key, value in record.items()
+        if value is not None
+    }
 
 
 def gene_fields(alignment, prefix: str = "", rules: bool = True) -> dict[str, Any]:

@@ -159,7 +159,7 @@ class FoundationModel(BaseModelClass):
             self.vocab,
             self.checkpoint_name,
             "in-memory model",
-            self.checkpoint_sha256 or "none",
+            self.checkpoint_sha256 or None,  # not saved yet: no weights file, no hash (missing in provenance)
         )
 
     @classmethod

@@ -28,7 +28,8 @@ class Pretrained:
     vocab
         The gene vocabulary the module's token ids refer to.
     name, path, sha256
-        Checkpoint name, directory (or ``"in-memory model"``) and sha256 of its weights file.
+        Checkpoint name, directory (or ``"in-memory model"``) and sha256 of its weights file (``None`` for
+        weights never saved).
     """
 
     family: str
@@ -36,7 +37,7 @@ class Pretrained:
     vocab: GeneVocab
     name: str
     path: str
-    sha256: str
+    sha256: str | None
 
     @property
     def config(self) -> Any:
