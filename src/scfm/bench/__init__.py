@@ -2,6 +2,7 @@
 
 from ._baselines import harmony, hvg_pca, log_normalised, logistic_regression, scvi_latent
 from ._metrics import knn_accuracy, label_silhouette, scib_table
+from ._multiome import concatenated_pca, multivi, rna_pca, totalvi, wnn_scores, zero_padded
 from ._perturbation import (
     ScreenSummary,
     perturbation_baselines,
@@ -14,6 +15,7 @@ from ._runners import annotation, integration, tidy_scib_table
 __all__ = [
     "ScreenSummary",
     "annotation",
+    "concatenated_pca",
     "harmony",
     "hvg_pca",
     "integration",
@@ -21,11 +23,16 @@ __all__ = [
     "label_silhouette",
     "log_normalised",
     "logistic_regression",
+    "multivi",
     "perturbation_baselines",
     "perturbation_benchmark",
     "perturbation_metrics",
+    "rna_pca",
     "scib_table",
     "scvi_latent",
     "summarise_screen",
     "tidy_scib_table",
+    "totalvi",
+    "wnn_scores",
+    "zero_padded",
 ]

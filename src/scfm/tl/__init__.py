@@ -11,6 +11,7 @@ from ._gene_programs import gene_programs
 from ._generate import generate
 from ._impute import impute
 from ._integrate import integrate
+from ._integrate_modalities import integrate_modalities
 from ._perturbation import predict_perturbation
 
 __all__ = [
@@ -25,5 +26,6 @@ __all__ = [
     "generate",
     "impute",
     "integrate",
+    "integrate_modalities",
     "predict_perturbation",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 from anndata import AnnData
@@ -12,12 +12,16 @@ from scfm.data import UNLABELLED, obs_categories
 from scfm.genes import GeneRules
 from scfm.models import FoundationModel, IntegrationRequest, IntegrationWeights, ModelArg, resolve_model
 
+from ._integrate_modalities import anndata_or_mudata, integrate_mudata
 from ._provenance import check_anndata, check_result_key, gene_fields, write_provenance
 
+if TYPE_CHECKING:
+    from mudata import MuData
 
-@checked_arguments
+
+@checked_arguments(adata=anndata_or_mudata())
 def integrate(
-    adata: AnnData,
+    adata: AnnData | MuData,
     batch_key: str,
     *,
     model: ModelArg = None,
@@ -68,8 +72,8 @@ def integrate(
     Parameters
     ----------
     adata
-        Cells x genes (counts or log-normalised) with ``obs[batch_key]``. Only ``obsm[key_added]`` and
-        ``uns["scfm"][key_added]`` are written; on error nothing is.
+        Cells x genes (counts or log-normalised) with ``obs[batch_key]``, or a MuData (see below). Only
+        ``obsm[key_added]`` and ``uns["scfm"][key_added]`` are written; on error nothing is.
     batch_key
         ``adata.obs`` column with each cell's batch (at least two batches, no missing values).
     model
@@ -121,7 +125,13 @@ def integrate(
     Returns
     -------
     The fine-tuned model if ``return_model``, else the copy if ``copy``, else ``None``.
+
+    A MuData is integrated across its modalities by :func:`scfm.tl.integrate_modalities` (scGPT's multi-omic
+    recipe), which receives the arguments that apply to it; an AnnData-only argument changed from its default is
+    an error.
     """
+    if type(adata).__name__ == "MuData":
+        return integrate_mudata(integrate, dict(locals()))
     check_anndata(adata)
     if adata.n_obs == 0:
         raise ValueError("the AnnData has no cells (n_obs == 0)")

@@ -64,6 +64,7 @@ from ._inference import (
     stream_cells,
 )
 from ._model import FoundationModel, checked_rows
+from ._multiome import IntegratesModalities, ModalityIntegration, ModalityIntegrationRequest
 from ._perturbation import (
     PERTURBATION_FILE,
     PerturbationModel,
@@ -100,9 +101,12 @@ __all__ = [
     "Generates",
     "InfersGeneNetworks",
     "IntegratesBatches",
+    "IntegratesModalities",
     "Integration",
     "IntegrationRequest",
     "IntegrationWeights",
+    "ModalityIntegration",
+    "ModalityIntegrationRequest",
     "ModelArg",
     "NoKnownGenesError",
     "NonFiniteOutputError",

@@ -16,6 +16,8 @@ from ._embed import SCGPTBlockTokenizer, binning_config, embed_cells
 from ._family import SCGPTFamily
 from ._model import SCGPT
 from ._module import SCGPTModule
+from ._multiome_model import SCGPTMultiome
+from ._multiome_module import SCGPTMultiomeConfig, SCGPTMultiomeModule
 from ._perturb import PerturbationModule, SCGPTPerturbation, finetune_perturbation
 from ._pretrain import SCGPTObjectives, SCGPTPretrainRecipe
 from ._stream import SCGPTCellEncoder
@@ -36,6 +38,9 @@ __all__ = [
     "SCGPTConfig",
     "SCGPTFamily",
     "SCGPTModule",
+    "SCGPTMultiome",
+    "SCGPTMultiomeConfig",
+    "SCGPTMultiomeModule",
     "SCGPTObjectives",
     "SCGPTPerturbation",
     "SCGPTPretrainRecipe",

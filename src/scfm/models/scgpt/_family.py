@@ -14,6 +14,7 @@ from ..base import (
     Family,
     InfersGeneNetworks,
     IntegratesBatches,
+    IntegratesModalities,
     PerturbationRequest,
     PredictsPerturbation,
     Pretrained,
@@ -25,7 +26,13 @@ from ._module import SCGPTModule
 
 
 class SCGPTFamily(
-    Family, EmbedsCells, AnnotatesWithReference, IntegratesBatches, InfersGeneNetworks, PredictsPerturbation
+    Family,
+    EmbedsCells,
+    AnnotatesWithReference,
+    IntegratesBatches,
+    InfersGeneNetworks,
+    PredictsPerturbation,
+    IntegratesModalities,
 ):
     """scGPT: gene tokens with per-cell binned values and a ``<cls>`` cell token."""
 
@@ -87,6 +94,11 @@ class SCGPTFamily(
         from ._integrate import integrate_batches
 
         return integrate_batches(pretrained, adata, settings)
+
+    def integrate_modalities(self, pretrained, mdata, request):
+        from ._multiome_integrate import integrate_modalities
+
+        return integrate_modalities(pretrained, mdata, request)
 
     def gene_embeddings(self, pretrained: Pretrained, token_ids) -> object:
         from ._gene_network import gene_embeddings
