@@ -279,3 +279,31 @@ def test_too_few_cells_to_score(screen):
     small = screen[screen.obs["perturbation"].isin(["ctrl", screen.var_names[0]])][:103].copy()
     with pytest.raises(ValueError, match="at least 4"):
         summarise_screen(small, "perturbation", "ctrl")
+
+
+def test_setup_anndata_registers_the_perturbation_column(screen):
+    adata = screen.copy()
+    before = set(adata.obs.columns)
+    with pytest.raises(KeyError, match="perturbation_key='guide'"):
+        scfm.models.SCGPT.setup_anndata(adata, perturbation_key="guide", control="ctrl")
+    with pytest.raises(ValueError, match="control label 'NT'"):
+        scfm.models.SCGPT.setup_anndata(adata, perturbation_key="perturbation", control="NT")
+    with pytest.raises(ValueError, match="needs control="):
+        scfm.models.SCGPT.setup_anndata(adata, perturbation_key="perturbation")
+    assert set(adata.obs.columns) == before
+    model = scfm.models.SCGPT.from_pretrained(
+        "default", adata, min_genes=20, perturbation_key="perturbation", control="ctrl"
+    )
+    assert model.adata_manager.registry["setup_args"]["perturbation_key"] == "perturbation"
+    with one_thread():
+        finetuned = model.finetune_perturbation(
+            max_epochs=1, batch_size=16, lr=1e-3, cells_per_perturbation=5, control_cells=20, device="cpu"
+        )
+    assert len(finetuned.perturbations) == TARGETS
+    prediction = scfm.tl.predict_perturbation(
+        adata, [str(adata.var_names[0])], model=finetuned, perturbation_key="perturbation", control="ctrl"
+    )
+    assert prediction.obs["seen_in_training"].all()
+    plain = scfm.models.SCGPT.from_pretrained("default", screen.copy(), min_genes=20)
+    with pytest.raises(ValueError, match="no perturbation column"):
+        plain.finetune_perturbation()

@@ -22,9 +22,10 @@ from ._config import SCGPTConfig
 from ._convert import pretrained_from_reference
 from ._data import MaskedValueCollator, TokenizedCellDataset
 from ._embed import binning_config, embed_cells
+from ._perturb_setup import PerturbationSetup
 
 
-class SCGPT(FoundationModel):
+class SCGPT(PerturbationSetup, FoundationModel):
     """scGPT (Cui et al. 2024): gene tokens with binned values, a ``<cls>`` cell token, a transformer encoder.
 
     Parameters
@@ -116,6 +117,8 @@ class SCGPT(FoundationModel):
         batch_key: str | None = None,
         labels_key: str | None = None,
         gene_key: str | None = None,
+        perturbation_key: str | None = None,
+        control: str | None = None,
         **kwargs,
     ) -> None:
         """Register the expression matrix, batch and label columns, and the gene-name source.
@@ -135,6 +138,10 @@ class SCGPT(FoundationModel):
         gene_key
             Column of ``adata.var`` holding gene symbols (``None`` = ``var_names``, with auto-detection of
             common symbol columns when var_names are Ensembl ids).
+        perturbation_key, control
+            Column of ``adata.obs`` with each cell's perturbation (``"GENE"`` or ``"A+B"``) and the label of its
+            control cells, for :meth:`finetune_perturbation` (registered as the categorical field
+            ``"perturbation"``).
         **kwargs
             scvi-tools' transfer arguments (``source_registry``), as :meth:`load` passes them.
         """
@@ -146,6 +153,7 @@ class SCGPT(FoundationModel):
         fields = [
             ObsCategoryField(REGISTRY_KEYS.BATCH_KEY, batch_key),
             ObsCategoryField(REGISTRY_KEYS.LABELS_KEY, labels_key),
+            *cls.perturbation_fields(adata, perturbation_key, control),
         ]
         cls._register(adata, setup_method_args, layer, fields, **kwargs)
 
