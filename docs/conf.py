@@ -81,6 +81,7 @@ nb_execution_mode = "off"
 nb_merge_streams = True
 nb_output_stderr = "remove"  # progress bars and library warnings on stderr are noise in a rendered page
 myst_enable_extensions = ["colon_fence", "deflist", "dollarmath", "amsmath", "html_image", "html_admonition"]
+myst_heading_anchors = 3  # [text](page.md#a-heading) links
 
 # -- API reference ------------------------------------------------------------------------------------------------
 autosummary_generate = True
@@ -127,4 +128,5 @@ html_theme_options = {
     "use_download_button": True,
     "show_toc_level": 2,
     "navigation_with_keys": False,
+    "max_navbar_depth": 2,  # the sidebar lists the API pages of each module, not every function (a faster build)
 }
