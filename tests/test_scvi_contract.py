@@ -361,3 +361,39 @@ def test_provenance_stores_none_as_missing(cells):
 
     write_provenance(target, "k", {"a": None, "b": {"c": None, "d": 1}})
     assert target.uns["scfm"]["k"]["b"] == {"d": 1} and "a" not in target.uns["scfm"]["k"]
+
+
+def _clusters(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(4, 16))
+    codes = rng.integers(0, 4, size=n)
+    return (centres[codes] + 0.6 * rng.normal(size=(n, 16))).astype(np.float32), codes
+
+
+def test_exact_knn_votes_are_sklearns():
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from scfm.models.base import knn_label_probabilities
+
+    reference, codes = _clusters(300, 0)
+    query, _ = _clusters(80, 1)
+    ours = knn_label_probabilities(reference, codes, query, 5, n_neighbors=7, approximate=False)
+    sklearn = KNeighborsClassifier(n_neighbors=7, metric="cosine").fit(reference, codes).predict_proba(query)
+    np.testing.assert_allclose(ours[:, :4], sklearn, atol=1e-6)
+    assert (ours[:, 4] == 0).all() and np.allclose(ours.sum(1), 1)
+    small = knn_label_probabilities(reference[:3], codes[:3], query, 4, n_neighbors=15)  # k capped at 3 cells
+    assert np.allclose(small.sum(1), 1)
+
+
+@pytest.mark.slow  # pynndescent is compiled by numba on first use (~30 s idle, minutes on a loaded machine)
+def test_approximate_knn_agrees_with_exact_and_is_deterministic():
+    from scfm.models.base import knn_label_probabilities
+
+    reference, codes = _clusters(3000, 0)
+    query, _ = _clusters(400, 1)
+    exact = knn_label_probabilities(reference, codes, query, 4, n_neighbors=15, approximate=False)
+    approximate = knn_label_probabilities(reference, codes, query, 4, n_neighbors=15, approximate=True, seed=3)
+    again = knn_label_probabilities(reference, codes, query, 4, n_neighbors=15, approximate=True, seed=3)
+    np.testing.assert_array_equal(approximate, again)
+    assert (approximate.argmax(1) == exact.argmax(1)).mean() > 0.98
+    assert np.abs(approximate - exact).mean() < 0.02

@@ -63,6 +63,7 @@ from ._inference import (
     raise_if_no_known_genes,
     stream_cells,
 )
+from ._knn import knn_label_probabilities
 from ._model import FoundationModel, checked_rows
 from ._multiome import IntegratesModalities, ModalityIntegration, ModalityIntegrationRequest
 from ._perturbation import (
@@ -133,6 +134,7 @@ __all__ = [
     "get_family",
     "in_order",
     "is_perturbation_checkpoint",
+    "knn_label_probabilities",
     "l2_normalise",
     "load_checkpoint",
     "load_perturbation_model",

@@ -9,7 +9,7 @@ from anndata import AnnData
 from scfm.data import expression_source
 from scfm.genes import GeneAlignment, align_genes
 
-from ..base import AnnotationRequest, Pretrained, ReferenceAnnotation, resolve_device
+from ..base import AnnotationRequest, Pretrained, ReferenceAnnotation, knn_label_probabilities, resolve_device
 from ._annotation import classifier_probabilities, finetune_classifier
 from ._data import plan_sentences
 from ._inference import cell_features, sentence_latents
@@ -75,14 +75,17 @@ def annotate_with_reference(
         return ReferenceAnnotation(
             probabilities, query_alignment.n_matched, reference.n_obs, None, classifier, **alignments
         )
-    from sklearn.neighbors import KNeighborsClassifier
 
     def latent(features: np.ndarray, names) -> np.ndarray:
         sentences = plan_sentences(np.asarray(names), context=context, seed=seed, min_sample_size=1)
         return sentence_latents(module, features, sentences, coordinates=None, device=target, progress=progress)
 
-    knn = KNeighborsClassifier(n_neighbors=min(request.n_neighbors, reference.n_obs), metric="cosine")
-    knn.fit(latent(reference_features, reference.obs_names), label_codes)
-    probabilities = np.zeros((adata.n_obs, n_classes), dtype=np.float32)
-    probabilities[:, knn.classes_] = knn.predict_proba(latent(query_features, adata.obs_names))
+    probabilities = knn_label_probabilities(
+        latent(reference_features, reference.obs_names),
+        label_codes,
+        latent(query_features, adata.obs_names),
+        n_classes,
+        n_neighbors=request.n_neighbors,
+        seed=seed,
+    )
     return ReferenceAnnotation(probabilities, query_alignment.n_matched, reference.n_obs, None, **alignments)

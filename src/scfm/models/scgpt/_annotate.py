@@ -15,7 +15,7 @@ from scfm.data import (
 )
 from scfm.genes import align_genes
 
-from ..base import AnnotationRequest, Pretrained, ReferenceAnnotation, resolve_device
+from ..base import AnnotationRequest, Pretrained, ReferenceAnnotation, knn_label_probabilities, resolve_device
 from ._embed import embed_cells
 
 
@@ -91,8 +91,6 @@ def annotate_with_reference(
 
 
 def _knn_probabilities(pretrained: Pretrained, ref: AnnData, query: AnnData, categories, request) -> np.ndarray:
-    from sklearn.neighbors import KNeighborsClassifier
-
     target = resolve_device(request.device)
     module = pretrained.module.to(target)
 
@@ -103,8 +101,8 @@ def _knn_probabilities(pretrained: Pretrained, ref: AnnData, query: AnnData, cat
             module, source, alignment, device=target, max_len=request.max_len, progress=request.progress
         ).embeddings
 
-    classifier = KNeighborsClassifier(n_neighbors=min(request.n_neighbors, ref.n_obs), metric="cosine")
-    classifier.fit(embed(ref), ref.obs["label"].astype(str).to_numpy())
-    probabilities = classifier.predict_proba(embed(query))
-    order = [list(classifier.classes_).index(c) for c in categories]
-    return probabilities[:, order]
+    position = {str(category): i for i, category in enumerate(categories)}
+    codes = np.array([position[label] for label in ref.obs["label"].astype(str)], dtype=np.int64)
+    return knn_label_probabilities(
+        embed(ref), codes, embed(query), len(categories), n_neighbors=request.n_neighbors, seed=request.seed
+    )
