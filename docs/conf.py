@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import filecmp
 import os
+import re
 import shutil
 import sys
 from datetime import date
@@ -26,7 +27,8 @@ import scfm  # noqa: E402
 # -- Tutorials ----------------------------------------------------------------------------------------------------
 # The notebooks live in ../tutorials (executed, with outputs). Sphinx only reads files under docs/, so each build
 # mirrors them into docs/tutorials/notebooks/ (git-ignored): a notebook added to tutorials/ appears in the site
-# without any change here, and one removed from tutorials/ disappears from it.
+# without any change here, and one removed from tutorials/ disappears from it. They are listed in the order of
+# tutorials/README.md's table.
 TUTORIALS = ROOT / "tutorials"
 NOTEBOOKS = HERE / "tutorials" / "notebooks"
 
@@ -43,7 +45,21 @@ def _mirror_notebooks(source: Path, target: Path) -> None:
             shutil.copy2(path, copy)  # keeps the mtime, so an unchanged notebook is not re-read
 
 
+def _write_toctree(readme: Path, target: Path) -> None:
+    """List the mirrored notebooks in the order of tutorials/README.md's links, then any others by name."""
+    names = sorted(path.stem for path in target.glob("*.ipynb"))
+    linked = re.findall(r"\]\(([\w-]+)\.ipynb\)", readme.read_text()) if readme.is_file() else []
+    ordered = [name for name in dict.fromkeys(linked) if name in names]
+    ordered += [name for name in names if name not in ordered]
+    entries = "".join(f"notebooks/{name}\n" for name in ordered)
+    text = f"```{{toctree}}\n:maxdepth: 1\n\n{entries}```\n"
+    toctree = target / "_toctree.txt"  # included by docs/tutorials/index.md
+    if not toctree.exists() or toctree.read_text() != text:
+        toctree.write_text(text)
+
+
 _mirror_notebooks(TUTORIALS, NOTEBOOKS)
+_write_toctree(TUTORIALS / "README.md", NOTEBOOKS)
 
 # -- Project ------------------------------------------------------------------------------------------------------
 project = "scfm"
