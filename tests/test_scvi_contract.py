@@ -363,11 +363,13 @@ def test_provenance_stores_none_as_missing(cells):
     assert target.uns["scfm"]["k"]["b"] == {"d": 1} and "a" not in target.uns["scfm"]["k"]
 
 
-def _clusters(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
+def _clusters(n_reference: int, n_query: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reference cells with their cluster codes, and query cells of the same four clusters."""
+    rng = np.random.default_rng(0)
     centres = rng.normal(size=(4, 16))
-    codes = rng.integers(0, 4, size=n)
-    return (centres[codes] + 0.6 * rng.normal(size=(n, 16))).astype(np.float32), codes
+    codes = rng.integers(0, 4, size=n_reference + n_query)
+    cells = (centres[codes] + 0.6 * rng.normal(size=(codes.size, 16))).astype(np.float32)
+    return cells[:n_reference], codes[:n_reference], cells[n_reference:]
 
 
 def test_exact_knn_votes_are_sklearns():
@@ -375,8 +377,7 @@ def test_exact_knn_votes_are_sklearns():
 
     from scfm.models.base import knn_label_probabilities
 
-    reference, codes = _clusters(300, 0)
-    query, _ = _clusters(80, 1)
+    reference, codes, query = _clusters(300, 80)
     ours = knn_label_probabilities(reference, codes, query, 5, n_neighbors=7, approximate=False)
     sklearn = KNeighborsClassifier(n_neighbors=7, metric="cosine").fit(reference, codes).predict_proba(query)
     np.testing.assert_allclose(ours[:, :4], sklearn, atol=1e-6)
@@ -389,11 +390,41 @@ def test_exact_knn_votes_are_sklearns():
 def test_approximate_knn_agrees_with_exact_and_is_deterministic():
     from scfm.models.base import knn_label_probabilities
 
-    reference, codes = _clusters(3000, 0)
-    query, _ = _clusters(400, 1)
+    reference, codes, query = _clusters(3000, 400)
     exact = knn_label_probabilities(reference, codes, query, 4, n_neighbors=15, approximate=False)
     approximate = knn_label_probabilities(reference, codes, query, 4, n_neighbors=15, approximate=True, seed=3)
     again = knn_label_probabilities(reference, codes, query, 4, n_neighbors=15, approximate=True, seed=3)
     np.testing.assert_array_equal(approximate, again)
     assert (approximate.argmax(1) == exact.argmax(1)).mean() > 0.98
     assert np.abs(approximate - exact).mean() < 0.02
+
+
+def test_recipe_paths_are_relative_to_the_recipe_file_or_given_on_the_command_line(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from scfm.train import PretrainConfig
+
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    recipe = folder / "r.yaml"
+    text = "output: ../runs/r\ndata: {shards: [../data/*.h5ad], vocab: vocab.json}\nmodel: {family: scgpt}\n"
+    recipe.write_text(text)
+    monkeypatch.chdir(tmp_path / "recipes")  # any working directory: the recipe decides
+    config = PretrainConfig.from_yaml(recipe)
+    assert Path(config.output) == (tmp_path / "runs" / "r").resolve()
+    assert [Path(s).resolve() for s in config.data.shards] == [(tmp_path / "data" / "*.h5ad").resolve()]
+    assert Path(config.data.vocab).resolve() == (folder / "vocab.json").resolve()
+    monkeypatch.chdir(tmp_path)
+    config = PretrainConfig.from_yaml("recipes/r.yaml", shards=["corpus/a.h5ad"], output="elsewhere")
+    assert config.data.shards == [str(tmp_path / "corpus" / "a.h5ad")]
+    assert Path(config.output) == (tmp_path / "elsewhere").resolve()
+    example = PretrainConfig.from_yaml(Path(__file__).parents[1] / "configs" / "pretrain_example.yaml")
+    assert Path(example.data.vocab).is_file()  # the bundled vocabulary, found from the recipe's folder
+
+
+def test_pretrain_command_line_takes_shards_and_output():
+    from scfm.cli import build_parser
+
+    argv = ["pretrain", "--config", "r.yaml", "--shards", "a.h5ad", "b.h5ad", "--output", "o"]
+    args = build_parser().parse_args(argv)
+    assert args.shards == ["a.h5ad", "b.h5ad"] and args.output == "o"

@@ -58,7 +58,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     from scfm.train import PretrainConfig, pretrain
 
     _log_progress()
-    config = PretrainConfig.from_yaml(args.config)
+    config = PretrainConfig.from_yaml(args.config, shards=args.shards, output=args.output)
     if args.no_progress:
         config.trainer.progress_bar = False
     result = pretrain(config, resume=args.resume)
@@ -214,7 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
         "trainer.strategy: ddp, Lightning starts one process per device, or launch with torchrun / srun. Training "
         "checkpoints go to OUTPUT/checkpoints; the finished model is exported to OUTPUT/export.",
     )
-    pretrain.add_argument("--config", required=True, help="the YAML recipe")
+    pretrain.add_argument(
+        "--config", required=True, help="the YAML recipe (relative paths in it are relative to the recipe file)"
+    )
+    pretrain.add_argument(
+        "--shards", nargs="+", metavar="PATH", help="training .h5ad files or globs, replacing the recipe's data.shards"
+    )
+    pretrain.add_argument("--output", metavar="DIR", help="run directory, replacing the recipe's output")
     pretrain.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of the run")
     pretrain.add_argument("--no-progress", action="store_true", help="no progress bar")
     pretrain.set_defaults(func=_pretrain)

@@ -166,8 +166,25 @@ class PretrainConfig:
         return config
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> PretrainConfig:
-        """Read a YAML recipe; relative paths in it are relative to the current directory."""
+    def from_yaml(
+        cls,
+        path: str | os.PathLike,
+        *,
+        shards: list[str] | None = None,
+        output: str | os.PathLike | None = None,
+    ) -> PretrainConfig:
+        """Read a YAML recipe; relative paths in it (``output``, shards, vocabulary, SOMA uri) are relative to it.
+
+        Parameters
+        ----------
+        path
+            The recipe file.
+        shards
+            Replace the recipe's ``data.shards`` (paths or globs, relative to the current directory), e.g. from
+            ``scfm pretrain --shards``.
+        output
+            Replace the recipe's ``output`` run directory (relative to the current directory).
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config {str(path)!r} does not exist")
@@ -180,7 +197,13 @@ class PretrainConfig:
                 f"config {str(path)!r} must be a YAML mapping of sections (data:, model:, trainer:, ...), "
                 f"got {type(recipe).__name__}"
             )
-        return cls.from_dict(recipe, base_dir=Path.cwd())
+        data = dict(recipe.get("data") or {})
+        if shards is not None:
+            data["shards"] = [str(Path(shard).absolute()) for shard in shards]
+            recipe = {**recipe, "data": data}
+        if output is not None:
+            recipe = {**recipe, "output": str(Path(output).absolute())}
+        return cls.from_dict(recipe, base_dir=path.absolute().parent)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
