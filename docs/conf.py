@@ -82,10 +82,13 @@ extensions = [
 
 templates_path = ["_templates"]
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
+# pages that only point to docs/checkpoints.md for readers of the repository; the site has checkpoints.md itself
+exclude_patterns += ["scgpt_checkpoints.md", "cellplm_checkpoints.md"]
 # .rst first: autosummary writes its generated pages with the first suffix
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 master_doc = "index"
 default_role = "literal"
+smartquotes_action = "qe"  # quotes and ellipses only: "--backed" stays two hyphens
 pygments_style = "default"
 suppress_warnings = [
     # annotations that name classes imported only under TYPE_CHECKING are shown as written
