@@ -272,7 +272,7 @@ def test_too_few_in_minority_class():
 def test_missing_lifelines_says_how_to_install(monkeypatch):
     adata = make_bulk(seed=8, n=60)
     monkeypatch.setitem(sys.modules, "lifelines", None)
-    with pytest.raises(ImportError, match=r"pip install 'scfm\[eval\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'scfm-models\[eval\]'"):
         scfm.tl.associate(adata, "X_emb", duration_key="time", event_key="event")
     _unchanged(adata, ["time", "event", "flag"])
     table = scfm.tl.associate(adata, "X_emb", binary_keys=["flag"])  # binary outcomes need no lifelines

@@ -350,7 +350,7 @@ def test_missing_tiledbsoma_is_an_import_error_only_when_used(corpus, monkeypatc
     spec = importlib.util.spec_from_file_location("scfm.data._soma_without_tiledbsoma", soma_module.__file__)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # importing the module does not need tiledbsoma
-    with pytest.raises(ImportError, match=r"pip install 'scfm\[soma\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'scfm-models\[soma\]'"):
         module.SomaExperimentSource(corpus["uri"])
 
 

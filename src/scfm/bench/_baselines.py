@@ -102,7 +102,7 @@ def harmony(
     try:
         import harmonypy
     except ImportError as err:
-        raise ImportError("harmony needs harmonypy: pip install 'scfm[eval]'") from err
+        raise ImportError("harmony needs harmonypy: pip install 'scfm-models[eval]'") from err
     batches = obs_categories(adata, batch_key, "batch_key", min_categories=2)
     if basis is None:
         pcs = _hvg_pca_array(adata, layer, use_raw, n_top_genes, n_comps, seed)

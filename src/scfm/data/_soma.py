@@ -31,7 +31,7 @@ def _tiledbsoma() -> Any:
         import tiledbsoma
     except ImportError as err:
         raise ImportError(
-            "SomaExperimentSource needs the tiledbsoma package; install it with pip install 'scfm[soma]'"
+            "SomaExperimentSource needs the tiledbsoma package; install it with pip install 'scfm-models[soma]'"
         ) from err
     return tiledbsoma
 

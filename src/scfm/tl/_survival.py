@@ -23,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
-LIFELINES_HINT = "install it with `pip install 'scfm[eval]'` or `pip install lifelines`"
+LIFELINES_HINT = "install it with `pip install 'scfm-models[eval]'` or `pip install lifelines`"
 
 
 @dataclass(frozen=True)

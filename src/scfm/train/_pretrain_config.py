@@ -23,7 +23,7 @@ class DataSettings:
 
     ``shards``: ``.h5ad`` paths or globs (CSR matrices of raw counts). ``soma``: keyword arguments of
     :class:`scfm.data.SomaExperimentSource` (``uri``, ``measurement``, ``layer``, ``obs_value_filter``, ...), for
-    TileDB-SOMA / CELLxGENE Census experiments (``pip install scfm[soma]``). ``dataset_key``: obs column naming each
+    TileDB-SOMA / CELLxGENE Census experiments (``pip install 'scfm-models[soma]'``). ``dataset_key``: obs column naming each
     cell's dataset, whose ``var['measured_in:<dataset>']`` masks say which genes it measured. ``vocab``: ``"union"``
     (every gene named by a source) or a ``vocab.json`` path; ignored with ``model.init_from``. ``block_size`` rows
     are read at a time and ``buffer_blocks`` blocks are shuffled together (the memory bound); ``length_bucketing``
