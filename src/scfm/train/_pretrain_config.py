@@ -23,12 +23,13 @@ class DataSettings:
 
     ``shards``: ``.h5ad`` paths or globs (CSR matrices of raw counts). ``soma``: keyword arguments of
     :class:`scfm.data.SomaExperimentSource` (``uri``, ``measurement``, ``layer``, ``obs_value_filter``, ...), for
-    TileDB-SOMA / CELLxGENE Census experiments (``pip install 'scfm-models[soma]'``). ``dataset_key``: obs column naming each
-    cell's dataset, whose ``var['measured_in:<dataset>']`` masks say which genes it measured. ``vocab``: ``"union"``
-    (every gene named by a source) or a ``vocab.json`` path; ignored with ``model.init_from``. ``block_size`` rows
-    are read at a time and ``buffer_blocks`` blocks are shuffled together (the memory bound); ``length_bucketing``
-    groups cells of similar length into a batch; ``pad_to_max_len`` pads every batch to ``model.max_len`` (static
-    shapes, as the reference code does; a benchmark baseline). ``num_workers``: DataLoader workers per rank.
+    TileDB-SOMA / CELLxGENE Census experiments (``pip install 'scfm-models[soma]'``). ``dataset_key``: obs column naming
+    each cell's dataset, whose ``var['measured_in:<dataset>']`` masks say which genes it measured. ``vocab``:
+    ``"union"`` (every gene named by a source) or a ``vocab.json`` path; ignored with ``model.init_from``.
+    ``block_size`` rows are read at a time and ``buffer_blocks`` blocks are shuffled together (the memory bound);
+    ``length_bucketing`` groups cells of similar length into a batch; ``pad_to_max_len`` pads every batch to
+    ``model.max_len`` (static shapes, as the reference code does; a benchmark baseline). ``num_workers``: DataLoader
+    workers per rank.
     """
 
     shards: list[str] = field(default_factory=list)

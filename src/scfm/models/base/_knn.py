@@ -85,5 +85,5 @@ def _approximate(reference: np.ndarray, query: np.ndarray, k: int, seed: int) ->
 
     graph_k = min(max(k, 30), reference.shape[0] - 1)
     index = NNDescent(reference, metric="euclidean", n_neighbors=graph_k, random_state=seed, n_jobs=1)
-    neighbours, _ = index.query(query, k=k)
+    neighbours, _ = index.query(query, k=k, epsilon=0.2)  # a wider search than the default 0.1: better recall
     return np.asarray(neighbours, dtype=np.int64)
