@@ -246,14 +246,18 @@ class SCGPTModule(BaseModuleClass):
             "dar": dar_weight,
             "cls": cls_weight,
         }
-        total = sum(weights[name] * value for name, value in terms.items())
-        return LossOutput(
-            loss=total,
-            reconstruction_loss={name: value.detach().expand(masked.shape[0]) for name, value in terms.items()},
-            n_obs_minibatch=masked.shape[0],
-        )
+        return weighted_loss(terms, weights, masked.shape[0])
 
     @torch.inference_mode()
     def sample(self, *args, **kwargs):
         """Raise: generation from gene or cell prompts is not implemented yet for this family."""
         raise NotImplementedError("SCGPT generation is not implemented yet; see the project issues")
+
+
+def weighted_loss(terms: dict[str, torch.Tensor], weights: dict[str, float], n_cells: int) -> LossOutput:
+    """Sum the objective ``terms`` with their ``weights``; each term is also logged per cell of the minibatch."""
+    return LossOutput(
+        loss=sum(weights[name] * value for name, value in terms.items()),
+        reconstruction_loss={name: value.detach().expand(n_cells) for name, value in terms.items()},
+        n_obs_minibatch=n_cells,
+    )

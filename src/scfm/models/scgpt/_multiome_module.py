@@ -28,6 +28,7 @@ from scfm.nn import (
 from scfm.nn._losses import elastic_cell_similarity, masked_mse, masked_zero_bce
 
 from ..base._config import ConfigDict
+from ._module import weighted_loss
 
 MULTIOME_FAMILY = "scgpt-multiome"
 
@@ -234,12 +235,7 @@ class SCGPTMultiomeModule(BaseModuleClass):
             raise ValueError("every objective weight is zero; nothing to train")
         weights = {"gep": gep_weight, "gepc": gepc_weight, "gepc_zero": gepc_weight, "ecs": ecs_weight}
         weights["dar"] = dar_weight
-        total = sum(weights[name] * value for name, value in terms.items())
-        return LossOutput(
-            loss=total,
-            reconstruction_loss={name: value.detach().expand(masked.shape[0]) for name, value in terms.items()},
-            n_obs_minibatch=masked.shape[0],
-        )
+        return weighted_loss(terms, weights, masked.shape[0])
 
     @torch.inference_mode()
     def sample(self, *args, **kwargs):
