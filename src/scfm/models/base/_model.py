@@ -160,6 +160,7 @@ class FoundationModel(BaseModelClass):
             self.checkpoint_name,
             "in-memory model",
             self.checkpoint_sha256 or None,  # not saved yet: no weights file, no hash (missing in provenance)
+            genes=tuple(str(name) for name in self.adata.var_names),
         )
 
     @classmethod
@@ -501,6 +502,7 @@ class FoundationModel(BaseModelClass):
         setup = {
             "setup_args": {key: value for key, value in self._setup_args.items() if _json_ready(value)},
             "fields": fields,
+            "var_names": [str(name) for name in self.adata.var_names],  # the genes, for prepare_query_anndata
         }
         extra_files = {SETUP_FILE: lambda path: path.write_text(json.dumps(setup, indent=2, sort_keys=True) + "\n")}
         if save_anndata:

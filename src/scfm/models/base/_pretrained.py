@@ -30,6 +30,9 @@ class Pretrained:
     name, path, sha256
         Checkpoint name, directory (or ``"in-memory model"``) and sha256 of its weights file (``None`` for
         weights never saved).
+    genes
+        The genes of the AnnData a model was set up with (``var_names``) when the handle comes from a model
+        instance; ``None`` otherwise. Reference mapping (``load_query_data``) aligns a query to them.
     """
 
     family: str
@@ -38,6 +41,7 @@ class Pretrained:
     name: str
     path: str
     sha256: str | None
+    genes: tuple[str, ...] | None = None
 
     @property
     def config(self) -> Any:
