@@ -8,6 +8,7 @@ A new family implements a :class:`Family` subclass (with the capability mixins i
 has the checklist.
 """
 
+from ._arches import ArchesMixin
 from ._checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -85,6 +86,7 @@ __all__ = [
     "AnnotatesWithReference",
     "AnnotatesZeroShot",
     "AnnotationRequest",
+    "ArchesMixin",
     "AttentionRequest",
     "AttentionScores",
     "BlockTokenizer",

@@ -17,7 +17,7 @@ from scfm.data import CellDataModule, expressed_gene_counts
 from scfm.genes import GeneVocab
 from scfm.tokenize import check_values
 
-from ..base import FoundationModel, ObsCategoryField, Pretrained, checked_rows, load_pretrained
+from ..base import ArchesMixin, FoundationModel, ObsCategoryField, Pretrained, checked_rows, load_pretrained
 from ._config import SCGPTConfig
 from ._convert import pretrained_from_reference
 from ._data import MaskedValueCollator, TokenizedCellDataset
@@ -25,7 +25,7 @@ from ._embed import binning_config, embed_cells
 from ._perturb_setup import PerturbationSetup
 
 
-class SCGPT(PerturbationSetup, FoundationModel):
+class SCGPT(ArchesMixin, PerturbationSetup, FoundationModel):
     """scGPT (Cui et al. 2024): gene tokens with binned values, a ``<cls>`` cell token, a transformer encoder.
 
     Parameters
@@ -51,6 +51,25 @@ class SCGPT(PerturbationSetup, FoundationModel):
     """
 
     family_name = "scgpt"
+
+    # -- reference mapping (scArches): the batch-indexed parts, see ArchesMixin ---------------------------------------
+    arches_batch_tensors = (
+        "batch_embedding.embedding.weight",
+        "batch_discriminator.classifier.out.weight",
+        "batch_discriminator.classifier.out.bias",
+    )
+    arches_batch_modules = ("domain_batchnorm.norms",)
+    arches_classifier_prefixes = ("classifier.",)
+
+    @classmethod
+    def _query_config(cls, config: SCGPTConfig, categories: list[str], reference_name: str) -> SCGPTConfig:
+        n_reference = len(config.batch_categories)
+        return dataclasses.replace(
+            config,
+            n_batches=len(categories),
+            batch_categories=list(categories),
+            extra={**config.extra, "query_of": reference_name, "reference_batches": n_reference},
+        )
 
     def _new_config(self, vocab: GeneVocab, *, use_batch_embeddings: bool = False, **config_kwargs) -> SCGPTConfig:
         uses_batches = use_batch_embeddings or any(
@@ -224,6 +243,7 @@ class SCGPT(PerturbationSetup, FoundationModel):
             ``lr``, ``weight_decay``, ``warmup_steps``, ``validation_size``, ``seed``, ...).
         """
         options = {name: value for name, value in locals().items() if name in self.training_options}
+        kwargs = self._arches_training_kwargs(kwargs)  # a query model (load_query_data): no decay on frozen rows
         super().train(max_epochs, **options, **kwargs)
 
     def _training_data(
@@ -294,7 +314,7 @@ class SCGPT(PerturbationSetup, FoundationModel):
 
     def _measured_sets(self, measured_key: str | None, column_token_ids: np.ndarray):
         if measured_key is None:
-            return None, None
+            return self._padded_gene_sets(column_token_ids)  # genes prepare_query_anndata padded are not zeros
         obs, var = self.adata.obs, self.adata.var
         if measured_key not in obs:
             raise KeyError(f"measured_key={measured_key!r} is not a column of adata.obs")
@@ -530,8 +550,14 @@ def _codes(values: pd.Series, categories: list[str], where: str, what: str) -> n
     strings = values.astype(str)
     unseen = sorted(set(strings) - set(categories))
     if unseen:
+        fix = (
+            "Map them onto this model with SCGPT.prepare_query_anndata(query, model) and "
+            "SCGPT.load_query_data(query, model) (scArches-style: new batch parameters, the rest frozen), then train()"
+            if what == "batches"
+            else "Fine-tune a model that includes them."
+        )
         raise ValueError(
             f"{where} holds {what} the model was not trained on: {unseen[:8]}; the model knows {categories[:8]}"
-            f"{' ...' if len(categories) > 8 else ''}. Fine-tune a model that includes them."
+            f"{' ...' if len(categories) > 8 else ''}. {fix}"
         )
     return pd.Categorical(strings, categories=categories).codes.astype(np.int64)
