@@ -109,6 +109,14 @@ def _convert_tgpt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_scmulan(args: argparse.Namespace) -> int:
+    from scfm.models.scmulan import write_converted_scmulan
+
+    path = write_converted_scmulan(args.source, args.destination, meta_info=args.meta_info, overwrite=args.overwrite)
+    print(f"wrote scfm checkpoint {path} (model card: {path / 'model_card.md'})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``scfm`` argument parser with its subcommands.
 
@@ -206,6 +214,19 @@ def build_parser() -> argparse.ArgumentParser:
     tgpt.add_argument("destination", help="scfm checkpoint directory to write")
     tgpt.add_argument("--overwrite", action="store_true", help="replace DESTINATION if it exists")
     tgpt.set_defaults(func=_convert_tgpt)
+    scmulan = families.add_parser(
+        "scmulan",
+        help="the public scMulan checkpoint (ckpt_scMulan.pt with the package's meta_info.pt)",
+        description="Convert the public scMulan checkpoint (nanoGPT-style decoder with entity and level heads) and "
+        "its token vocabulary (meta_info.pt) into an scfm checkpoint directory. Both files are read with "
+        "torch.load(weights_only=True); every tensor is mapped or named in an error; the model card records the "
+        "source files and their sha256.",
+    )
+    scmulan.add_argument("source", help="ckpt_scMulan.pt, or a directory holding it and meta_info.pt")
+    scmulan.add_argument("destination", help="scfm checkpoint directory to write")
+    scmulan.add_argument("--meta-info", default=None, help="meta_info.pt (default: beside the checkpoint)")
+    scmulan.add_argument("--overwrite", action="store_true", help="replace DESTINATION if it exists")
+    scmulan.set_defaults(func=_convert_scmulan)
 
     pretrain = sub.add_parser(
         "pretrain",

@@ -6,6 +6,7 @@ annotation by generation and conditional cell generation.
 
 from ..base import register_family
 from ._config import SCMulanConfig
+from ._convert import convert_scmulan_checkpoint, read_reference_scmulan, write_converted_scmulan
 from ._data import ENTITIES, ENTITY_TARGET, METADATA_TARGET, VALUE_TARGET, VALUES, CellWordsDataset, CSentenceCollator
 from ._family import SCMulanFamily
 from ._infer import AnnotationPromptTokenizer, annotation_pass
@@ -51,6 +52,7 @@ __all__ = [
     "annotation_pass",
     "annotation_sentence",
     "cell_gene_words",
+    "convert_scmulan_checkpoint",
     "generate_anndata",
     "generation_prompt",
     "generation_sentence",
@@ -59,7 +61,9 @@ __all__ = [
     "ordered_gene_words",
     "predict_terms",
     "query_token",
+    "read_reference_scmulan",
     "read_sentence",
     "row_gene_words",
     "sentence_attention_mask",
+    "write_converted_scmulan",
 ]

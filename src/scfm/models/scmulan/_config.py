@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ..base._config import ConfigDict
 from ._tokenizer import CSentenceVocab, LevelScheme
@@ -46,7 +46,28 @@ class SCMulanConfig(ConfigDict):
         Always ``"scmulan"``; checked when a checkpoint is loaded.
     extra
         Free-form provenance.
+    layout
+        ``"scfm"`` (scfm's own models: c-sentences of :class:`CSentenceVocab`, a head tied to the entity embedding,
+        a classification value head) or ``"reference"`` (a converted public scMulan checkpoint, see
+        :mod:`scfm.models.scmulan._convert`: the reference's flat token vocabulary, an untied entity head and a
+        regression value head, its sentence builder and greedy annotation).
+    n_reference_tokens
+        ``"reference"`` layout: tokens of the reference vocabulary (rows of its heads). The gene vocabulary appends
+        ``<pad>``, ``<cls>`` and ``<eoc>`` after them (ids the reference never uses).
+    task_token_id, stop_token_id
+        ``"reference"`` layout: id of the annotation task token (``<PCT>``) and of the token that ends generation
+        (the reference stops at token 0).
+    cell_type_ids
+        ``"reference"`` layout: ids of the tokens that count as cell types (the reference's ``cell_type`` and
+        ``MCT`` entities), in the order of ``metadata_terms["cell_type"]``.
+    gene_order
+        ``"reference"`` layout: token ids of the reference gene set in its order (sentences list a cell's genes in
+        the reverse of it); ``None``: token-id order.
     """
+
+    added_later: ClassVar[frozenset[str]] = frozenset(
+        {"layout", "n_reference_tokens", "task_token_id", "stop_token_id", "cell_type_ids", "gene_order"}
+    )
 
     n_gene_tokens: int
     metadata_terms: dict[str, list[str]] = field(default_factory=dict)
@@ -68,6 +89,12 @@ class SCMulanConfig(ConfigDict):
     activation: str = "gelu"
     family: str = FAMILY
     extra: dict[str, Any] = field(default_factory=dict)
+    layout: str = "scfm"
+    n_reference_tokens: int = 0
+    task_token_id: int | None = None
+    stop_token_id: int | None = None
+    cell_type_ids: list[int] | None = None
+    gene_order: list[int] | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -88,12 +115,40 @@ class SCMulanConfig(ConfigDict):
             problems.append(f"level_values has {len(self.level_values)} entries for {self.n_levels} levels")
         if self.family != FAMILY:
             problems.append(f"family is {self.family!r}, expected {FAMILY!r}")
+        if self.activation not in ("gelu", "gelu_tanh", "relu"):
+            problems.append(f"activation must be 'gelu', 'gelu_tanh' or 'relu', got {self.activation!r}")
+        if self.layout == "reference":
+            problems += self._reference_problems()
+        elif self.layout != "scfm":
+            problems.append(f"layout must be 'scfm' or 'reference', got {self.layout!r}")
         try:
             LevelScheme(self.n_levels, self.level_width, self.target_sum)
         except ValueError as err:
             problems.append(str(err))
         if problems:
             raise ValueError("invalid SCMulan config: " + "; ".join(problems))
+
+    def _reference_problems(self) -> list[str]:
+        n = self.n_reference_tokens
+        problems = []
+        if n < 1:
+            return [f"the reference layout needs n_reference_tokens >= 1, got {n}"]
+        if (self.pad_id, self.begin_id, self.end_id) != (n, n + 1, n + 2) or self.n_gene_tokens != n + 3:
+            problems.append(
+                f"the reference layout appends <pad>, <cls>, <eoc> after its {n} tokens: expected pad/begin/end ids "
+                f"{(n, n + 1, n + 2)} and n_gene_tokens={n + 3}"
+            )
+        for name in ("task_token_id", "stop_token_id"):
+            value = getattr(self, name)
+            if value is None or not 0 <= value < n:
+                problems.append(f"the reference layout needs {name} in 0..{n - 1}, got {value}")
+        ids = self.cell_type_ids or []
+        terms = self.metadata_terms.get("cell_type", [])
+        if list(self.metadata_terms) != ["cell_type"] or len(ids) != len(terms) or not ids:
+            problems.append("the reference layout needs metadata_terms {'cell_type': [...]} matching cell_type_ids")
+        if any(not 0 <= i < n for i in ids + (self.gene_order or [])):
+            problems.append(f"cell_type_ids and gene_order must be token ids in 0..{n - 1}")
+        return problems
 
     @property
     def max_gene_words(self) -> int:

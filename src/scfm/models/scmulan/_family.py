@@ -18,6 +18,7 @@ from ..base import (
 from ._config import SCMulanConfig
 from ._infer import annotation_pass
 from ._module import SCMulanModule
+from ._reference import reference_pass
 from ._tasks import generate_anndata, predict_terms
 
 
@@ -40,8 +41,24 @@ class SCMulanFamily(Family, EmbedsCells, AnnotatesZeroShot, Generates):
 
         return SCMulan
 
+    def recognises(self, path) -> bool:
+        from ._convert import is_reference_scmulan_dir
+
+        return is_reference_scmulan_dir(path)
+
+    def from_reference(self, path) -> Pretrained:
+        from ._convert import pretrained_from_reference
+
+        return pretrained_from_reference(path)
+
     def embed(self, pretrained: Pretrained, adata, source, alignment, request: EmbedRequest) -> Embedding:
         config = pretrained.config
+        if config.layout == "reference":
+            found = reference_pass(
+                pretrained.module, source, alignment, **request.loop_arguments(), obs_names=request.obs_names(adata)
+            )
+            record = {"tokenizer": "scMulan reference prompt", "n_levels": config.n_levels, "n_truncated_cells": 0}
+            return Embedding(found.embeddings, found.input_kind, found.n_tokens, record)
         found = annotation_pass(
             pretrained.module,
             source,

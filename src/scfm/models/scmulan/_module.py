@@ -16,6 +16,11 @@ from ._config import SCMulanConfig
 from ._data import ENTITIES, ENTITY_TARGET, METADATA_TARGET, VALUE_TARGET, VALUES
 
 
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU's tanh approximation (nanoGPT's ``new_gelu``, which the public scMulan uses)."""
+    return F.gelu(x, approximate="tanh")
+
+
 def sentence_attention_mask(padding: torch.Tensor, isolated: torch.Tensor | None = None) -> torch.Tensor:
     """``(batch, 1, length, length)`` boolean mask: query ``i`` sees keys ``j <= i`` that are not padding.
 
@@ -45,13 +50,25 @@ class SCMulanModule(BaseModuleClass):
         self.config = config
         self.metadata_weight = metadata_weight
         d = config.d_model
-        self.n_entities = config.sentence_vocab().n_entities
+        reference = config.layout == "reference"
+        self.n_entities = config.n_gene_tokens if reference else config.sentence_vocab().n_entities
         self.entity_embedding = nn.Embedding(self.n_entities, d, padding_idx=config.pad_id)
         self.value_embedding = nn.Embedding(config.n_levels + 1, d)
+        activation = "gelu" if config.activation == "gelu_tanh" else config.activation
         self.transformer = TransformerStack(
-            config.n_layers, d, config.n_heads, config.d_hidden, config.dropout, config.activation, norm_first=True
+            config.n_layers, d, config.n_heads, config.d_hidden, config.dropout, activation, norm_first=True
         )
-        self.value_head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d), nn.Linear(d, config.n_levels + 1))
+        if config.activation == "gelu_tanh":  # a plain function of each layer: no weights change
+            for layer in self.transformer.layers:
+                layer.activation = gelu_tanh
+        if reference:
+            # the public checkpoint: an untied next-entity head and a regression head of every entity's level
+            self.entity_head = nn.Linear(d, config.n_reference_tokens, bias=False)
+            self.level_head = nn.Linear(d, config.n_reference_tokens, bias=False)
+        else:
+            self.value_head = nn.Sequential(
+                nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d), nn.Linear(d, config.n_levels + 1)
+            )
         nn.init.normal_(self.entity_embedding.weight, std=0.02)
         nn.init.normal_(self.value_embedding.weight, std=0.02)
         with torch.no_grad():
@@ -73,12 +90,30 @@ class SCMulanModule(BaseModuleClass):
         return self.transformer(x, is_causal=True)
 
     def entity_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Logits over all entities for the word after each position (head tied to the entity embedding)."""
+        """Logits over all entities for the word after each position (head tied to the entity embedding).
+
+        The ``"reference"`` layout's untied head covers the reference tokens; the appended ``<pad>``, ``<cls>``
+        and ``<eoc>`` get ``-inf``.
+        """
+        if self.config.layout == "reference":
+            logits = self.entity_head(hidden)
+            return F.pad(logits, (0, self.n_entities - logits.shape[-1]), value=float("-inf"))
         return hidden @ self.entity_embedding.weight.T
 
     def value_logits(self, hidden: torch.Tensor, next_entities: torch.Tensor) -> torch.Tensor:
         """Logits over value ids ``0..n_levels`` of the next word, given which entity it is."""
+        if self.config.layout == "reference":
+            raise ValueError("a converted reference scMulan predicts levels by regression (reference_levels)")
         return self.value_head(hidden + self.entity_embedding(next_entities))
+
+    def reference_levels(self, hidden: torch.Tensor, next_entities: torch.Tensor) -> torch.Tensor:
+        """Return the level of the next entity (``"reference"`` layout): ``round(level_head(h)[entity])``, 0..10.
+
+        The reference clamps to 10 whatever its number of levels; scfm clamps to ``min(10, n_levels)`` so that the
+        level stays a row of the value embedding.
+        """
+        raw = self.level_head(hidden).gather(-1, next_entities[..., None])[..., 0]
+        return torch.clamp(torch.round(raw), 0, min(10, self.config.n_levels)).long()
 
     def sentence_losses(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Mean cross-entropies of gene/``<eoc>`` entities, metadata terms and gene values over their targets."""

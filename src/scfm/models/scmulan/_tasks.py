@@ -16,6 +16,7 @@ from scfm.genes import GeneAlignment
 from ..base import Pretrained, TermPrediction, top_labels
 from ._generate import generate_cells, prompt_terms
 from ._infer import annotation_pass
+from ._reference import cell_type_names, reference_pass
 from ._tokenizer import generation_prompt
 
 
@@ -57,6 +58,21 @@ def predict_terms(
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if pretrained.module.config.layout == "reference":
+        return _predict_reference(
+            pretrained,
+            source,
+            alignment,
+            keys,
+            candidates=candidates,
+            top_k=top_k,
+            device=device,
+            batch_size=batch_size,
+            block_size=block_size,
+            progress=progress,
+            rows=rows,
+            obs_names=obs_names,
+        )
     vocab = pretrained.module.config.sentence_vocab()
     chosen = {}
     for key in keys:
@@ -87,6 +103,42 @@ def predict_terms(
         probabilities = probabilities / probabilities.sum(1, keepdims=True)
         predictions[key] = TermPrediction(key, top_labels(probabilities, known, top_k), known, missing, probabilities)
     return predictions, result.embeddings
+
+
+def _predict_reference(
+    pretrained: Pretrained, source, alignment, keys, *, candidates, top_k, **loop
+) -> tuple[dict[str, TermPrediction], np.ndarray]:
+    """Greedy cell-type annotation of a converted public scMulan (:mod:`scfm.models.scmulan._reference`).
+
+    Without ``candidates`` the label is the reference's fine prediction (``"Unclassified"`` when the generated token
+    is not a cell type); ``probabilities`` are the fine step's distribution restricted to the cell types. With
+    ``candidates`` the label is the most likely known candidate of that distribution.
+    """
+    config = pretrained.module.config
+    unknown = [key for key in keys if key != "cell_type"]
+    if unknown:
+        raise KeyError(f"{unknown} are not metadata keys of this converted scMulan (keys: ['cell_type'])")
+    names = config.metadata_terms["cell_type"]
+    known, missing = split_candidates(names, (candidates or {}).get("cell_type"))
+    if not known:
+        raise ValueError(
+            f"none of the {len(missing)} candidate labels for 'cell_type' is a cell type of the model "
+            f"(e.g. {missing[:5]}); its cell types include {names[:10]}"
+        )
+    result = reference_pass(pretrained.module, source, alignment, **loop)
+    columns = [names.index(term) for term in known]
+    probabilities = result.probabilities[:, columns]
+    total = probabilities.sum(1, keepdims=True)
+    probabilities = np.divide(probabilities, total, out=np.zeros_like(probabilities), where=total > 0)
+    table = top_labels(probabilities, known, top_k)
+    if candidates is None or (candidates.get("cell_type") is None):
+        table["label"] = cell_type_names(config, result.fine_ids, names)
+        lookup = {name: i for i, name in enumerate(known)}
+        table["probability"] = [
+            probabilities[row, lookup[label]] if label in lookup else 0.0 for row, label in enumerate(table["label"])
+        ]
+    table.insert(2, "coarse_label", cell_type_names(config, result.coarse_ids, names))
+    return {"cell_type": TermPrediction("cell_type", table, known, missing, probabilities)}, result.embeddings
 
 
 def generate_anndata(
@@ -121,6 +173,11 @@ def generate_anndata(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     config = pretrained.module.config
+    if config.layout == "reference":
+        raise ValueError(
+            "generating cells with a converted public scMulan checkpoint is not implemented; scfm imports its "
+            "zero-shot annotation and embeddings. Generate with a model trained in scfm (docs/scmulan.md)"
+        )
     vocab = config.sentence_vocab()
     conditions = dict(conditions or {})
     prompt = generation_prompt(vocab, prompt_terms(vocab, conditions), begin_id=config.begin_id)
