@@ -32,3 +32,19 @@ def elastic_cell_similarity(cell_embedding: torch.Tensor, threshold: float = 0.6
     cosine = normed @ normed.T
     off_diagonal = ~torch.eye(n, dtype=torch.bool, device=cell_embedding.device)
     return (1.0 - (cosine[off_diagonal] - threshold) ** 2).mean()
+
+
+def paired_view_contrastive(first: torch.Tensor, second: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Compute the symmetric InfoNCE (NT-Xent) loss of two views of the same cells.
+
+    Row ``i`` of ``first`` and row ``i`` of ``second`` are two views of one cell (the positive pair); the other
+    ``2n - 2`` views in the minibatch are its negatives. Cosine similarities are divided by ``temperature``.
+    """
+    n = first.shape[0]
+    if n < 2:
+        return first.new_zeros(())
+    views = F.normalize(torch.cat([first, second]).float(), dim=1)
+    logits = views @ views.T / temperature
+    logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=logits.device), float("-inf"))
+    positives = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(logits.device)
+    return F.cross_entropy(logits, positives)

@@ -58,6 +58,9 @@ class SCGPTConfig(ConfigDict):
     classifier_standardise
         Standardise the cell embedding before the classification head and the batch discriminator (scfm's heads;
         ``False`` for heads imported from scGPT's code, which have none).
+    contrastive_dim
+        Output width of the projection head used by the contrastive objective in training (0: no head, the
+        objective then compares cell embeddings directly). Inference never uses it.
     tokenizer_seed
         Global seed mixed into the per-cell seeds of tie-breaking and gene subsampling.
     extra
@@ -75,6 +78,7 @@ class SCGPTConfig(ConfigDict):
             "gepc_style",
             "classifier_layers",
             "classifier_standardise",
+            "contrastive_dim",
         }
     )
 
@@ -105,6 +109,7 @@ class SCGPTConfig(ConfigDict):
     gepc_style: Literal["inner product", "concat query", "sum query"] = "inner product"
     classifier_layers: int = 3
     classifier_standardise: bool = True
+    contrastive_dim: int = 0
     tokenizer_seed: int = 0
     family: str = FAMILY
     extra: dict[str, Any] = field(default_factory=dict)
@@ -137,6 +142,8 @@ class SCGPTConfig(ConfigDict):
             problems.append(f"gepc_style={self.gepc_style!r} has no zero-probability output and no batch embedding")
         if self.classifier_layers < 1:
             problems.append(f"classifier_layers must be >= 1, got {self.classifier_layers}")
+        if self.contrastive_dim < 0:
+            problems.append(f"contrastive_dim must be >= 0, got {self.contrastive_dim}")
         if self.family != FAMILY:
             problems.append(f"family is {self.family!r}, expected {FAMILY!r}")
         if problems:

@@ -19,6 +19,7 @@ from scfm.tokenize import check_values
 
 from ..base import ArchesMixin, FoundationModel, ObsCategoryField, Pretrained, checked_rows, load_pretrained
 from ._config import SCGPTConfig
+from ._contrastive import TwoViewCellDataset, TwoViewCollator
 from ._convert import pretrained_from_reference
 from ._data import MaskedValueCollator, TokenizedCellDataset
 from ._embed import binning_config, embed_cells
@@ -190,6 +191,10 @@ class SCGPT(ArchesMixin, PerturbationSetup, FoundationModel):
         "n_zero_queries",
         "max_len",
         "measured_key",
+        "contrastive_weight",
+        "contrastive_temperature",
+        "view_min_keep",
+        "minibatch_key",
     )
 
     def train(
@@ -208,9 +213,13 @@ class SCGPT(ArchesMixin, PerturbationSetup, FoundationModel):
         n_zero_queries: int = 128,
         max_len: int | None = None,
         measured_key: str | None = None,
+        contrastive_weight: float = 0.0,
+        contrastive_temperature: float = 0.1,
+        view_min_keep: float = 0.5,
+        minibatch_key: str | None = None,
         **kwargs,
     ) -> None:
-        """Self-supervised training with GEP + GEPC (+ ECS), AdamW and a warm-up + cosine schedule.
+        """Self-supervised training with GEP + GEPC (+ ECS, + contrastive), AdamW and a warm-up + cosine schedule.
 
         Parameters
         ----------
@@ -238,6 +247,16 @@ class SCGPT(ArchesMixin, PerturbationSetup, FoundationModel):
         measured_key
             Column of ``adata.obs`` naming each cell's dataset; ``adata.var`` must then hold boolean columns
             ``measured_in:<dataset>``. A gene a dataset did not measure is never used as a zero target.
+        contrastive_weight, contrastive_temperature
+            Weight and temperature of the contrastive objective (InfoNCE between two views of each cell; the other
+            cells of the minibatch are the negatives). With a positive weight every cell is seen as two views made by
+            binomial thinning of its raw counts, so the registered matrix must hold integer counts.
+        view_min_keep
+            Each view keeps every count with a probability drawn uniformly from ``[view_min_keep, 1]``.
+        minibatch_key
+            Column of ``adata.obs``: every minibatch is drawn from the cells of one of its categories (e.g. the
+            dataset), so the contrastive negatives are cells of the same dataset and dataset identity cannot tell two
+            cells apart. ``None``: minibatches mix all cells.
         **kwargs
             Optimisation, split and trainer settings of :meth:`scfm.models.FoundationModel.train` (``batch_size``,
             ``lr``, ``weight_decay``, ``warmup_steps``, ``validation_size``, ``seed``, ...).
@@ -262,6 +281,10 @@ class SCGPT(ArchesMixin, PerturbationSetup, FoundationModel):
         n_zero_queries: int,
         max_len: int | None,
         measured_key: str | None,
+        contrastive_weight: float,
+        contrastive_temperature: float,
+        view_min_keep: float,
+        minibatch_key: str | None,
     ) -> tuple[CellDataModule, dict]:
         matrix = self._training_matrix()
         column_token_ids = self.alignment.column_token_ids()
@@ -273,8 +296,16 @@ class SCGPT(ArchesMixin, PerturbationSetup, FoundationModel):
         tokenizer = binning_config(self.config, max_len)
         lengths = np.minimum(expressed_gene_counts(matrix, column_token_ids) + 1, tokenizer.max_len)  # + <cls>
 
+        two_views = contrastive_weight > 0
+        if two_views and not np.array_equal(matrix.data, np.rint(matrix.data)):
+            raise ValueError(
+                "contrastive_weight > 0 makes two views of each cell by thinning its counts, but the registered "
+                "matrix holds non-integer values; register raw counts (setup_anndata(layer='counts'))"
+            )
+        view_options = {"min_keep": view_min_keep} if two_views else {}
+
         def make_dataset(rows: np.ndarray) -> TokenizedCellDataset:
-            return TokenizedCellDataset(
+            return (TwoViewCellDataset if two_views else TokenizedCellDataset)(
                 matrix,
                 column_token_ids,
                 cls_id=self.config.cls_id,
@@ -284,9 +315,10 @@ class SCGPT(ArchesMixin, PerturbationSetup, FoundationModel):
                 measured_token_ids=measured,
                 batch_indices=batch_codes,
                 labels=label_codes,
+                **view_options,
             )
 
-        collator = MaskedValueCollator(
+        collator = (TwoViewCollator if two_views else MaskedValueCollator)(
             pad_id=self.config.pad_id,
             pad_value=self.config.pad_value,
             mask_value=self.config.mask_value,
@@ -301,10 +333,26 @@ class SCGPT(ArchesMixin, PerturbationSetup, FoundationModel):
             "ecs_threshold": ecs_threshold,
             "dar_weight": dar_weight,
             "cls_weight": cls_weight,
+            "contrastive_weight": contrastive_weight,
+            "contrastive_temperature": contrastive_temperature,
             "head_lr_factor": head_lr_factor,
             "head_prefixes": ("batch_discriminator.", "classifier."),
         }
-        return CellDataModule(make_dataset, matrix.shape[0], collator, lengths=lengths, **loader), plan_kwargs
+        minibatch_groups = self._minibatch_groups(minibatch_key)
+        data = CellDataModule(
+            make_dataset, matrix.shape[0], collator, lengths=lengths, groups=minibatch_groups, **loader
+        )
+        return data, plan_kwargs
+
+    def _minibatch_groups(self, minibatch_key: str | None) -> np.ndarray | None:
+        if minibatch_key is None:
+            return None
+        if minibatch_key not in self.adata.obs:
+            raise KeyError(
+                f"minibatch_key={minibatch_key!r} is not a column of adata.obs "
+                f"(columns: {list(self.adata.obs.columns)})"
+            )
+        return self.adata.obs[minibatch_key].astype("category").cat.codes.to_numpy()
 
     def _training_matrix(self) -> sp.csr_matrix:
         matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)

@@ -20,7 +20,7 @@ from scfm.nn import (
     generative_attention_mask,
     padding_attention_mask,
 )
-from scfm.nn._losses import elastic_cell_similarity, masked_mse, masked_zero_bce
+from scfm.nn._losses import elastic_cell_similarity, masked_mse, masked_zero_bce, paired_view_contrastive
 
 from ._config import SCGPTConfig
 from ._gepc_heads import QueryMLPHead
@@ -34,6 +34,8 @@ QUERY_GENE_IDS = "query_gene_ids"
 QUERY_VALUES = "query_values"
 BATCH_INDEX = "batch_index"
 LABELS = "labels"
+VIEW_GENE_IDS = "view_gene_ids"
+VIEW_VALUES = "view_values"
 
 
 class SCGPTModule(BaseModuleClass):
@@ -47,7 +49,8 @@ class SCGPTModule(BaseModuleClass):
     GEPC, values of the cell's genes (and of measured-but-zero genes) predicted from the cell embedding
     through gene queries; ECS, elastic cosine similarity between cells of a batch; DAR, cross-entropy of a
     batch discriminator behind gradient reversal (``config.batch_discriminator``); CLS, cross-entropy of a
-    cell-type classifier on the cell embedding (``config.label_categories``).
+    cell-type classifier on the cell embedding (``config.label_categories``); contrastive, InfoNCE between the
+    cell embeddings of two augmented views of each cell (through a projection head when ``config.contrastive_dim``).
 
     With ``config.domain_batchnorm`` the token embeddings are normalised per batch before the transformer,
     so the batch index is needed to encode a cell.
@@ -78,6 +81,11 @@ class SCGPTModule(BaseModuleClass):
         self.classifier = (
             ClassifierHead(d, n_labels, config.classifier_layers, standardise=config.classifier_standardise)
             if n_labels
+            else None
+        )
+        self.projection = (
+            torch.nn.Sequential(torch.nn.Linear(d, d), torch.nn.ReLU(), torch.nn.Linear(d, config.contrastive_dim))
+            if config.contrastive_dim
             else None
         )
         self.expression_head = ExpressionHead(d_out, predict_zero=config.predict_zero, d_hidden=d)
@@ -209,6 +217,8 @@ class SCGPTModule(BaseModuleClass):
         ecs_threshold: float = 0.6,
         dar_weight: float = 0.0,
         cls_weight: float = 0.0,
+        contrastive_weight: float = 0.0,
+        contrastive_temperature: float = 0.1,
     ) -> LossOutput:
         masked = tensors[MASKED]
         gep = generative_outputs["gep"]
@@ -236,6 +246,8 @@ class SCGPTModule(BaseModuleClass):
                 if (labels >= 0).any()
                 else generative_outputs["cls"].sum() * 0.0
             )
+        if contrastive_weight > 0:
+            terms["contrastive"] = self._contrastive(tensors, inference_outputs, contrastive_temperature)
         if not terms:
             raise ValueError("every objective weight is zero; nothing to train")
         weights = {
@@ -245,8 +257,18 @@ class SCGPTModule(BaseModuleClass):
             "ecs": ecs_weight,
             "dar": dar_weight,
             "cls": cls_weight,
+            "contrastive": contrastive_weight,
         }
         return weighted_loss(terms, weights, masked.shape[0])
+
+    def _contrastive(self, tensors: dict[str, torch.Tensor], inference_outputs: dict, temperature: float):
+        if VIEW_GENE_IDS not in tensors:
+            raise ValueError("contrastive_weight > 0 needs two views per cell (train with contrastive_weight > 0)")
+        view = self.encode(tensors[VIEW_GENE_IDS], tensors[VIEW_VALUES], batch_index=tensors.get(BATCH_INDEX))
+        first, second = inference_outputs["cell_embedding"], view["cell_embedding"]
+        if self.projection is not None:
+            first, second = self.projection(first), self.projection(second)
+        return paired_view_contrastive(first, second, temperature)
 
     @torch.inference_mode()
     def sample(self, *args, **kwargs):
