@@ -319,7 +319,7 @@ class ArchesMixin:
         parameters = dict(module.named_parameters())
         trainable, partial = [], []
         for name, parameter in parameters.items():
-            if name in self.arches_batch_tensors:
+            if name in self.arches_batch_tensors and parameter.shape[0] > n_reference:
                 parameter.requires_grad_(True)
                 parameter.register_hook(_zero_rows_hook(n_reference))
                 trainable.append(name)
