@@ -195,3 +195,35 @@ def test_unseen_batch_error_points_to_load_query_data(reference_model, query):
     SCGPT.prepare_query_anndata(query, reference_model)
     with pytest.raises(ValueError, match=r"not trained on: \['q0'\].*SCGPT.load_query_data"):
         reference_model.get_latent_representation(query, device="cpu")
+
+
+def test_tl_integrate_maps_a_query_onto_a_finetuned_model(tiny_checkpoint, pbmc_raw_genes, tmp_path):
+    import scfm
+
+    genes = pbmc_raw_genes[:300]
+    reference = make_batched_counts(genes, n_cells=120)
+    fast = {"batch_size": 16, "lr": 3e-3, "progress": False, "device": "cpu", "n_top_genes": 60}
+    model = scfm.tl.integrate(
+        reference, "batch", model=tiny_checkpoint, domain_batchnorm=True, return_model=True, max_epochs=1, **fast
+    )
+    query = _query(genes, n_cells=60)
+    query.obs = query.obs.rename(columns={"batch": "sample"})  # the query's column may have another name
+    before = snapshot(query)
+    mapped = scfm.tl.integrate(query, "sample", model=model, max_epochs=1, return_model=True, **fast)
+    assert set(snapshot(query)["obsm"]) - set(before["obsm"]) == {"X_scfm_integrated"}
+    assert query.obsm["X_scfm_integrated"].shape == (60, 32)
+    record = query.uns["scfm"]["X_scfm_integrated"]
+    assert record["mode"] == "query_mapping" and record["new_batches"] == ["q0"]
+    assert record["batches"] == ["b0", "b1", "q0"] and record["genes_from"] == "reference"
+    assert record["genes_used"] == 60 and record["genes_padded"] == 0
+    assert "domain_batchnorm.norms.2.weight" in record["trained"]
+    np.testing.assert_allclose(
+        query.obsm["X_scfm_integrated"], mapped.get_latent_representation(device="cpu", max_len=61), atol=1e-5
+    )
+    # the saved reference maps the same way; the query's genes are padded to the reference's
+    path = model.save(tmp_path / "reference")
+    partial = _query(genes, n_cells=60)[:, genes[:280]].copy()
+    scfm.tl.integrate(partial, "batch", model=path, max_epochs=1, **fast)
+    record = partial.uns["scfm"]["X_scfm_integrated"]
+    assert record["mode"] == "query_mapping" and record["genes_used"] == 60
+    assert record["genes_padded"] == sum(g not in set(genes[:280]) for g in model.adata.var_names)

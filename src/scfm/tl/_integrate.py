@@ -69,6 +69,14 @@ def integrate(
     With ``labels_key``, cells with a label also train a cell-type classifier on the cell embedding
     (semi-supervised integration); cells with a missing label only contribute the other objectives.
 
+    **Query mapping.** When ``model`` is already fine-tuned for integration (e.g. the model ``return_model=True``
+    gave, or its saved directory), ``adata`` is mapped onto it instead, scArches-style
+    (:meth:`~scfm.models.SCGPT.load_query_data`): the reference's genes are used (missing ones count as zeros),
+    batches the model was not trained on get their own parameters, trained for ``max_epochs`` with everything else
+    frozen, and the cells are embedded in the reference's space. A single batch is then enough; ``labels_key``,
+    ``n_top_genes`` (when the reference records its genes), ``batch_embeddings`` and ``domain_batchnorm`` do not
+    apply. The record says ``mode="query_mapping"``. See ``docs/finetuning.md``.
+
     Parameters
     ----------
     adata
@@ -136,7 +144,9 @@ def integrate(
     if adata.n_obs == 0:
         raise ValueError("the AnnData has no cells (n_obs == 0)")
     check_result_key(adata, key_added)
-    batches = obs_categories(adata, batch_key, "batch_key", min_categories=2)
+    pretrained = resolve_model(model, capability="integrate")
+    maps_query = pretrained.spec.maps_queries(pretrained)  # a fine-tuned model: map adata's batches onto it
+    batches = obs_categories(adata, batch_key, "batch_key", min_categories=1 if maps_query else 2)
     columns = {batch_key: pd.Categorical(batches)}
     label_categories = None
     if labels_key is not None:
@@ -154,7 +164,6 @@ def integrate(
         columns[labels_key] = pd.Categorical(strings.fillna(UNLABELLED))  # scvi-tools needs no missing values
     if max_epochs < 1 or batch_size < 2:
         raise ValueError(f"max_epochs must be >= 1 and batch_size >= 2, got {max_epochs} and {batch_size}")
-    pretrained = resolve_model(model, capability="integrate")
     weights = IntegrationWeights(
         gep=gep_weight, gepc=gepc_weight, ecs=ecs_weight, ecs_threshold=ecs_threshold, dar=dar_weight, cls=cls_weight
     )

@@ -227,7 +227,33 @@ class ArchesMixin:
         The query model, not yet trained (``is_trained_`` is ``False``): call ``train()``, then
         ``get_latent_representation()``.
         """
-        reference = cls._arches_reference(reference_model)
+        return cls._query_model(
+            adata,
+            cls._arches_reference(reference_model),
+            inplace_subset_query_vars=inplace_subset_query_vars,
+            accelerator=accelerator,
+            device=device,
+            unfrozen=unfrozen,
+            freeze_dropout=freeze_dropout,
+            freeze_classifier=freeze_classifier,
+            min_genes=min_genes,
+        )
+
+    @classmethod
+    def _query_model(
+        cls,
+        adata: AnnData,
+        reference: ArchesReference,
+        *,
+        inplace_subset_query_vars: bool,
+        accelerator: str,
+        device: str,
+        unfrozen: bool,
+        freeze_dropout: bool,
+        freeze_classifier: bool,
+        min_genes: int,
+    ):
+        """:meth:`load_query_data` on a resolved reference."""
         reference_batches = cls._reference_batches(reference)
         batch_key = reference.setup_args.get("batch_key")
         if batch_key is None:

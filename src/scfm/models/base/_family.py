@@ -458,6 +458,14 @@ class IntegratesBatches:
         """Fine-tune on ``adata`` (never modified) and embed it."""
         raise NotImplementedError
 
+    def maps_queries(self, pretrained: Pretrained) -> bool:
+        """Return whether :meth:`integrate` maps ``adata`` onto ``pretrained`` instead of fine-tuning anew.
+
+        True for a model already fine-tuned for integration: new batches get their own parameters (scArches) and
+        the rest stays frozen.
+        """
+        return False
+
 
 @dataclass(frozen=True)
 class AttentionRequest:

@@ -95,6 +95,10 @@ class SCGPTFamily(
 
         return integrate_batches(pretrained, adata, settings)
 
+    def maps_queries(self, pretrained):
+        config = pretrained.config
+        return config.n_batches > 0 and bool(config.batch_categories)
+
     def integrate_modalities(self, pretrained, mdata, request):
         from ._multiome_integrate import integrate_modalities
 
