@@ -7,6 +7,12 @@ Command used for ``docs/benchmarks.md``::
 (defaults: the bundled default checkpoint, 10,000 / 50,000 / 100,000 cells, batch size 64, seed 0, torch's
 default number of threads; add ``--json results.json`` to keep the rows, ``--workdir DIR`` to keep the data).
 
+``python benchmarks/embed_speed.py --profile [--threads 2 --profile-cells 32]`` instead profiles ``tl.embed`` at the
+whole-human shape (12 layers, d_model 512, 8 heads, random weights, synthetic cells of ~565 genes) in fp32 and bf16:
+seconds by group of torch ops (QKV and other GEMMs, attention, copies/casts, layer norm, residual adds, activation,
+the rest outside torch ops), achieved GFLOP/s against the GEMM peak measured in the same run, and padding waste. The
+profiler is :func:`run_profile` of ``benchmarks/precision.py``, which documents it.
+
 What is measured
 ----------------
 Data
@@ -451,6 +457,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=None, help="keep the generated data here (default: temp dir)")
     parser.add_argument("--seed", type=int, default=0, help="data seed")
     parser.add_argument("--json", type=Path, default=None, help="save the rows (and run metadata) as JSON")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead: where the time of tl.embed goes at the whole-human shape, fp32 and bf16 (see precision.py)",
+    )
+    parser.add_argument("--profile-cells", type=int, default=32, help="synthetic cells of --profile")
+    parser.add_argument("--profile-repeats", type=int, default=2, help="profiles of each precision (fastest kept)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if min(args.sizes) < 1 or args.padding_size < 0 or args.batch_size < 1:
@@ -460,6 +473,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.profile:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from precision import run_profile  # the one profiler, shared with benchmarks/precision.py
+
+        results = run_profile(n_cells=args.profile_cells, threads=args.threads or 2, repeats=args.profile_repeats)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+        return 0
     if args.child is not None:
         print(MARKER + json.dumps(run_child(json.loads(args.child))), flush=True)
         return 0
