@@ -43,6 +43,10 @@ class SCMulanModule(BaseModuleClass):
     entity whose value it predicts: ``p(entity, value | prefix) = p(entity | prefix) p(value | prefix, entity)``.
 
     No position embedding: a c-sentence is ordered by expression level, which the value embeddings carry.
+
+    ``config.layout == "reference"`` (a converted public scMulan checkpoint, :mod:`scfm.models.scmulan._convert`)
+    replaces the tied entity head and the value head by the reference's untied ``entity_head`` and its regression
+    ``level_head`` (one output per token), and uses GELU's tanh approximation when ``config.activation`` says so.
     """
 
     def __init__(self, config: SCMulanConfig, metadata_weight: float = 1.0) -> None:
