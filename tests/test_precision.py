@@ -6,6 +6,7 @@ import warnings
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import assert_unchanged, snapshot
@@ -121,3 +122,55 @@ def test_cli_precision(counts_adata, tiny_checkpoint, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["embed", str(path), str(tmp_path / "x.h5ad"), "--precision", "fp16"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_slow_bf16_warning_follows_the_cpu(monkeypatch, native):
+    from scfm.models.base import _device
+
+    monkeypatch.setattr(_device, "cpu_has_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _device.warn_if_slow_bf16(cpu, "bf16")
+        _device.warn_if_slow_bf16(cpu, "fp32")
+    assert len(caught) == (0 if native else 1)
+    if not native:
+        assert "AVX512-BF16 or AMX" in str(caught[0].message)
+
+
+class _AutocastRecorder:
+    """A stand-in family tokenizer that records whether autocast is on when its forward runs (and enters none)."""
+
+    def __init__(self) -> None:
+        self.autocast = []
+
+    def encode(self, block, start, stop, input_kind):
+        from scfm.models.base import TokenizedBlock
+
+        return TokenizedBlock(list(range(stop - start)), np.ones(stop - start, dtype=int))
+
+    def collate(self, items):
+        return {"x": torch.tensor(items, dtype=torch.float32)[:, None]}
+
+    def forward(self, module, batch, positions):
+        self.autocast.append(torch.is_autocast_enabled("cpu"))
+        return {"y": module(batch["x"])}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_stream_cells_runs_every_batch_in_the_precision(precision):
+    # the whole loop sits in one autocast context (bf16 weights cast once per call, not per batch)
+    from scfm.data import ExpressionSource
+    from scfm.models.base import stream_cells
+
+    matrix = np.ones((10, 3), dtype=np.float32)
+    module = torch.nn.Linear(1, 2)
+    recorder = _AutocastRecorder()
+    source = ExpressionSource(matrix=matrix, var=pd.DataFrame(index=["a", "b", "c"]), label="X")
+    result = stream_cells(
+        module, source, recorder, {"y": 2}, device=torch.device("cpu"), batch_size=3, precision=precision
+    )
+    assert recorder.autocast == [precision == "bf16"] * 4
+    assert result.outputs["y"].shape == (10, 2)
+    assert not torch.is_autocast_enabled("cpu")

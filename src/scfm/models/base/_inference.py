@@ -22,6 +22,8 @@ from scfm.data import ExpressionSource, iter_row_blocks, length_bucketed_batches
 from scfm.genes import GeneAlignment
 from scfm.tokenize import detect_input_kind
 
+from ._device import autocast_context
+
 
 class NoKnownGenesError(ValueError):
     """Cells that express none of the model's genes, where the family has no representation for them."""
@@ -141,6 +143,7 @@ def stream_cells(
     batching=bucketed,
     progress: bool = False,
     desc: str = "scfm",
+    precision: str = "fp32",
 ) -> StreamResult:
     """Run ``module`` over every cell of ``source`` (or ``rows`` of it), ``block_size`` rows at a time.
 
@@ -158,6 +161,10 @@ def stream_cells(
         Where to run, cells per batch, rows per block, which rows (default all), progress bar and its label.
     batching
         ``batching(lengths, batch_size)`` lists the batches of a block (:func:`bucketed` or :func:`in_order`).
+    precision
+        The whole loop runs in :func:`~scfm.models.base._device.autocast_context` of ``device`` and ``precision``
+        (the family's ``forward`` may enter it again), so that under bf16 autocast each weight is cast once per call
+        (autocast's cast cache lives while its outermost context is open) instead of once per batch.
     """
     n_obs = source.n_obs if rows is None else len(rows)
     outputs = {name: np.zeros((n_obs, width), dtype=np.float32) for name, width in widths.items()}
@@ -165,19 +172,20 @@ def stream_cells(
     input_kind = None
     module.eval()
     bar = tqdm(total=n_obs, desc=desc, unit="cell", disable=not settings.show_progress(progress))
-    for start, stop, block in iter_row_blocks(source.matrix, block_size, rows):
-        if input_kind is None:
-            input_kind = detect_input_kind(block)
-        tokenized = tokenizer.encode(block, start, stop, input_kind)
-        for name, count in tokenized.counters.items():
-            counters[name] = counters.get(name, 0) + int(count)
-        for batch in batching(tokenized.lengths, batch_size):
-            collated = tokenizer.collate([tokenized.items[i] for i in batch])
-            collated = {name: tensor.to(device) for name, tensor in collated.items()}
-            positions = start + batch
-            for name, result in tokenizer.forward(module, collated, positions).items():
-                outputs[name][positions] = result.float().cpu().numpy()
-        bar.update(stop - start)
+    with autocast_context(device, precision):
+        for start, stop, block in iter_row_blocks(source.matrix, block_size, rows):
+            if input_kind is None:
+                input_kind = detect_input_kind(block)
+            tokenized = tokenizer.encode(block, start, stop, input_kind)
+            for name, count in tokenized.counters.items():
+                counters[name] = counters.get(name, 0) + int(count)
+            for batch in batching(tokenized.lengths, batch_size):
+                collated = tokenizer.collate([tokenized.items[i] for i in batch])
+                collated = {name: tensor.to(device) for name, tensor in collated.items()}
+                positions = start + batch
+                for name, result in tokenizer.forward(module, collated, positions).items():
+                    outputs[name][positions] = result.float().cpu().numpy()
+            bar.update(stop - start)
     bar.close()
     for name, values in outputs.items():
         check_finite(values, name)

@@ -137,6 +137,7 @@ def embed_cells(
         batching=bucketed if bucketing else in_order,
         progress=progress,
         desc="scfm embed",
+        precision=precision,
     )
     embeddings = result.outputs[output]
     if normalize and output == "embedding":

@@ -157,6 +157,7 @@ def annotation_pass(
         rows=rows,
         progress=progress,
         desc="scfm scmulan",
+        precision=precision,
     )
     embeddings = result.outputs["embedding"]
     if normalize:

@@ -120,6 +120,7 @@ def embed_ranked(
         rows=rows,
         progress=progress,
         desc="scfm embed (tgpt)",
+        precision=precision,
     )
     embeddings = result.outputs["embedding"]
     if normalize:
