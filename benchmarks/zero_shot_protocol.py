@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/zero_shot_protocol.py [--models scgpt tgpt scmulan cellplm DIR ...]
-        [--sets pancreas pbmc_sorted cortex pbmc68k] [--max-cells 2000] [--data ../shared/data] [--json PATH]
+        [--sets pancreas pbmc_sorted cortex pbmc68k] [--max-cells 1000] [--data ../shared/data] [--json PATH]
 
 Evaluation sets (each is excluded, by dataset, from the pretraining of the default model; see its model card):
 
@@ -98,14 +98,18 @@ def model_label(model: str) -> str:
     return Path(model).name if Path(model).exists() else model
 
 
-def embed_all(ev: EvalSet, models: list[str]) -> dict[str, float]:
-    """Write ``X_<model>`` for every model and ``X_hvg_pca``; return seconds per model."""
+def embed_all(ev: EvalSet, models: list[str], max_len: int | None = None) -> dict[str, float]:
+    """Write ``X_<model>`` for every model and ``X_hvg_pca``; return seconds per model.
+
+    ``max_len`` overrides the checkpoints' inference context (gene-token families only).
+    """
     seconds = {}
     for model in models:
         key = f"X_{model_label(model)}"
         start = time.perf_counter()
         argument = None if model == "scgpt" else model
-        scfm.tl.embed(ev.adata, argument, use_raw=ev.use_raw, key_added=key, progress=False)
+        options = {"max_len": max_len} if max_len else {}
+        scfm.tl.embed(ev.adata, argument, use_raw=ev.use_raw, key_added=key, progress=False, **options)
         seconds[key] = time.perf_counter() - start
     scfm.bench.hvg_pca(ev.adata, use_raw=ev.use_raw, key_added="X_hvg_pca")
     return seconds
@@ -118,7 +122,12 @@ def score(ev: EvalSet, keys: list[str]) -> pd.DataFrame:
         ev.adata.obs["_one_batch"] = "all"
         batch_key = "_one_batch"
     table = scfm.bench.scib_table(
-        ev.adata, keys, batch_key=batch_key, label_key=ev.label_key, pre_integrated_key="X_hvg_pca"
+        ev.adata,
+        keys,
+        batch_key=batch_key,
+        label_key=ev.label_key,
+        pre_integrated_key="X_hvg_pca",
+        batch_metrics=ev.batch_key is not None,
     )
     table = table.drop(index="Metric Type", errors="ignore").astype(float)
     if ev.batch_key is None:
@@ -132,14 +141,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["scgpt", "tgpt", "scmulan", "cellplm"])
     parser.add_argument("--sets", nargs="+", default=list(HELD_OUT + VALIDATION))
-    parser.add_argument("--max-cells", type=int, default=2000)
+    parser.add_argument("--max-cells", type=int, default=1000)
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--max-len", type=int, default=None, help="inference context of gene-token checkpoints")
     args = parser.parse_args()
     results, summary = {}, []
     for name in args.sets:
         ev = load_set(name, args.data, args.max_cells)
-        seconds = embed_all(ev, args.models)
+        seconds = embed_all(ev, args.models, args.max_len)
         keys = [*seconds, "X_hvg_pca"]
         table = score(ev, keys)
         role = "held out" if name in HELD_OUT else "validation"

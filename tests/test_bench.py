@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 
-from scfm.bench import hvg_pca, knn_accuracy, label_silhouette
+from scfm.bench import hvg_pca, knn_accuracy, label_silhouette, scib_table
 
 
 def test_hvg_pca_on_counts(counts_adata):
@@ -80,3 +82,15 @@ def test_knn_accuracy_separated_vs_noise(counts_adata):
     assert knn_accuracy(counts_adata, "noise", "cell_type") < 0.6
     with pytest.raises(KeyError, match="not a column"):
         knn_accuracy(counts_adata, "noise", "missing")
+
+
+def test_scib_table_bio_only_for_one_batch():
+    rng = np.random.default_rng(0)
+    obs = pd.DataFrame({"label": rng.choice(list("abc"), 120), "batch": "one"}, index=[f"c{i}" for i in range(120)])
+    adata = ad.AnnData(obs=obs)
+    adata.obsm["good"] = np.eye(3)[pd.Categorical(obs["label"]).codes] + 0.05 * rng.normal(size=(120, 3))
+    adata.obsm["noise"] = rng.normal(size=(120, 3))
+    table = scib_table(adata, ["good", "noise"], batch_key="batch", label_key="label", batch_metrics=False)
+    table = table.drop(index="Metric Type").astype(float)
+    assert "Batch correction" not in table.columns and "Total" not in table.columns
+    assert table.loc["good", "Bio conservation"] > table.loc["noise", "Bio conservation"]

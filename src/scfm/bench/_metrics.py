@@ -49,6 +49,7 @@ def scib_table(
     label_key: str,
     pre_integrated_key: str | None = None,
     n_jobs: int = 1,
+    batch_metrics: bool = True,
 ) -> pd.DataFrame:
     """scib-metrics ``Benchmarker`` on several embeddings; returns its unscaled results table.
 
@@ -59,8 +60,14 @@ def scib_table(
     ----------
     pre_integrated_key
         Unintegrated embedding used by the PCR-comparison metric (default: the first of ``rep_keys``).
+    batch_metrics
+        ``False``: bio conservation only (for data with a single batch, where batch metrics are undefined).
     """
-    from scib_metrics.benchmark import Benchmarker
+    from scib_metrics.benchmark import BatchCorrection, Benchmarker
+
+    only_graph_connectivity = BatchCorrection(
+        bras=False, ilisi_knn=False, kbet_per_label=False, graph_connectivity=True, pcr_comparison=False
+    )
 
     for key in rep_keys:
         _representation(adata, key)
@@ -80,6 +87,10 @@ def scib_table(
         pre_integrated_embedding_obsm_key=pre_integrated_key,
         n_jobs=n_jobs,
         progress_bar=False,
+        **({} if batch_metrics else {"batch_correction_metrics": only_graph_connectivity}),
     )
     benchmarker.benchmark()
-    return benchmarker.get_results(min_max_scale=False)
+    results = benchmarker.get_results(min_max_scale=False)
+    if not batch_metrics:  # scib-metrics needs one batch metric to build its table; drop it and the aggregates
+        results = results.drop(columns=["Graph connectivity", "Batch correction", "Total"])
+    return results
