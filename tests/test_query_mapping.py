@@ -227,3 +227,10 @@ def test_tl_integrate_maps_a_query_onto_a_finetuned_model(tiny_checkpoint, pbmc_
     record = partial.uns["scfm"]["X_scfm_integrated"]
     assert record["mode"] == "query_mapping" and record["genes_used"] == 60
     assert record["genes_padded"] == sum(g not in set(genes[:280]) for g in model.adata.var_names)
+
+
+def test_views_are_refused(reference_model, query):
+    with pytest.raises(ValueError, match="not a view"):
+        SCGPT.load_query_data(query[:10], reference_model)
+    with pytest.raises(ValueError, match="not a view"):
+        SCGPT.prepare_query_anndata(query[:10], reference_model)

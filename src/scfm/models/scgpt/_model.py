@@ -52,6 +52,7 @@ class SCGPT(ArchesMixin, PerturbationSetup, FoundationModel):
     """
 
     family_name = "scgpt"
+    checked_methods = (*FoundationModel.checked_methods, "prepare_query_anndata", "load_query_data")
 
     # -- reference mapping (scArches): the batch-indexed parts, see ArchesMixin ---------------------------------------
     arches_batch_tensors = (
