@@ -337,3 +337,41 @@ def test_pickled_objects_are_refused(tmp_path):
         pickle.dump({"model": NotPlainData()}, handle)
     with pytest.raises(CheckpointError, match=r"ckpt_scMulan\.pt"):
         convert_scmulan_checkpoint(source)
+
+
+def test_generation_stopping_at_token_zero(tmp_path):
+    """With ``ln_f.weight`` zero every hidden state is ``ln_f.bias``; a head row along it makes token 0 win at once."""
+    tokens = token_set()
+    sd = state_dict(tokens)
+    sd["transformer.ln_f.weight"] = torch.zeros(D)
+    sd["lm_head.weight"][0] = 100 * sd["transformer.ln_f.bias"]
+    source = write_reference(tmp_path / "reference", sd=sd)
+    adata = log_cells(3)
+    expected = [reference_annotate(sd, tokens, adata.X[i].toarray()[0], list(adata.var_names)) for i in range(3)]
+    assert all(fine == coarse == "Unclassified" for coarse, fine, _ in expected)
+    destination = write_converted_scmulan(source, tmp_path / "converted")
+    table = SCMulan.from_pretrained(str(destination), adata.copy(), min_genes=10).predict_metadata()["cell_type"].table
+    assert list(table["label"]) == ["Unclassified"] * 3 and list(table["coarse_label"]) == ["Unclassified"] * 3
+    assert (table["probability"] == 1).all()  # no fine step happened: "Unclassified" for sure
+
+
+def test_annotate_tool_and_candidates(converted):
+    adata = log_cells(6)
+    scfm.tl.annotate(adata, model=str(converted[1]), method="generate", min_genes=10, progress=False)
+    model = SCMulan.from_pretrained(str(converted[1]), log_cells(6), min_genes=10)
+    table = model.predict_metadata()["cell_type"].table
+    assert list(adata.obs["scfm_cell_type"].astype(str)) == list(table["label"])
+    assert "Unclassified" in set(table["label"])  # the label the reference gives when no cell type is generated
+    restricted = log_cells(6)
+    with pytest.warns(UserWarning, match="not a type"):
+        scfm.tl.annotate(
+            restricted,
+            model=str(converted[1]),
+            method="generate",
+            candidates=["B cell", "NK cell", "not a type"],
+            min_genes=10,
+            progress=False,
+        )
+    assert set(restricted.obs["scfm_cell_type"].astype(str)) <= {"B cell", "NK cell"}
+    with pytest.raises(KeyError, match="cell_type"):
+        model.predict_metadata(keys=["tissue"])

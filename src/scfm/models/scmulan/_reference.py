@@ -139,8 +139,9 @@ def complete_prompt(module: SCMulanModule, entities: np.ndarray, levels: np.ndar
 class ReferencePass:
     """Per-cell results of :func:`reference_pass`.
 
-    Embedding, coarse and fine token ids (``-1``: not a cell type), fine-step probabilities over the cell-type
-    entities (renormalised; zeros when the fine step did not happen).
+    Embedding, coarse and fine token ids (``-1``: not a cell type), and the fine step's probabilities of every
+    cell type followed by that of the most likely other token (see
+    :meth:`ReferencePromptTokenizer.fine_probabilities`).
     """
 
     embeddings: np.ndarray
@@ -164,6 +165,22 @@ class ReferencePromptTokenizer:
         self.cell_types = torch.as_tensor(self.config.cell_type_ids, device=device)
         self.is_cell_type = np.zeros(self.config.n_reference_tokens, dtype=bool)
         self.is_cell_type[self.config.cell_type_ids] = True
+
+    def fine_probabilities(self, logits: torch.Tensor | None) -> torch.Tensor:
+        """Return the fine step's probability of every cell type, then that of the most likely other token.
+
+        The greedy choice of the reference is the argmax of these (``"Unclassified"`` for the last column); a cell
+        whose generation ended before a fine step gets ``[0, ..., 0, 1]``.
+        """
+        out = torch.zeros(len(self.cell_types) + 1, device=self.device)
+        if logits is None:
+            out[-1] = 1.0
+            return out
+        probabilities = torch.softmax(logits, -1)
+        out[:-1] = probabilities[self.cell_types]
+        others = probabilities.index_fill(0, self.cell_types, 0.0)
+        out[-1] = others.max()
+        return out
 
     def encode(self, block: sp.csr_matrix, start: int, stop: int, input_kind: str) -> TokenizedBlock:
         csr = block if sp.isspmatrix_csr(block) else sp.csr_matrix(block)
@@ -212,10 +229,7 @@ class ReferencePromptTokenizer:
             ids = [int(t) if self.is_cell_type[t] else -1 for t in tail]
             coarse.append(ids[0])
             fine.append(ids[1])
-            if done.fine_logits is None:
-                probabilities.append(torch.zeros(len(self.cell_types), device=self.device))
-            else:
-                probabilities.append(torch.softmax(done.fine_logits[self.cell_types], -1))
+            probabilities.append(self.fine_probabilities(done.fine_logits))
         return {
             "embedding": torch.stack(embeddings),
             "coarse": torch.tensor(coarse, dtype=torch.float64)[:, None],
@@ -245,7 +259,7 @@ def reference_pass(
     if precision != "fp32":
         raise ValueError(f"a converted reference scMulan runs in fp32 only, got precision={precision!r}")
     config = module.config
-    widths = {"embedding": config.d_model, "coarse": 1, "fine": 1, "probabilities": len(config.cell_type_ids)}
+    widths = {"embedding": config.d_model, "coarse": 1, "fine": 1, "probabilities": len(config.cell_type_ids) + 1}
     result = stream_cells(
         module,
         source,

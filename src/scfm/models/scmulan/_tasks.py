@@ -16,7 +16,7 @@ from scfm.genes import GeneAlignment
 from ..base import Pretrained, TermPrediction, top_labels
 from ._generate import generate_cells, prompt_terms
 from ._infer import annotation_pass
-from ._reference import cell_type_names, reference_pass
+from ._reference import UNCLASSIFIED, cell_type_names, reference_pass
 from ._tokenizer import generation_prompt
 
 
@@ -110,9 +110,10 @@ def _predict_reference(
 ) -> tuple[dict[str, TermPrediction], np.ndarray]:
     """Greedy cell-type annotation of a converted public scMulan (:mod:`scfm.models.scmulan._reference`).
 
-    Without ``candidates`` the label is the reference's fine prediction (``"Unclassified"`` when the generated token
-    is not a cell type); ``probabilities`` are the fine step's distribution restricted to the cell types. With
-    ``candidates`` the label is the most likely known candidate of that distribution.
+    Without ``candidates`` the labels are the cell types and ``"Unclassified"``: a cell type's probability is the
+    fine step's probability of its token, ``"Unclassified"``'s that of the most likely token that is not a cell
+    type, renormalised over these, so that the most likely label is the reference's greedy prediction. With
+    ``candidates`` the label is the most likely known candidate of the fine step's distribution over them.
     """
     config = pretrained.module.config
     unknown = [key for key in keys if key != "cell_type"]
@@ -127,16 +128,12 @@ def _predict_reference(
         )
     result = reference_pass(pretrained.module, source, alignment, **loop)
     columns = [names.index(term) for term in known]
+    if (candidates or {}).get("cell_type") is None:
+        known, columns = [*known, UNCLASSIFIED], [*columns, len(names)]
     probabilities = result.probabilities[:, columns]
     total = probabilities.sum(1, keepdims=True)
     probabilities = np.divide(probabilities, total, out=np.zeros_like(probabilities), where=total > 0)
     table = top_labels(probabilities, known, top_k)
-    if candidates is None or (candidates.get("cell_type") is None):
-        table["label"] = cell_type_names(config, result.fine_ids, names)
-        lookup = {name: i for i, name in enumerate(known)}
-        table["probability"] = [
-            probabilities[row, lookup[label]] if label in lookup else 0.0 for row, label in enumerate(table["label"])
-        ]
     table.insert(2, "coarse_label", cell_type_names(config, result.coarse_ids, names))
     return {"cell_type": TermPrediction("cell_type", table, known, missing, probabilities)}, result.embeddings
 
