@@ -72,10 +72,11 @@ def integrate(
     **Query mapping.** When ``model`` is already fine-tuned for integration (e.g. the model ``return_model=True``
     gave, or its saved directory), ``adata`` is mapped onto it instead, scArches-style
     (:meth:`~scfm.models.SCGPT.load_query_data`): the reference's genes are used (missing ones count as zeros),
-    batches the model was not trained on get their own parameters, trained for ``max_epochs`` with everything else
-    frozen, and the cells are embedded in the reference's space. A single batch is then enough; ``labels_key``,
-    ``n_top_genes`` (when the reference records its genes), ``batch_embeddings`` and ``domain_batchnorm`` do not
-    apply. The record says ``mode="query_mapping"``. See ``docs/finetuning.md``.
+    batches the model was not trained on get their own parameters, trained for ``max_epochs`` with GEP + GEPC and
+    everything else frozen, and the cells are embedded in the reference's space. A single batch is then enough;
+    ``labels_key``, ``n_top_genes`` (when the reference records its genes), ``batch_embeddings``,
+    ``domain_batchnorm``, ``ecs_weight`` and ``dar_weight`` do not apply. The record says ``mode="query_mapping"``.
+    See ``docs/finetuning.md``.
 
     Parameters
     ----------

@@ -142,7 +142,9 @@ def map_query(reference: Pretrained, adata: AnnData, request: IntegrationRequest
     if max_len is None:
         max_len = min(reference.config.max_len, work.n_vars + 1)
     weights = request.weights
-    dar_weight = weights.dar if reference.config.batch_discriminator else 0.0
+    # Query training fits the new batches' parameters with the reconstruction objectives only, as scArches does.
+    # ECS and DAR stay off: every minibatch holds query cells only, and on pancreas (benchmarks/query_mapping.py)
+    # ECS + DAR moved the query away from the reference (mixing 0.10 -> 0.005) and cost label-transfer accuracy.
     new_batches = model.arches_["new_batches"]
     train_seconds = 0.0
     if new_batches:
@@ -155,10 +157,6 @@ def map_query(reference: Pretrained, adata: AnnData, request: IntegrationRequest
             mask_ratio=request.mask_ratio,
             gep_weight=weights.gep,
             gepc_weight=weights.gepc,
-            ecs_weight=weights.ecs,
-            ecs_threshold=weights.ecs_threshold,
-            dar_weight=dar_weight,
-            head_lr_factor=HEAD_LR_FACTOR,
             seed=request.seed,
             accelerator=accelerator_for(request.device),
             enable_progress_bar=request.progress,
@@ -175,8 +173,7 @@ def map_query(reference: Pretrained, adata: AnnData, request: IntegrationRequest
         "genes_padded": int(padded.sum()),
         "genes_from": "reference" if genes is not None else "highly variable",
         "max_len": max_len,
-        "weights": {"gep": weights.gep, "gepc": weights.gepc, "ecs": weights.ecs, "dar": dar_weight, "cls": 0.0},
-        "ecs_threshold": weights.ecs_threshold,
+        "weights": {"gep": weights.gep, "gepc": weights.gepc, "ecs": 0.0, "dar": 0.0, "cls": 0.0},
         "train_seconds": train_seconds,
         "seconds_per_epoch": train_seconds / request.max_epochs if new_batches else 0.0,
         "trained": list(model.arches_["trainable"]) if new_batches else [],
