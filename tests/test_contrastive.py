@@ -99,3 +99,34 @@ def test_train_rejects_unknown_minibatch_key(counts_adata):
     model = SCGPT(counts_adata, **TINY)
     with pytest.raises(KeyError, match="minibatch_key"):
         model.train(max_epochs=1, minibatch_key="nope", **TRAIN_KWARGS)
+
+
+def test_tgpt_two_view_items_and_training(counts_adata):
+    from scfm.models import TGPT
+    from scfm.models.tgpt._data import PadTwoViews, TwoViewRankedDataset
+
+    counts_adata.obs["dataset"] = np.where(np.arange(counts_adata.n_obs) % 2 == 0, "a", "b")
+    TGPT.setup_anndata(counts_adata)
+    model = TGPT(counts_adata, d_model=32, n_heads=2, n_layers=2, d_hidden=64, max_len=32, contrastive_dim=16)
+    matrix = sp.csr_matrix(counts_adata.X)
+    ids = model.alignment.column_token_ids()
+    dataset = TwoViewRankedDataset(matrix, ids, np.arange(6), begin_id=1, end_id=2, max_len=32, min_keep=0.3)
+    np.random.seed(0)  # noqa: NPY002 (the dataset draws from numpy's global RNG, as in training)
+    pairs = [dataset[i] for i in range(6)]
+    assert any(not np.array_equal(first, second) for first, second in pairs)
+    assert all(first[0] == 1 and second[0] == 1 for first, second in pairs)
+    batch = PadTwoViews(0)(pairs)
+    assert set(batch) == {"token_ids", "view_token_ids"}
+    model.train(
+        max_epochs=2,
+        lr=3e-3,
+        warmup_steps=1,
+        batch_size=16,
+        contrastive_weight=1.0,
+        minibatch_key="dataset",
+        **TRAIN_KWARGS,
+    )
+    assert {"train_next_gene", "train_contrastive"} <= set(model.history)
+    assert np.isfinite(model.history["train_contrastive"].to_numpy(dtype=float)).all()
+    with pytest.raises(KeyError, match="minibatch_key"):
+        model.train(max_epochs=1, minibatch_key="nope", **TRAIN_KWARGS)

@@ -43,6 +43,9 @@ class TGPTConfig(ConfigDict):
         added at every position too. The reference tGPT's tokenizer returns ``token_type_ids`` (all 0) and its
         feature extraction passes them to GPT-2, which embeds them with the token embedding: every position gets
         the embedding of token 0 added; converted checkpoints set 0 to reproduce that.
+    contrastive_dim
+        Output width of the projection head of the contrastive training objective (0: none; the objective then
+        compares embeddings directly). Inference never uses it.
     family
         Always ``"tgpt"``; checked when a checkpoint is loaded.
     extra
@@ -50,7 +53,7 @@ class TGPTConfig(ConfigDict):
     """
 
     # options added for checkpoints converted from the reference tGPT; their defaults are what older checkpoints compute
-    added_later: ClassVar[frozenset[str]] = frozenset({"end_when_cut", "tied_head", "token_type_id"})
+    added_later: ClassVar[frozenset[str]] = frozenset({"end_when_cut", "tied_head", "token_type_id", "contrastive_dim"})
 
     n_tokens: int
     pad_id: int = 0
@@ -66,6 +69,7 @@ class TGPTConfig(ConfigDict):
     end_when_cut: bool = False
     tied_head: bool = True
     token_type_id: int | None = None
+    contrastive_dim: int = 0
     family: str = FAMILY
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -87,6 +91,8 @@ class TGPTConfig(ConfigDict):
             problems.append(f"end_when_cut needs max_len >= 3 (begin, a gene, end), got {self.max_len}")
         if self.token_type_id is not None and not 0 <= self.token_type_id < self.n_tokens:
             problems.append(f"token_type_id={self.token_type_id} is outside the vocabulary of {self.n_tokens} tokens")
+        if self.contrastive_dim < 0:
+            problems.append(f"contrastive_dim must be >= 0, got {self.contrastive_dim}")
         if self.family != FAMILY:
             problems.append(f"family is {self.family!r}, expected {FAMILY!r}")
         if problems:

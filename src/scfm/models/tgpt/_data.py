@@ -12,6 +12,7 @@ from scfm.tokenize import check_values
 from ._tokenizer import rank_tokenize_csr, rank_tokens
 
 TOKEN_IDS = "token_ids"
+VIEW_TOKEN_IDS = "view_token_ids"
 
 
 class RankedSampleDataset(Dataset):
@@ -86,3 +87,49 @@ class PadTokens:
         for i, tokens in enumerate(sequences):
             out[i, : len(tokens)] = torch.from_numpy(np.asarray(tokens, dtype=np.int64))
         return {TOKEN_IDS: out}
+
+
+class TwoViewRankedDataset(RankedSampleDataset):
+    """:class:`RankedSampleDataset` whose items are two rankings of one cell, each from binomially thinned counts.
+
+    Each view keeps every count with a probability drawn uniformly from ``[min_keep, 1]`` (numpy's global RNG,
+    seeded by ``seed_everything`` in training), then ranks the surviving genes, so the views differ in depth, in
+    which genes reach the context and in their order. The matrix must hold integer counts.
+    """
+
+    def __init__(self, *args, min_keep: float = 0.5, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not 0.0 < min_keep <= 1.0:
+            raise ValueError(f"min_keep must be in (0, 1], got {min_keep}")
+        self.min_keep = min_keep
+
+    def _view(self, ids: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        kept = rng.binomial(counts, rng.uniform(self.min_keep, 1.0)).astype(np.float32)
+        alive = kept > 0
+        return rank_tokens(
+            ids[alive],
+            kept[alive],
+            begin_id=self.begin_id,
+            end_id=self.end_id,
+            max_len=self.max_len,
+            end_when_cut=self.end_when_cut,
+        )
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        row = self.rows[index]
+        start, stop = self.matrix.indptr[row], self.matrix.indptr[row + 1]
+        ids = self.column_token_ids[self.matrix.indices[start:stop]]
+        values = self.matrix.data[start:stop]
+        keep = (ids >= 0) & (values > 0)
+        ids, counts = ids[keep], np.rint(values[keep]).astype(np.int64)
+        rng = np.random.default_rng(np.random.randint(0, 2**31 - 1))  # noqa: NPY002 (seed_everything seeds it)
+        return self._view(ids, counts, rng), self._view(ids, counts, rng)
+
+
+class PadTwoViews(PadTokens):
+    """Collator of :class:`TwoViewRankedDataset` items: both views right-padded, under two keys."""
+
+    def __call__(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, torch.Tensor]:
+        first = super().__call__([pair[0] for pair in pairs])[TOKEN_IDS]
+        second = super().__call__([pair[1] for pair in pairs])[TOKEN_IDS]
+        return {TOKEN_IDS: first, VIEW_TOKEN_IDS: second}

@@ -12,7 +12,7 @@ from scfm.tokenize import check_values
 
 from ..base import FoundationModel
 from ._config import TGPTConfig
-from ._data import PadTokens, RankedSampleDataset
+from ._data import PadTokens, PadTwoViews, RankedSampleDataset, TwoViewRankedDataset
 
 
 class TGPT(FoundationModel):
@@ -65,15 +65,79 @@ class TGPT(FoundationModel):
         check_values(matrix, where=source.label)
         return matrix, self.alignment.column_token_ids()
 
-    def _training_data(self, loader: dict, **options) -> tuple[CellDataModule, dict]:
-        """Next-gene pretraining (causal language modelling over ranked genes)."""
+    training_options = (
+        "next_gene_weight",
+        "contrastive_weight",
+        "contrastive_temperature",
+        "view_min_keep",
+        "minibatch_key",
+    )
+
+    def train(
+        self,
+        max_epochs: int = 10,
+        *,
+        next_gene_weight: float = 1.0,
+        contrastive_weight: float = 0.0,
+        contrastive_temperature: float = 0.1,
+        view_min_keep: float = 0.5,
+        minibatch_key: str | None = None,
+        **kwargs,
+    ) -> None:
+        """Pretrain with next-gene prediction (the paper's objective) and, optionally, a contrastive objective.
+
+        Parameters
+        ----------
+        max_epochs
+            Passes over the registered cells.
+        next_gene_weight
+            Weight of the next-gene cross-entropy.
+        contrastive_weight, contrastive_temperature
+            Weight and temperature of InfoNCE between two views of each cell (the other cells of the minibatch are
+            the negatives). With a positive weight each cell is ranked twice, each time from its counts thinned
+            binomially, so the registered matrix must hold integer counts.
+        view_min_keep
+            Each view keeps every count with a probability drawn uniformly from ``[view_min_keep, 1]``.
+        minibatch_key
+            Column of ``adata.obs``: every minibatch holds cells of one of its categories (e.g. the dataset), so
+            contrastive negatives come from the same dataset. ``None``: minibatches mix all cells.
+        **kwargs
+            Optimisation, split and trainer settings of :meth:`scfm.models.FoundationModel.train`.
+        """
+        options = {name: value for name, value in locals().items() if name in self.training_options}
+        super().train(max_epochs, **options, **kwargs)
+
+    def _training_data(
+        self,
+        loader: dict,
+        *,
+        next_gene_weight: float = 1.0,
+        contrastive_weight: float = 0.0,
+        contrastive_temperature: float = 0.1,
+        view_min_keep: float = 0.5,
+        minibatch_key: str | None = None,
+    ) -> tuple[CellDataModule, dict]:
+        """Next-gene pretraining (causal language modelling over ranked genes), plus the optional contrastive views."""
         matrix, column_token_ids = self._training_matrix()
         config = self.config
         # <begin> + genes + <end>, or the context when the ranking is cut (with or without <end>)
         lengths = np.minimum(expressed_gene_counts(matrix, column_token_ids) + 2, config.max_len)
+        two_views = contrastive_weight > 0
+        if two_views and not np.array_equal(matrix.data, np.rint(matrix.data)):
+            raise ValueError(
+                "contrastive_weight > 0 makes two views of each cell by thinning its counts, but the registered "
+                "matrix holds non-integer values; register raw counts (setup_anndata(layer='counts'))"
+            )
+        if minibatch_key is not None and minibatch_key not in self.adata.obs:
+            raise KeyError(
+                f"minibatch_key={minibatch_key!r} is not a column of adata.obs "
+                f"(columns: {list(self.adata.obs.columns)})"
+            )
+        groups = None if minibatch_key is None else self.adata.obs[minibatch_key].astype("category").cat.codes
+        view_options = {"min_keep": view_min_keep} if two_views else {}
 
         def make_dataset(rows: np.ndarray) -> RankedSampleDataset:
-            return RankedSampleDataset(
+            return (TwoViewRankedDataset if two_views else RankedSampleDataset)(
                 matrix,
                 column_token_ids,
                 rows,
@@ -81,6 +145,21 @@ class TGPT(FoundationModel):
                 end_id=config.end_id,
                 max_len=config.max_len,
                 end_when_cut=config.end_when_cut,
+                **view_options,
             )
 
-        return CellDataModule(make_dataset, matrix.shape[0], PadTokens(config.pad_id), lengths=lengths, **loader), {}
+        collator = (PadTwoViews if two_views else PadTokens)(config.pad_id)
+        data = CellDataModule(
+            make_dataset,
+            matrix.shape[0],
+            collator,
+            lengths=lengths,
+            groups=None if groups is None else groups.to_numpy(),
+            **loader,
+        )
+        plan_kwargs = {
+            "next_gene_weight": next_gene_weight,
+            "contrastive_weight": contrastive_weight,
+            "contrastive_temperature": contrastive_temperature,
+        }
+        return data, plan_kwargs

@@ -8,9 +8,10 @@ from scvi.module.base import BaseModuleClass, LossOutput
 from torch import nn
 
 from scfm.nn import TransformerStack
+from scfm.nn._losses import paired_view_contrastive
 
 from ._config import TGPTConfig
-from ._data import TOKEN_IDS
+from ._data import TOKEN_IDS, VIEW_TOKEN_IDS
 
 
 def causal_padding_mask(padding: torch.Tensor) -> torch.Tensor:
@@ -38,6 +39,9 @@ class TGPTModule(BaseModuleClass):
 
     The sample embedding is the mean of the last hidden states over the gene tokens (``begin``, ``end`` and
     padding excluded), as in the paper.
+
+    Training objectives: next-gene cross-entropy (the paper's) and, optionally, a contrastive term (InfoNCE between
+    the embeddings of two thinned views of each cell; through a projection head when ``config.contrastive_dim``).
     """
 
     def __init__(self, config: TGPTConfig) -> None:
@@ -56,6 +60,8 @@ class TGPTModule(BaseModuleClass):
                 layer.activation = gelu_tanh
         if not config.tied_head:
             self.next_token_head = nn.Linear(d, config.n_tokens, bias=False)
+        if config.contrastive_dim:
+            self.projection = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, config.contrastive_dim))
         # Small embeddings keep the tied head's initial logits near zero (unit-variance rows would give
         # logits of size sqrt(d_model) and a first loss several times log(n_tokens)).
         nn.init.normal_(self.token_embedding.weight, std=0.02)
@@ -92,7 +98,10 @@ class TGPTModule(BaseModuleClass):
 
     def embed(self, token_ids: torch.Tensor) -> torch.Tensor:
         """``(batch, d_model)`` mean of the last hidden states over gene tokens."""
-        hidden = self.hidden_states(token_ids)
+        return self.pool(self.hidden_states(token_ids), token_ids)
+
+    def pool(self, hidden: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+        """Mean of ``hidden`` over the gene tokens of ``token_ids`` (begin, end and padding excluded)."""
         config = self.config
         genes = (token_ids != config.pad_id) & (token_ids != config.begin_id) & (token_ids != config.end_id)
         weights = genes.to(hidden.dtype)
@@ -112,7 +121,30 @@ class TGPTModule(BaseModuleClass):
     def generative(self, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"logits": self.next_token_logits(hidden)}
 
-    def loss(self, tensors, inference_outputs, generative_outputs, **kwargs) -> LossOutput:
+    def loss(
+        self,
+        tensors,
+        inference_outputs,
+        generative_outputs,
+        next_gene_weight: float = 1.0,
+        contrastive_weight: float = 0.0,
+        contrastive_temperature: float = 0.1,
+    ) -> LossOutput:
         token_ids = tensors[TOKEN_IDS]
-        value = self.next_gene_loss(token_ids, generative_outputs["logits"])
-        return LossOutput(loss=value, reconstruction_loss={"next_gene": value}, n_obs_minibatch=token_ids.shape[0])
+        terms = {"next_gene": self.next_gene_loss(token_ids, generative_outputs["logits"])}
+        total = next_gene_weight * terms["next_gene"]
+        if contrastive_weight > 0:
+            if VIEW_TOKEN_IDS not in tensors:
+                raise ValueError("contrastive_weight > 0 needs two views per cell (train with contrastive_weight > 0)")
+            first = self.pool(inference_outputs["hidden"], token_ids)
+            second = self.embed(tensors[VIEW_TOKEN_IDS])
+            if self.config.contrastive_dim:
+                first, second = self.projection(first), self.projection(second)
+            terms["contrastive"] = paired_view_contrastive(first, second, contrastive_temperature)
+            total = total + contrastive_weight * terms["contrastive"]
+        n = token_ids.shape[0]
+        return LossOutput(
+            loss=total,
+            reconstruction_loss={name: value.detach().expand(n) for name, value in terms.items()},
+            n_obs_minibatch=n,
+        )
