@@ -19,6 +19,9 @@ Evaluation sets (each is excluded, by dataset, from the pretraining of the defau
 ``pbmc68k`` (validation: used for recipe choices, never reported as held out)
     ``sc.datasets.pbmc68k_reduced()``, ``adata.raw`` (765 log-normalised genes), ``bulk_labels``, one batch.
 
+A model argument is a family name (its bundled checkpoint), a checkpoint directory, or ``random:<model>``: the same
+architecture with random weights (torch seed 0), the control for what pretraining adds.
+
 Every set is subsampled (stratified by label, seed 0) to at most ``--max-cells`` cells. Each embedding (the
 checkpoints' ``tl.embed`` output and HVG+PCA computed on the evaluation cells themselves: normalise to 10,000,
 log1p, 2,000 HVGs, scale, 50 PCs) is scored in one scib-metrics ``Benchmarker`` per set (unscaled; Bio, Batch,
@@ -93,9 +96,28 @@ def load_set(name: str, data: Path, max_cells: int) -> EvalSet:
     raise ValueError(f"unknown evaluation set {name!r}; choose from {HELD_OUT + VALIDATION}")
 
 
+RANDOM = "random:"
+
+
 def model_label(model: str) -> str:
-    """Short row name of a model argument (a family name or a checkpoint directory)."""
+    """Short row name of a model argument (a family name, a checkpoint directory, or ``random:<either>``)."""
+    if model.startswith(RANDOM):
+        return "random_" + model_label(model[len(RANDOM) :])
     return Path(model).name if Path(model).exists() else model
+
+
+def model_argument(model: str):
+    """What ``tl.embed`` takes for a model argument; ``random:<model>``: its architecture with random weights."""
+    if not model.startswith(RANDOM):
+        return None if model == "scgpt" else model
+    import torch
+
+    from scfm.models import Pretrained, load_pretrained
+
+    pretrained = load_pretrained(model[len(RANDOM) :])
+    torch.manual_seed(0)
+    module = type(pretrained.module)(pretrained.module.config).eval()
+    return Pretrained(pretrained.family, module, pretrained.vocab, "random weights (torch seed 0)", "", None)
 
 
 def embed_all(ev: EvalSet, models: list[str], max_len: int | None = None) -> dict[str, float]:
@@ -107,7 +129,7 @@ def embed_all(ev: EvalSet, models: list[str], max_len: int | None = None) -> dic
     for model in models:
         key = f"X_{model_label(model)}"
         start = time.perf_counter()
-        argument = None if model == "scgpt" else model
+        argument = model_argument(model)
         options = {"max_len": max_len} if max_len else {}
         scfm.tl.embed(ev.adata, argument, use_raw=ev.use_raw, key_added=key, progress=False, **options)
         seconds[key] = time.perf_counter() - start
