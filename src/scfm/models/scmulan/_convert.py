@@ -407,31 +407,31 @@ def _model_card(converted: ConvertedSCMulan) -> str:
     files = "\n".join(f"  - `{name}`: sha256 `{digest}`" for name, digest in sorted(reference.sha256.items()))
     args = json.dumps(reference.model_args, indent=2, sort_keys=True, default=str)
     order = "token-id order" if config.gene_order is None else "meta_info's gene_set order (not token-id order)"
+    n_types, stop = len(config.cell_type_ids or []), reference.token_set[STOP_TOKEN_ID]
     return f"""# scMulan checkpoint converted by scfm
 
 - source files:
 {files}
 - converted: {dt.date.today().isoformat()} with `scfm convert scmulan`
-- parameters: {n_params:,} (the reference's count; scfm adds {len(SCFM_SPECIALS)} zero embedding rows for `<pad>`,
-  `<cls>`, `<eoc>`); {config.n_layers} layers, d_model {config.d_model}, {config.n_heads} heads, feed-forward
-  {config.d_hidden}, GELU (tanh approximation), {config.n_levels} expression levels
-- vocabulary: {config.n_reference_tokens} reference tokens ({len(reference.gene_set)} genes,
-  {len(config.cell_type_ids or [])} cell-type entities from `cell_type` and `MCT`); task token `{TASK_TOKEN}` (id
-  {config.task_token_id}); generation stops at token {config.stop_token_id} (`{reference.token_set[STOP_TOKEN_ID]}`);
-  metadata terms are written `<meta:NAME>` in vocab.json
+- parameters: {n_params:,} (the reference's count; scfm adds zero embedding rows for `<pad>`, `<cls>`, `<eoc>`)
+- shape: {config.n_layers} layers, d_model {config.d_model}, {config.n_heads} heads, feed-forward {config.d_hidden},
+  GELU (tanh approximation), {config.n_levels} expression levels
+- vocabulary: {config.n_reference_tokens} reference tokens, {len(reference.gene_set)} of them genes and {n_types}
+  cell-type entities (`cell_type` and `MCT`); metadata terms are written `<meta:NAME>` in vocab.json
+- task token `{TASK_TOKEN}` (id {config.task_token_id}); generation stops at token {config.stop_token_id} (`{stop}`)
 - mapped: `transformer.wte` -> `entity_embedding`, `transformer.wee` -> `value_embedding`, blocks ->
   `transformer.layers`, `ln_f` -> `transformer.final_norm`, `lm_head` -> `entity_head`, `epx_head` -> `level_head`
-- left out: causal-mask buffers {len(converted.buffers)}; other checkpoint entries (not weights):
+- left out: {len(converted.buffers)} causal-mask buffers; checkpoint entries that are not weights:
   {", ".join(reference.other_entries) or "none"}
 
 ## Inference (as the reference's `model_inference` computes it)
 
-A cell's prompt is its expressed genes of the gene set in the reverse of {order}, each with a level
+A cell's prompt is its expressed genes of the gene set in the reverse of {order}, each with the level
 `np.digitize(v, linspace(0, max v, {config.n_levels + 1}), right=True)` of its `normalize_total(1e4)` + `log1p`
-value, then `{TASK_TOKEN}`. Three tokens are generated greedily, banning every earlier token of the sequence but
-the last; the coarse and fine cell types are the first two (`Unclassified` when not cell-type entities); the
-embedding is the final hidden state at the first generated token. Ties in the greedy choice go to the lowest id
-(the reference draws among tied tokens at random).
+value, then `{TASK_TOKEN}`. Three tokens are generated greedily, banning every earlier token of the sequence but the
+last; the coarse and fine cell types are the first two (`Unclassified` when not cell-type entities); the embedding
+is the final hidden state at the first generated token. Ties in the greedy choice go to the lowest id (the
+reference draws among tied tokens at random). Generation of cells is not imported.
 
 ## Reference model_args
 
