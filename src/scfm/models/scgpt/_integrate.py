@@ -142,9 +142,9 @@ def map_query(reference: Pretrained, adata: AnnData, request: IntegrationRequest
     if max_len is None:
         max_len = min(reference.config.max_len, work.n_vars + 1)
     weights = request.weights
-    # Query training fits the new batches' parameters with the reconstruction objectives only, as scArches does.
-    # ECS and DAR stay off: every minibatch holds query cells only, and on pancreas (benchmarks/query_mapping.py)
-    # ECS + DAR moved the query away from the reference (mixing 0.10 -> 0.005) and cost label-transfer accuracy.
+    # Query training fits the new batches' parameters with the reconstruction objectives only, as scArches does
+    # (every minibatch holds query cells only). On pancreas, adding ECS + DAR gave the same scores
+    # (benchmarks/query_mapping.py).
     new_batches = model.arches_["new_batches"]
     train_seconds = 0.0
     if new_batches:
