@@ -777,3 +777,13 @@ def test_bundled_checkpoint_annotates_and_generates_pbmc():
     generated = scfm.tl.generate("scmulan", 4, {"cell_type": "B cell"}, seed=0, device="cpu")
     assert generated.n_vars == config["n_gene_tokens"] - 4  # every gene of the vocabulary, no special token
     assert (generated.obs["n_genes"] > 20).all()
+
+
+def test_predict_metadata_takes_candidates_per_key(trained, query):
+    allowed = list(TYPES)[:2]
+    predictions = trained.predict_metadata(query, ["cell_type"], candidates={"cell_type": allowed}, device="cpu")
+    assert set(predictions["cell_type"].table["label"]) <= set(allowed)
+    with pytest.raises(TypeError, match="per metadata key"):
+        trained.predict_metadata(query, candidates=allowed, device="cpu")
+    with pytest.raises(TypeError, match="dict of metadata keys"):
+        trained.predict_metadata(query, candidates={"cell_type": "A"}, device="cpu")

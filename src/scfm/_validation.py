@@ -176,6 +176,23 @@ def string_mapping() -> Rule:
     return Rule(accepts, check)
 
 
+def candidate_terms() -> Rule:
+    """Return the rule: a list of terms, or a mapping of metadata keys to lists of terms (scMulan's candidates)."""
+    accepts = "a list of strings, or a dict of metadata keys to lists of strings, e.g. {'cell_type': ['B cell']}"
+    as_list = strings()
+
+    def check(value: Any) -> tuple[type[Exception], str] | None:
+        if not isinstance(value, Mapping):
+            problem = as_list.check(value)
+            return None if problem is None else (problem[0], accepts)
+        for key, terms in value.items():
+            if not isinstance(key, str) or as_list.check(terms) is not None:
+                return ArgumentTypeError, accepts
+        return None if value else (ValueError, f"{accepts}, with at least one entry")
+
+    return Rule(accepts, check)
+
+
 def anndata(*, allow_view: bool = True) -> Rule:
     """Return the rule: an AnnData (not a view unless ``allow_view``: scvi-tools registers actual AnnData only)."""
     accepts = "an AnnData (wrap a matrix with anndata.AnnData(X, obs=..., var=...))"
@@ -316,7 +333,7 @@ RULES: dict[str, Rule] = {
     "name_or_path": model_source(),
     "conditions": string_mapping(),
     "metadata_keys": string_mapping(),
-    "candidates": strings(),
+    "candidates": candidate_terms(),
     "genes": strings(allow_single=True),
     "adata": anndata(),
     "bdata": anndata(),

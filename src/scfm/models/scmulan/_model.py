@@ -283,6 +283,11 @@ class SCMulan(FoundationModel):
         top_k
             Alternatives listed per cell.
         """
+        if candidates is not None and not isinstance(candidates, Mapping):
+            raise TypeError(
+                "predict_metadata: candidates are given per metadata key, e.g. {'cell_type': ['B cell', 'NK cell']}; "
+                f"got a {type(candidates).__name__}"
+            )
         adata, source, alignment = self._source_and_alignment(adata)
         keys = list(self.config.metadata_keys) if keys is None else list(keys)
         predictions, _ = predict_terms(
