@@ -1,8 +1,9 @@
 """``scfm.tl.embed(precision="bf16")`` against the exact float32 default: speed, per-cell cosine, kNN agreement.
 
-Command used for ``docs/benchmarks.md``::
+Commands used for ``docs/benchmarks.md`` (the second is the profile alone)::
 
-    python benchmarks/precision.py --cells 1000 --synthetic-cells 50 --gemm-size 1024 --profile
+    python benchmarks/precision.py --cells 500 --synthetic-cells 0
+    python benchmarks/embed_speed.py --profile --threads 2 --profile-cells 16
 
 What is measured (one process, ``--threads`` torch threads, default 2)
 --------------------------------------------------------------------
