@@ -309,7 +309,7 @@ def speed(opts: argparse.Namespace) -> dict[str, list[dict]]:
                         }
                     )
         label, path, n_cells = sets[0]
-        models = {"CellPLM (bundled)": opts.cellplm, "SCGPT (bundled)": "default", "tGPT (bundled)": "tgpt"}
+        models = {"CellPLM (bundled)": opts.cellplm, "SCGPT (bundled)": "scgpt", "tGPT (bundled)": "tgpt"}
         records = {
             name: scfm_worker(workdir, name.split()[0], path, model, opts, "batch" if "CellPLM" in name else None)
             for name, model in models.items()

@@ -48,7 +48,7 @@ def main() -> None:
 
     adata = ad.read_h5ad(FILE)
     key, control = "perturbation", "non-targeting"
-    vocab = scfm.models.load_pretrained("default").vocab
+    vocab = scfm.models.load_pretrained("scgpt").vocab
     targets = sorted(t for t in adata.obs[key].astype(str).unique() if t != control)
     outside = [t for t in targets if t not in vocab]
     targets = [t for t in targets if t in vocab]

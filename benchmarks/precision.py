@@ -57,7 +57,7 @@ import scfm
 from scfm.models.base._device import cpu_has_native_bf16
 
 DEFAULT_DATA = "/work/shared/data/annotation/pbmc_zheng2017_sorted_reference.h5ad"
-BUNDLED = ("default", "tgpt", "scmulan", "cellplm")
+BUNDLED = ("scgpt", "tgpt", "scmulan", "cellplm")
 K = 15
 WHOLE_HUMAN = {"n_layers": 12, "d_model": 512, "n_heads": 8, "d_hidden": 512, "max_len": 1200}
 

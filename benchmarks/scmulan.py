@@ -92,7 +92,7 @@ from scfm.tokenize import detect_input_kind
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SECTIONS = ("annotation", "generation", "embedding")
 GENERATION_TYPES = ("NK cell", "B cell", "monocyte", "K562", "HEK293", "beta cell")
-SCGPT = "default"
+SCGPT = "scgpt"
 UNKNOWN = "unknown"
 
 

@@ -126,7 +126,7 @@ def load_mop(n_cells: int, seed: int) -> ad.AnnData:
 
 
 def single_cell(name: str, adata: ad.AnnData, opts: argparse.Namespace) -> tuple[list[dict], list[dict]]:
-    models = {"tGPT": TGPT_MODEL, "SCGPT": "default", "tGPT random weights": random_tgpt(opts.seed)}
+    models = {"tGPT": TGPT_MODEL, "SCGPT": "scgpt", "tGPT random weights": random_tgpt(opts.seed)}
     speed = []
     for label, model in models.items():
         key = "X_" + label.replace(" ", "_")
@@ -172,7 +172,7 @@ def pbmc(opts: argparse.Namespace) -> list[dict]:
     from scfm.bench import hvg_pca
 
     adata = sc.datasets.pbmc68k_reduced()
-    models = {"tGPT": TGPT_MODEL, "SCGPT": "default", "tGPT random weights": random_tgpt(opts.seed)}
+    models = {"tGPT": TGPT_MODEL, "SCGPT": "scgpt", "tGPT random weights": random_tgpt(opts.seed)}
     for label, model in models.items():
         scfm.tl.embed(adata, model, use_raw=True, key_added=label, progress=False)
     hvg_pca(adata, use_raw=True, key_added="HVG+PCA")

@@ -129,7 +129,10 @@ def test_resolve_model_names_the_families_that_have_a_capability():
     ):
         resolve_model("tgpt", capability="generate")
     assert resolve_model(None, capability="generate").family == "scmulan"
-    assert resolve_model(None, capability="embed").family == "scgpt"
+    assert resolve_model(None, capability="embed").family == "tgpt"  # the package default
+    assert resolve_model(None, capability="integrate").family == "scgpt"  # what tGPT lacks falls back to scGPT
+    assert resolve_model(None, capability="annotate_reference").family == "scgpt"
+    assert load_pretrained("default", family="scgpt").family == "scgpt"
     assert resolve_model(None, capability="predict_counts").family == "cellplm"
     assert resolve_model(None, capability="bulk_features").family == "tgpt"
     assert resolve_model(None, capability="annotate_zero_shot").family == "scmulan"

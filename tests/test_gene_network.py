@@ -27,7 +27,7 @@ FAKE = [f"NOTAGENE{i}" for i in range(6)]
 @pytest.fixture(scope="module")
 def vocab_genes() -> list[str]:
     """80 genes the bundled default model knows (from pbmc68k_reduced's raw genes)."""
-    vocab = load_pretrained().vocab
+    vocab = load_pretrained("scgpt").vocab
     genes = [g for g in sc.datasets.pbmc68k_reduced().raw.var_names if g in vocab]
     return genes[:80]
 
@@ -117,7 +117,7 @@ def test_attention_over_a_group_uses_only_its_cells(adata):
 
 
 def test_layer_attention_is_a_distribution_over_real_keys_and_ignores_padding():
-    module = load_pretrained().module
+    module = load_pretrained("scgpt").module
     gene_ids = torch.tensor([[1, 50, 60, 70, 80], [1, 50, 60, 0, 0]])
     values = torch.tensor([[-2.0, 1, 2, 3, 4], [-2.0, 1, 2, -2, -2]])
     with torch.inference_mode():
@@ -271,7 +271,7 @@ def test_attention_network_orientation_matches_one_cells_attention(vocab_genes):
     one = counts(vocab_genes[:12], n_cells=1, seed=3)
     one.X = sp.csr_matrix(np.arange(1, 13, dtype=np.float32)[None, :])
     scfm.tl.gene_network(one, method="attention", top_k=11, min_genes=5, min_cells=1)
-    pretrained = load_pretrained()
+    pretrained = load_pretrained("scgpt")
     alignment = align_genes(one.var, pretrained.vocab, min_genes=5)
     tokenizer = SCGPTBlockTokenizer(
         pretrained.config, alignment.column_token_ids(), max_len=None, device=torch.device("cpu")

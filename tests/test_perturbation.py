@@ -45,7 +45,7 @@ def make_screen(seed: int = 0, combos: tuple[str, ...] = ()) -> ad.AnnData:
 
     The first ``TARGETS`` genes are the targets (well expressed in controls); ``combos`` ("A+B") knock out both genes.
     """
-    genes = scfm.models.load_pretrained("default").vocab.genes[100 : 100 + N_GENES]
+    genes = scfm.models.load_pretrained("scgpt").vocab.genes[100 : 100 + N_GENES]
     rng = np.random.default_rng(seed)
     base = rng.uniform(1.0, 4.0, size=N_GENES)
     base[:TARGETS] = 12.0

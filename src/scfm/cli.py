@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument(
         "--model",
         default=None,
-        help="checkpoint directory or bundled name: default (scGPT), tgpt, cellplm or scmulan (default: default)",
+        help="checkpoint directory or bundled name: default (tGPT), scgpt, cellplm or scmulan (default: default)",
     )
     embed.add_argument("--layer", default=None)
     embed.add_argument("--use-raw", action="store_true", help="read adata.raw")

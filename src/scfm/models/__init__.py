@@ -1,7 +1,8 @@
 """Model families (scvi-tools ``BaseModelClass`` subclasses), the family contract and checkpoint handling.
 
-Importing this package registers the built-in families; the default model (``model=None``) is scGPT's bundled
-checkpoint wherever scGPT has the capability a tool needs (see :func:`~scfm.models.base.default_model_for`).
+Importing this package registers the built-in families; the default model (``model=None``) is tGPT's bundled
+checkpoint wherever tGPT has the capability a tool needs (embedding cells and bulk samples), otherwise scGPT's
+wherever scGPT has it (see :func:`~scfm.models.base.default_model_for`).
 """
 
 from .base import (

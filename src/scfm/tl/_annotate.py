@@ -12,7 +12,7 @@ from scfm._validation import checked_arguments
 from scfm.data import obs_categories
 from scfm.genes import GeneRules
 from scfm.models import AnnotationRequest, ModelArg, resolve_model
-from scfm.models.base import CheckpointError, families_with
+from scfm.models.base import CheckpointError, default_model_for, families_with
 
 from ._annotate_zero_shot import predict_zero_shot
 from ._labels import write_labels
@@ -150,6 +150,8 @@ def annotate(
     rules = GeneRules(gene_id_type=gene_id_type, species=species, aliases=aliases)
     if (reference is None) != (labels_key is None):
         raise ValueError("pass reference and labels_key together (or neither, for zero-shot annotation by scMulan)")
+    if model is None:  # the default model for what was asked: a reference to learn from, or zero-shot generation
+        model = default_model_for("annotate_reference" if reference is not None else "annotate_zero_shot")
     pretrained = resolve_model(model)
     capabilities = pretrained.spec.capabilities
     if method is None:

@@ -65,7 +65,8 @@ def embed(
         Cells x genes, raw counts or log-normalised values (not scaled: negative values are rejected).
         A file opened with ``sc.read_h5ad(path, backed="r")`` is streamed from disk.
     model
-        ``None`` for the bundled default (scGPT) checkpoint, a bundled name (``"default"``/``"scgpt"``, ``"tgpt"``,
+        ``None`` for the bundled default checkpoint (tGPT's: the best zero-shot embedding of the bundled models on the
+        leave-dataset-out protocol of ``docs/benchmarks.md``), a bundled name (``"default"``/``"tgpt"``, ``"scgpt"``,
         ``"cellplm"``, ``"scmulan"``), an scfm checkpoint directory of any family, a checkpoint directory of the
         reference scGPT code (``best_model.pt``, ``args.json``, ``vocab.json``; converted in memory, see
         ``docs/scgpt_checkpoints.md``), or an :class:`~scfm.models.SCGPT`/:class:`~scfm.models.TGPT`/

@@ -32,7 +32,7 @@ ANNDATA_FILE = "adata.h5ad"
 REQUIRED_FILES = (CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, CARD_FILE)
 
 BUNDLED = {
-    "default": "scgpt_default",
+    "default": "tgpt_default",  # the best zero-shot embedding of the four (docs/benchmarks.md, zero-shot protocol)
     "scgpt": "scgpt_default",
     "scgpt-default": "scgpt_default",
     "tgpt": "tgpt_default",

@@ -116,9 +116,15 @@ def get_family(name: str) -> Family:
 
 
 def families() -> list[Family]:
-    """Every registered family: the family of the package default first, then by name."""
+    """Every registered family: the package default's first, then scGPT, then by name.
+
+    scGPT serves the most capabilities, so a tool whose capability the default family lacks falls back to it.
+    """
     _load_families()
-    return sorted(_REGISTRY.values(), key=lambda f: (BUNDLED.get(f.bundled) != BUNDLED["default"], f.name))
+    return sorted(
+        _REGISTRY.values(),
+        key=lambda f: (BUNDLED.get(f.bundled) != BUNDLED["default"], f.name != "scgpt", f.name),
+    )
 
 
 def families_with(capability: str) -> list[Family]:

@@ -28,13 +28,16 @@ def load_pretrained(name_or_path: str | os.PathLike | None = None, family: str |
         ``None`` (the bundled default), a bundled name (``"default"``, ``"scgpt"``, ``"tgpt"``, ``"cellplm"``,
         ``"scmulan"``) or a directory.
     family
-        The family the checkpoint must belong to (``None``: any).
+        The family the checkpoint must belong to (``None``: any). With a family, ``"default"`` names that family's
+        bundled checkpoint (``SCGPT.from_pretrained("default", adata)`` loads the bundled scGPT model).
 
     Raises
     ------
     CheckpointError
         Missing or corrupted files, or a checkpoint of another family than ``family``.
     """
+    if family is not None and str(name_or_path).lower() == "default":
+        name_or_path = None
     if name_or_path is not None:
         for candidate in families():
             if candidate.recognises(name_or_path):
