@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from conftest import assert_unchanged, snapshot
 
 import scfm
@@ -184,3 +185,15 @@ def test_annotate_bad_input(tiny_checkpoint, reference_and_query):
     with pytest.raises(ValueError, match="at least 2"):
         scfm.tl.annotate(query, reference, "cell_type", model=tiny_checkpoint)
     assert_unchanged(query, before)
+
+
+def test_annotate_finetune_does_not_depend_on_the_global_torch_generator(tiny_checkpoint, reference_and_query):
+    # new heads are initialised from the seed, so what ran before cannot change the result
+    reference, query = reference_and_query
+    results = []
+    for draws in (0, 1000):
+        torch.rand(draws)
+        out = query.copy()
+        scfm.tl.annotate(out, reference, "cell_type", model=tiny_checkpoint, **{**FAST, "max_epochs": 1})
+        results.append(out.obs["scfm_cell_type_confidence"].to_numpy())
+    np.testing.assert_array_equal(results[0], results[1])

@@ -70,7 +70,7 @@ def annotate_with_reference(
     if max_len is None:
         max_len = min(pretrained.config.max_len, ref.n_vars + 1)
     finetuned = SCGPT.for_finetuning(
-        pretrained, ref, labels_key="label", label_categories=categories, min_genes=min_genes
+        pretrained, ref, labels_key="label", label_categories=categories, min_genes=min_genes, seed=request.seed
     )
     finetuned.train(
         max_epochs=request.max_epochs,

@@ -53,6 +53,7 @@ def integrate_batches(pretrained: Pretrained, adata: AnnData, request: Integrati
         domain_batchnorm=request.domain_batchnorm,
         label_categories=request.label_categories,
         min_genes=request.min_genes,
+        seed=request.seed,
     )
     start = time.perf_counter()
     finetuned.train(

@@ -534,13 +534,14 @@ class SCGPT(ArchesMixin, PerturbationSetup, FoundationModel):
         label_categories: list[str] | None = None,
         min_genes: int = 50,
         on_duplicate: Literal["error", "first"] = "error",
+        seed: int = 0,
     ) -> SCGPT:
         """Initialise a model from a checkpoint, with the batch and label parts that fine-tuning needs.
 
         Every pretrained tensor whose name and shape fit the new architecture is copied; the others (a new
         batch embedding, heads whose input width changes when batch embeddings are concatenated, the batch
-        discriminator, batch norms, the classifier) start from random initialisation and are listed in
-        ``model.reinitialised_``.
+        discriminator, batch norms, the classifier) start from random initialisation, drawn from ``seed`` (torch's
+        global generator is left as it was), and are listed in ``model.reinitialised_``.
 
         Parameters
         ----------
@@ -579,7 +580,11 @@ class SCGPT(ArchesMixin, PerturbationSetup, FoundationModel):
                 label_categories=list(label_categories or []),
                 extra={**base.extra, "finetuned_from": pretrained.name},
             )
-            model = cls(adata, vocab=pretrained.vocab, config=config, min_genes=min_genes, on_duplicate=on_duplicate)
+            with torch.random.fork_rng():  # new parts depend on the seed, not on what ran before
+                torch.manual_seed(seed)
+                model = cls(
+                    adata, vocab=pretrained.vocab, config=config, min_genes=min_genes, on_duplicate=on_duplicate
+                )
         source = pretrained.module.state_dict()
         target = model.module.state_dict()
         loaded = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
