@@ -109,7 +109,7 @@ def model_label(model: str) -> str:
 def model_argument(model: str):
     """What ``tl.embed`` takes for a model argument; ``random:<model>``: its architecture with random weights."""
     if not model.startswith(RANDOM):
-        return None if model == "scgpt" else model
+        return model
     import torch
 
     from scfm.models import Pretrained, load_pretrained

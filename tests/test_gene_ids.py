@@ -262,8 +262,8 @@ def test_bad_rules_name_the_argument_and_leave_adata_unchanged(pbmc_ensembl, arg
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} not present")
 def test_visium_ensembl_ids_match_as_many_genes_as_symbols():
     adata = ad.read_h5ad(DATA / "spatial" / "visium_dlpfc_maynard2021_151673_500genes.h5ad")
-    by_symbol = scfm.pp.gene_overlap(adata, gene_id_type="symbol")
-    by_id = scfm.pp.gene_overlap(adata, gene_key="gene_ids")
+    by_symbol = scfm.pp.gene_overlap(adata, "scgpt", gene_id_type="symbol")
+    by_id = scfm.pp.gene_overlap(adata, "scgpt", gene_key="gene_ids")
     assert by_id.counts()["ensembl"] == by_id.n_matched >= by_symbol.n_matched > 150
 
 

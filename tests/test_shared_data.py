@@ -20,7 +20,7 @@ pytestmark = [
 def test_embed_pancreas_mixed_counts_and_expected_counts():
     # three studies: integer UMI, integer read counts, and non-integer expected counts (Xin)
     adata = ad.read_h5ad(DATA / "integration" / "pancreas_3batches_cepo_small.h5ad")
-    scfm.tl.embed(adata, progress=False, max_len=256)
+    scfm.tl.embed(adata, model="scgpt", progress=False, max_len=256)
     record = adata.uns["scfm"]["X_scfm"]
     assert adata.obsm["X_scfm"].shape == (528, 128)
     assert record["genes_matched"] > 1300  # 1,341 of 1,403 with the compact 13,000-gene vocabulary
@@ -35,8 +35,8 @@ def test_backed_corpus_rows_match_in_memory(tmp_path):
     subset = backed[:300].to_memory()
     subset.write_h5ad(tmp_path / "subset.h5ad")
     on_disk = ad.read_h5ad(tmp_path / "subset.h5ad", backed="r")
-    scfm.tl.embed(subset, progress=False, max_len=128, block_size=64)
-    scfm.tl.embed(on_disk, progress=False, max_len=128, batch_size=7)
+    scfm.tl.embed(subset, progress=False, block_size=64)
+    scfm.tl.embed(on_disk, progress=False, batch_size=7)
     np.testing.assert_allclose(subset.obsm["X_scfm"], on_disk.obsm["X_scfm"], atol=1e-6)
     assert subset.uns["scfm"]["X_scfm"]["input_kind"] == "counts"
 
