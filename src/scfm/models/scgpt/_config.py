@@ -58,6 +58,9 @@ class SCGPTConfig(ConfigDict):
     classifier_standardise
         Standardise the cell embedding before the classification head and the batch discriminator (scfm's heads;
         ``False`` for heads imported from scGPT's code, which have none).
+    classifier_gene_linear
+        Add a linear term on the cell's gene tokens to the classification logits (wide-and-deep head; see
+        :class:`~scfm.nn.GeneLinearClassifier`).
     contrastive_dim
         Output width of the projection head used by the contrastive objective in training (0: no head, the
         objective then compares cell embeddings directly). Inference never uses it.
@@ -79,6 +82,7 @@ class SCGPTConfig(ConfigDict):
             "classifier_layers",
             "classifier_standardise",
             "contrastive_dim",
+            "classifier_gene_linear",
         }
     )
 
@@ -109,6 +113,7 @@ class SCGPTConfig(ConfigDict):
     gepc_style: Literal["inner product", "concat query", "sum query"] = "inner product"
     classifier_layers: int = 3
     classifier_standardise: bool = True
+    classifier_gene_linear: bool = False
     contrastive_dim: int = 0
     tokenizer_seed: int = 0
     family: str = FAMILY
@@ -142,6 +147,8 @@ class SCGPTConfig(ConfigDict):
             problems.append(f"gepc_style={self.gepc_style!r} has no zero-probability output and no batch embedding")
         if self.classifier_layers < 1:
             problems.append(f"classifier_layers must be >= 1, got {self.classifier_layers}")
+        if self.classifier_gene_linear and not self.label_categories:
+            problems.append("classifier_gene_linear needs label_categories (it is part of the classification head)")
         if self.contrastive_dim < 0:
             problems.append(f"contrastive_dim must be >= 0, got {self.contrastive_dim}")
         if self.family != FAMILY:
