@@ -300,6 +300,7 @@ RULES: dict[str, Rule] = {
     "copy": flag(),
     "return_model": flag(),
     "shared_genes_only": flag(),
+    "gene_linear": flag(),
     "batch_embeddings": flag(),
     "domain_batchnorm": flag(),
     "overwrite": flag(),

@@ -2,7 +2,7 @@
 
 from ._attention import SelfAttention
 from ._counts import NegativeBinomialDecoder, feature_norm, negative_binomial_log_likelihood
-from ._domain import BatchDiscriminator, ClassifierHead, DomainBatchNorm, reverse_gradient
+from ._domain import BatchDiscriminator, ClassifierHead, DomainBatchNorm, GeneLinearClassifier, reverse_gradient
 from ._embeddings import CategoryValueEmbedding, ConditionEmbedding, ContinuousValueEmbedding, GeneEmbedding
 from ._flow_attention import FlowAttention
 from ._heads import CellToGeneHead, ExpressionHead
@@ -24,6 +24,7 @@ __all__ = [
     "FlowAttention",
     "GaussianMixtureLatent",
     "GeneEmbedding",
+    "GeneLinearClassifier",
     "MixtureLatentOutput",
     "NegativeBinomialDecoder",
     "SelfAttention",

@@ -67,6 +67,41 @@ class ClassifierHead(nn.Module):
         return self.out(self.blocks(x))
 
 
+class GeneLinearClassifier(nn.Module):
+    """Linear class scores read straight from a cell's gene tokens: ``sum_t W[gene_t] * value_t / scale``.
+
+    The wide half of a wide-and-deep classifier: added to the logits of a :class:`ClassifierHead` on the cell
+    embedding, it gives the classifier the per-gene evidence a logistic regression on expression uses, which the
+    cell embedding of a small model compresses away. Tokens whose value is not positive (``<cls>``, padding, masked
+    or zero-valued genes) add nothing, so it sees only a cell's expressed genes and never depends on its minibatch.
+
+    Parameters
+    ----------
+    n_tokens
+        Vocabulary size (one weight vector per token).
+    n_classes
+        Number of output logits.
+    value_scale
+        Values are divided by it (the largest bin), so a gene at the top bin contributes its weight vector.
+    gain
+        The stored weights are multiplied by it. Adam moves every parameter by about the learning rate per step,
+        while a logistic regression's weights are of order one; the gain lets this term reach them in the few
+        hundred steps of a fine-tuning run at the encoder's small learning rate (it acts as a learning-rate factor).
+    """
+
+    def __init__(self, n_tokens: int, n_classes: int, value_scale: float = 1.0, gain: float = 10.0) -> None:
+        super().__init__()
+        if value_scale <= 0 or gain <= 0:
+            raise ValueError(f"value_scale and gain must be positive, got {value_scale} and {gain}")
+        self.value_scale = float(value_scale)
+        self.gain = float(gain)
+        self.weight = nn.Parameter(torch.zeros(n_tokens, n_classes))
+
+    def forward(self, gene_ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        scaled = values.clamp_min(0.0).to(self.weight.dtype) * (self.gain / self.value_scale)
+        return torch.einsum("bt,btc->bc", scaled, self.weight[gene_ids])
+
+
 class BatchDiscriminator(nn.Module):
     """Predicts a cell's batch from its embedding through a gradient-reversal layer (scGPT's DAR objective).
 

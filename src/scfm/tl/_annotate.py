@@ -34,6 +34,7 @@ def annotate(
     reference_gene_key: str | None = None,
     shared_genes_only: bool = True,
     n_top_genes: int | None = 1200,
+    gene_linear: bool = True,
     max_epochs: int = 30,
     batch_size: int = 32,
     lr: float = 1e-4,
@@ -101,6 +102,11 @@ def annotate(
     n_top_genes
         Fine-tune and predict on the reference's most variable genes (``method="finetune"``); ``None`` uses
         every gene.
+    gene_linear
+        The fine-tuned classifier also scores the cell's gene tokens linearly, beside its cell embedding (a
+        wide-and-deep head: the per-gene evidence a logistic regression uses; ``method="finetune"`` with an scGPT
+        model). ``False``: the cell embedding alone, scGPT's original head. See ``docs/benchmarks.md`` for the
+        measured difference.
     max_epochs, batch_size, lr, max_len
         Fine-tuning settings (``method="finetune"``): the encoder learns at ``lr``, the new classification
         head at ``10 * lr``. ``max_len`` also sets the embedding context (default: enough for every selected
@@ -223,6 +229,7 @@ def annotate(
         reference_gene_key=reference_gene_key,
         shared_genes_only=shared_genes_only,
         n_top_genes=n_top_genes,
+        gene_linear=gene_linear,
         max_epochs=max_epochs,
         batch_size=batch_size,
         lr=lr,
@@ -254,6 +261,7 @@ def annotate(
         "genes_used": int(genes_used),
         "n_top_genes": result.n_top_genes if method == "finetune" else None,
         "shared_genes_only": shared_genes_only,
+        "gene_linear": bool(gene_linear) if method == "finetune" else False,
         "max_epochs": max_epochs if method == "finetune" else 0,
         "n_neighbors": n_neighbors if method == "knn" else 0,
         "seconds": seconds,

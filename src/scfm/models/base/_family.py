@@ -266,6 +266,7 @@ class AnnotationRequest:
     reference_gene_key: str | None = None
     shared_genes_only: bool = True
     n_top_genes: int | None = 1200
+    gene_linear: bool = True
     max_epochs: int = 30
     batch_size: int = 32
     lr: float = 1e-4

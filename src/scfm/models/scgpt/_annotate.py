@@ -70,7 +70,13 @@ def annotate_with_reference(
     if max_len is None:
         max_len = min(pretrained.config.max_len, ref.n_vars + 1)
     finetuned = SCGPT.for_finetuning(
-        pretrained, ref, labels_key="label", label_categories=categories, min_genes=min_genes, seed=request.seed
+        pretrained,
+        ref,
+        labels_key="label",
+        label_categories=categories,
+        classifier_gene_linear=request.gene_linear,
+        min_genes=min_genes,
+        seed=request.seed,
     )
     finetuned.train(
         max_epochs=request.max_epochs,

@@ -337,7 +337,7 @@ class SCGPT(ArchesMixin, PerturbationSetup, FoundationModel):
             "contrastive_weight": contrastive_weight,
             "contrastive_temperature": contrastive_temperature,
             "head_lr_factor": head_lr_factor,
-            "head_prefixes": ("batch_discriminator.", "classifier."),
+            "head_prefixes": ("batch_discriminator.", "classifier.", "gene_classifier."),
         }
         minibatch_groups = self._minibatch_groups(minibatch_key)
         data = CellDataModule(
@@ -532,6 +532,7 @@ class SCGPT(ArchesMixin, PerturbationSetup, FoundationModel):
         batch_discriminator: bool = False,
         domain_batchnorm: bool = False,
         label_categories: list[str] | None = None,
+        classifier_gene_linear: bool = False,
         min_genes: int = 50,
         on_duplicate: Literal["error", "first"] = "error",
         seed: int = 0,
@@ -555,6 +556,10 @@ class SCGPT(ArchesMixin, PerturbationSetup, FoundationModel):
             output, DAR, DSBN); they need ``batch_key``.
         label_categories
             Classes of a classification head (e.g. the reference's cell types).
+        classifier_gene_linear
+            Add to the classifier a linear term on the cell's gene tokens (a wide-and-deep head: the per-gene evidence
+            of a logistic regression beside the cell embedding; see :class:`~scfm.nn.GeneLinearClassifier`). Needs
+            ``label_categories``.
         """
         if isinstance(pretrained, SCGPT):
             pretrained = pretrained.pretrained
@@ -578,6 +583,7 @@ class SCGPT(ArchesMixin, PerturbationSetup, FoundationModel):
                 batch_discriminator=batch_discriminator,
                 domain_batchnorm=domain_batchnorm,
                 label_categories=list(label_categories or []),
+                classifier_gene_linear=classifier_gene_linear,
                 extra={**base.extra, "finetuned_from": pretrained.name},
             )
             with torch.random.fork_rng():  # new parts depend on the seed, not on what ran before

@@ -16,6 +16,7 @@ from scfm.nn import (
     DomainBatchNorm,
     ExpressionHead,
     GeneEmbedding,
+    GeneLinearClassifier,
     TransformerStack,
     generative_attention_mask,
     padding_attention_mask,
@@ -81,6 +82,11 @@ class SCGPTModule(BaseModuleClass):
         self.classifier = (
             ClassifierHead(d, n_labels, config.classifier_layers, standardise=config.classifier_standardise)
             if n_labels
+            else None
+        )
+        self.gene_classifier = (
+            GeneLinearClassifier(config.n_tokens, n_labels, value_scale=config.n_bins - 1)
+            if n_labels and config.classifier_gene_linear
             else None
         )
         self.projection = (
@@ -156,7 +162,13 @@ class SCGPTModule(BaseModuleClass):
         """Cell-type logits ``(batch, n_labels)`` from the classification head."""
         if self.classifier is None:
             raise ValueError("this model has no classification head (config.label_categories is empty)")
-        return self.classifier(self.embed(gene_ids, values, batch_index))
+        return self._class_logits(self.embed(gene_ids, values, batch_index), gene_ids, values)
+
+    def _class_logits(self, cell_embedding: torch.Tensor, gene_ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        logits = self.classifier(cell_embedding)
+        if self.gene_classifier is not None:
+            logits = logits + self.gene_classifier(gene_ids, values)
+        return logits
 
     def pool(self, hidden: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
         """Cell embedding from hidden states: the ``<cls>`` state, or the mean over gene tokens."""
@@ -193,9 +205,13 @@ class SCGPTModule(BaseModuleClass):
             "cell_embedding": inference_outputs["cell_embedding"],
             "query_gene_ids": tensors.get(QUERY_GENE_IDS),
             "batch_index": tensors.get(BATCH_INDEX),
+            "gene_ids": tensors[GENE_IDS],
+            "values": tensors[VALUES],
         }
 
-    def generative(self, hidden, cell_embedding, query_gene_ids=None, batch_index=None) -> dict[str, dict]:
+    def generative(
+        self, hidden, cell_embedding, query_gene_ids=None, batch_index=None, gene_ids=None, values=None
+    ) -> dict[str, dict]:
         out = {"gep": self.expression_head(self._with_batch(hidden, batch_index))}
         if query_gene_ids is not None:
             genes = self.gene_embedding(query_gene_ids)
@@ -203,7 +219,9 @@ class SCGPTModule(BaseModuleClass):
         if self.batch_discriminator is not None:
             out["dar"] = self.batch_discriminator(cell_embedding)
         if self.classifier is not None:
-            out["cls"] = self.classifier(cell_embedding)
+            if self.gene_classifier is not None and gene_ids is None:
+                raise ValueError("a classifier with a gene-linear term needs the gene tokens (gene_ids, values)")
+            out["cls"] = self._class_logits(cell_embedding, gene_ids, values)
         return out
 
     def loss(
