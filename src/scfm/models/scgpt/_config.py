@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
-from ..base._config import ConfigDict
+from ._shape import SCGPTShape, raise_if_invalid
 
 FAMILY = "scgpt"
 
 
-@dataclass
-class SCGPTConfig(ConfigDict):
+@dataclass(kw_only=True)
+class SCGPTConfig(SCGPTShape):
     """Architecture and tokenisation settings of :class:`~scfm.models.SCGPT`.
+
+    The fields it shares with :class:`~scfm.models.scgpt.SCGPTMultiomeConfig` (vocabulary ids, transformer shape,
+    value input, batches, ``tokenizer_seed``, ``extra``) are declared and checked once, in ``SCGPTShape``, and
+    documented here. Every field but ``n_tokens, pad_id, cls_id`` is keyword-only.
 
     Parameters
     ----------
@@ -28,10 +32,15 @@ class SCGPTConfig(ConfigDict):
         Number of value bins (bin 0 = zero expression, expressed genes use 1 .. n_bins-1).
     max_len
         Tokens per cell, ``<cls>`` included; cells expressing more genes are subsampled deterministically.
+    pad_value, mask_value
+        Input value of padding tokens, and of tokens whose value is masked for GEP in training.
     input_style
         ``"continuous"`` (MLP on the bin number, as scGPT's released models) or ``"category"`` (one embedding per bin).
     cell_embedding
         ``"cls"`` (hidden state of ``<cls>``) or ``"mean"`` (mean over gene tokens).
+    norm_first, activation
+        Pre-norm (``True``) or post-norm transformer layers, and their feed-forward activation (``"relu"``,
+        ``"gelu"``).
     predict_zero
         Add zero-probability outputs to the GEP/GEPC heads.
     n_batches
@@ -86,27 +95,8 @@ class SCGPTConfig(ConfigDict):
         }
     )
 
-    n_tokens: int
-    pad_id: int
-    cls_id: int
-    d_model: int = 128
-    n_heads: int = 4
-    n_layers: int = 4
-    d_hidden: int = 256
-    dropout: float = 0.1
-    n_bins: int = 51
     max_len: int = 1200
-    pad_value: float = -2.0
-    mask_value: float = -1.0
-    input_style: Literal["continuous", "category"] = "continuous"
-    cell_embedding: Literal["cls", "mean"] = "cls"
-    norm_first: bool = False
-    activation: Literal["relu", "gelu"] = "relu"
-    predict_zero: bool = True
-    n_batches: int = 0
     batch_embedding: bool = True
-    batch_categories: list[str] = field(default_factory=list)
-    batch_discriminator: bool = False
     domain_batchnorm: bool = False
     label_categories: list[str] = field(default_factory=list)
     gepc_zero_bias: bool = False
@@ -115,28 +105,14 @@ class SCGPTConfig(ConfigDict):
     classifier_standardise: bool = True
     classifier_gene_linear: bool = False
     contrastive_dim: int = 0
-    tokenizer_seed: int = 0
     family: str = FAMILY
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.d_model % self.n_heads:
-            problems.append(f"d_model ({self.d_model}) is not divisible by n_heads ({self.n_heads})")
-        if self.n_bins < 3:
-            problems.append(f"n_bins must be >= 3, got {self.n_bins}")
+        problems = self.shape_problems()
         if self.max_len < 2:
             problems.append(f"max_len must be >= 2, got {self.max_len}")
-        if not 0 <= self.pad_id < self.n_tokens or not 0 <= self.cls_id < self.n_tokens:
-            problems.append(f"pad_id/cls_id ({self.pad_id}/{self.cls_id}) outside the vocabulary of {self.n_tokens}")
-        if self.input_style not in ("continuous", "category"):
-            problems.append(f"input_style must be 'continuous' or 'category', got {self.input_style!r}")
-        if self.cell_embedding not in ("cls", "mean"):
-            problems.append(f"cell_embedding must be 'cls' or 'mean', got {self.cell_embedding!r}")
-        if (self.batch_discriminator or self.domain_batchnorm) and self.n_batches < 2:
-            problems.append("batch_discriminator and domain_batchnorm need n_batches >= 2")
-        if self.batch_categories and len(self.batch_categories) != self.n_batches:
-            problems.append(f"{len(self.batch_categories)} batch_categories for n_batches={self.n_batches}")
+        if self.domain_batchnorm and self.n_batches < 2:
+            problems.append("domain_batchnorm needs n_batches >= 2")
         if len(set(self.label_categories)) != len(self.label_categories) or len(self.label_categories) == 1:
             problems.append("label_categories must be empty or at least two distinct names")
         if self.gepc_style not in ("inner product", "concat query", "sum query"):
@@ -153,5 +129,4 @@ class SCGPTConfig(ConfigDict):
             problems.append(f"contrastive_dim must be >= 0, got {self.contrastive_dim}")
         if self.family != FAMILY:
             problems.append(f"family is {self.family!r}, expected {FAMILY!r}")
-        if problems:
-            raise ValueError("invalid SCGPT config: " + "; ".join(problems))
+        raise_if_invalid("SCGPT", problems)

@@ -7,7 +7,7 @@ output for the heads.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,81 +27,49 @@ from scfm.nn import (
 )
 from scfm.nn._losses import elastic_cell_similarity, masked_mse, masked_zero_bce
 
-from ..base._config import ConfigDict
 from ._module import weighted_loss
+from ._shape import SCGPTShape, raise_if_invalid
 
 MULTIOME_FAMILY = "scgpt-multiome"
 
 
-@dataclass
-class SCGPTMultiomeConfig(ConfigDict):
+@dataclass(kw_only=True)
+class SCGPTMultiomeConfig(SCGPTShape):
     """Architecture of :class:`~scfm.models.scgpt.SCGPTMultiome` (stored as ``config.json``).
+
+    Besides its own fields below, it has the fields of :class:`~scfm.models.SCGPTConfig` that describe the
+    vocabulary ids, transformer and value input (copied from the starting checkpoint), batches, ``tokenizer_seed``
+    and ``extra``: same names, meanings and checks, documented there. The ids refer to the extended vocabulary
+    (specials, genes, peaks, proteins); the batch embedding (``n_batches > 0``) is added to the modality embedding
+    at the heads, and ``batch_discriminator`` works on the cell embedding. Every field but ``n_tokens, pad_id,
+    cls_id`` is keyword-only.
 
     Parameters
     ----------
-    n_tokens, pad_id, cls_id
-        Size of the extended vocabulary (specials, genes, peaks, proteins) and its special ids.
     modalities
         Modality kinds in token order (``"rna"``, ``"atac"``, ``"protein"``); token modality ``i + 1`` is
         ``modalities[i]`` (``0``: special tokens).
-    d_model, n_heads, n_layers, d_hidden, dropout, activation, norm_first, input_style, n_bins, cell_embedding,
-    predict_zero
-        As in :class:`~scfm.models.scgpt.SCGPTConfig` (copied from the starting checkpoint).
-    n_batches, batch_categories
-        Batches whose embedding is added to the modality embedding at the heads (``0``: none).
-    batch_discriminator
-        Gradient-reversal batch classifier on the cell embedding (DAR).
     max_tokens
         Modality kind -> most non-zero tokens of one cell in that modality (deterministic per-cell subsample).
     zero_fraction
         Zero-valued tokens added per modality, as a fraction of the cell's non-zero tokens in it (GEP and GEPC
         then learn zeros too).
-    tokenizer_seed
-        Mixed into the per-cell seeds of subsampling.
     """
 
-    n_tokens: int
-    pad_id: int
-    cls_id: int
     modalities: list[str] = field(default_factory=list)
-    d_model: int = 128
-    n_heads: int = 4
-    n_layers: int = 4
-    d_hidden: int = 256
-    dropout: float = 0.1
-    n_bins: int = 51
-    pad_value: float = -2.0
-    mask_value: float = -1.0
-    input_style: Literal["continuous", "category"] = "continuous"
-    cell_embedding: Literal["cls", "mean"] = "cls"
-    norm_first: bool = False
-    activation: Literal["relu", "gelu"] = "relu"
-    predict_zero: bool = True
-    n_batches: int = 0
-    batch_categories: list[str] = field(default_factory=list)
-    batch_discriminator: bool = False
     max_tokens: dict[str, int] = field(default_factory=dict)
     zero_fraction: float = 0.25
-    tokenizer_seed: int = 0
     family: str = MULTIOME_FAMILY
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.d_model % self.n_heads:
-            problems.append(f"d_model ({self.d_model}) is not divisible by n_heads ({self.n_heads})")
+        problems = self.shape_problems()
         if not self.modalities or len(set(self.modalities)) != len(self.modalities):
             problems.append(f"modalities must be distinct and non-empty, got {self.modalities}")
-        if self.batch_discriminator and self.n_batches < 2:
-            problems.append("batch_discriminator needs n_batches >= 2")
-        if self.batch_categories and len(self.batch_categories) != self.n_batches:
-            problems.append(f"{len(self.batch_categories)} batch_categories for n_batches={self.n_batches}")
         if not 0.0 <= self.zero_fraction <= 4.0:
             problems.append(f"zero_fraction must be in [0, 4], got {self.zero_fraction}")
         if self.family != MULTIOME_FAMILY:
             problems.append(f"family is {self.family!r}, expected {MULTIOME_FAMILY!r}")
-        if problems:
-            raise ValueError("invalid SCGPTMultiome config: " + "; ".join(problems))
+        raise_if_invalid("SCGPTMultiome", problems)
 
 
 class SCGPTMultiomeModule(BaseModuleClass):
