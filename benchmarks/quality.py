@@ -156,12 +156,11 @@ def annotation_task(name: str, reference: ad.AnnData, query: ad.AnnData, opts: a
     logistic_regression(query, reference, "cell_type", key_added="logreg")
     timings["logistic regression"] = time.perf_counter() - start
     start = time.perf_counter()
-    scfm.tl.annotate(query, reference, "cell_type", key_added="scfm_finetuned", **finetune_settings(opts))
+    settings = {**finetune_settings(opts), "n_top_genes": opts.annotation_top_genes}
+    scfm.tl.annotate(query, reference, "cell_type", key_added="scfm_finetuned", **settings)
     timings["scfm fine-tuned"] = time.perf_counter() - start
     start = time.perf_counter()
-    scfm.tl.annotate(
-        query, reference, "cell_type", key_added="scfm_embedding_head", gene_linear=False, **finetune_settings(opts)
-    )
+    scfm.tl.annotate(query, reference, "cell_type", key_added="scfm_embedding_head", gene_linear=False, **settings)
     timings["scfm fine-tuned, embedding-only head"] = time.perf_counter() - start
     start = time.perf_counter()
     scfm.tl.annotate(
@@ -212,7 +211,10 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="checkpoint (default: the bundled one)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--max-len", type=int, default=None, help="default: the tools' (fits the selected genes)")
-    parser.add_argument("--n-top-genes", type=int, default=500)
+    parser.add_argument("--n-top-genes", type=int, default=500, help="integration: batch-aware HVGs fine-tuned on")
+    parser.add_argument(
+        "--annotation-top-genes", type=int, default=1200, help="annotation: reference HVGs (tl.annotate's default)"
+    )
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--scvi-epochs", type=int, default=None)
