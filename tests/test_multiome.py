@@ -290,3 +290,18 @@ def test_setup_mudata_registers_mudata_fields(genes):
     assert manager.registry["setup_args"]["modalities"] == {"rna": "rna", "atac": "atac"}
     with pytest.raises(TypeError, match="setup_mudata"):
         SCGPTMultiome.setup_anndata(mdata.mod["rna"])
+
+
+def test_multiome_config_checks_the_shared_fields_as_scgpt_does():
+    from scfm.models.scgpt._multiome_module import SCGPTMultiomeConfig
+
+    good = {"n_tokens": 20, "pad_id": 0, "cls_id": 1, "modalities": ["rna", "atac"]}
+    assert SCGPTMultiomeConfig(**good).n_bins == 51
+    for bad, message in (
+        ({"n_bins": 2}, "n_bins must be >= 3"),
+        ({"cls_id": 20}, "outside the vocabulary"),
+        ({"d_model": 30, "n_heads": 4}, "not divisible"),
+        ({"modalities": ["rna", "rna"]}, "modalities must be distinct"),
+    ):
+        with pytest.raises(ValueError, match=f"invalid SCGPTMultiome config: .*{message}"):
+            SCGPTMultiomeConfig(**{**good, **bad})
