@@ -42,8 +42,8 @@ from scfm.nn import _transformer
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
-import zero_shot_protocol as protocol  # noqa: E402
-from pretrain_default import load_corpus  # noqa: E402
+import zero_shot_protocol as protocol
+from pretrain_default import load_corpus
 
 CORPORA = ("human_raw_counts_corpus.h5ad", "human_extra_corpus.h5ad", "human_corpus_3.h5ad")
 HELD_OUT_DATASETS = [
