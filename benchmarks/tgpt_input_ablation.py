@@ -14,7 +14,9 @@ Usage::
     pretraining corpus without the held-out datasets. Genes that are high *for that gene* then rank first,
     instead of the ribosomal and mitochondrial genes that top most cells. Tested on the checkpoint (trained on raw
     ranks) and on the same architecture with random weights (torch seed 0). Rows: ``trained_raw`` (what
-    ``tl.embed`` does), ``trained_scaled``, ``random_raw``, ``random_scaled``.
+    ``tl.embed`` does), ``trained_scaled``, ``random_raw``, ``random_scaled``. A checkpoint trained on scaled ranks
+    (``data.gene_scaling: corpus_median``) carries its medians in ``gene_nonzero_median.json``; they are used
+    instead.
 ``layers``
     Which depth's states are mean-pooled: ``last`` (what ``tl.embed`` does: after every block and the final
     norm), ``L<k>`` (after ``k`` blocks, through the final norm; ``L0`` is the input embeddings), and the mean of
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 from pathlib import Path
 
@@ -43,7 +46,7 @@ from scfm.nn import _transformer
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
 import zero_shot_protocol as protocol
-from pretrain_default import load_corpus
+from pretrain_default import gene_nonzero_medians, load_corpus
 
 CORPORA = ("human_raw_counts_corpus.h5ad", "human_extra_corpus.h5ad", "human_corpus_3.h5ad")
 HELD_OUT_DATASETS = [
@@ -64,19 +67,11 @@ def random_copy(pretrained: Pretrained, seed: int) -> Pretrained:
 
 
 def corpus_gene_medians(genes: list[str], data: Path) -> np.ndarray:
-    """Median non-zero value of each gene after per-cell normalisation to 10,000, over the training corpora."""
+    """Median non-zero value of each gene after per-cell normalisation to 10,000, over the training corpora
+    (the statistic ``data.gene_scaling: corpus_median`` recipes train with)."""
     corpus, _ = load_corpus([str(data / "pretraining" / name) for name in CORPORA], HELD_OUT_DATASETS, 1, ("hg19_",))
-    x = corpus.X.tocsr().astype(np.float32)
-    totals = np.asarray(x.sum(1)).ravel()
-    csc = (sp.diags(1e4 / np.maximum(totals, 1)) @ x).tocsc()
-    column = {gene: i for i, gene in enumerate(corpus.var_names)}
-    medians = np.ones(len(genes), dtype=np.float32)
-    for j, gene in enumerate(genes):
-        if gene in column:
-            values = csc.data[csc.indptr[column[gene]] : csc.indptr[column[gene] + 1]]
-            if values.size:
-                medians[j] = np.median(values)
-    return medians
+    medians = gene_nonzero_medians(corpus)
+    return medians.reindex(genes).fillna(1.0).to_numpy(dtype=np.float32)
 
 
 def gene_scaled(ev: protocol.EvalSet, medians: dict[str, float]) -> ad.AnnData:
@@ -154,7 +149,11 @@ def main() -> None:
     medians = None
     if args.experiment == "ranking":
         genes = list(pretrained.vocab.genes)
-        medians = dict(zip(genes, corpus_gene_medians(genes, args.data).tolist(), strict=True))
+        stored = Path(args.model) / "gene_nonzero_median.json"
+        if stored.is_file():  # a checkpoint trained on scaled ranks: the medians it was trained with
+            medians = json.loads(stored.read_text())
+        else:
+            medians = dict(zip(genes, corpus_gene_medians(genes, args.data).tolist(), strict=True))
     for name in args.sets:
         ev = protocol.load_set(name, args.data, args.max_cells)
         keys = embed_variants(args.experiment, ev, pretrained, args, medians)

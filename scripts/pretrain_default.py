@@ -97,6 +97,34 @@ def load_corpus(
     return corpus, vocab
 
 
+def gene_nonzero_medians(corpus: ad.AnnData) -> pd.Series:
+    """Median non-zero value of each gene after per-cell normalisation to 10,000 (1 where a gene is never seen)."""
+    x = sp.csr_matrix(corpus.X, dtype=np.float32)
+    totals = np.asarray(x.sum(1)).ravel()
+    csc = (sp.diags(1e4 / np.maximum(totals, 1)) @ x).tocsc()
+    medians = np.ones(csc.shape[1], dtype=np.float32)
+    for column in range(csc.shape[1]):
+        values = csc.data[csc.indptr[column] : csc.indptr[column + 1]]
+        if values.size:
+            medians[column] = np.median(values)
+    return pd.Series(medians, index=corpus.var_names)
+
+
+def scale_by_gene_median(corpus: ad.AnnData) -> ad.AnnData:
+    """Geneformer's rank-value input: each cell normalised to 10,000, each gene divided by its non-zero median.
+
+    A cell's ranking then puts first the genes that are high for *that gene*, not the ribosomal and mitochondrial
+    genes that top most cells. The medians come from the training cells only and are written to ``uns``.
+    """
+    medians = gene_nonzero_medians(corpus)
+    x = sp.csr_matrix(corpus.X, dtype=np.float32)
+    totals = np.asarray(x.sum(1)).ravel()
+    scaled = sp.diags(1e4 / np.maximum(totals, 1)) @ x @ sp.diags(1.0 / medians.to_numpy())
+    out = ad.AnnData(sp.csr_matrix(scaled, dtype=np.float32), obs=corpus.obs, var=corpus.var)
+    out.uns["gene_nonzero_median"] = medians.to_dict()
+    return out
+
+
 def top_ranked_vocab(corpus: ad.AnnData, n_top: int, min_cells: int) -> GeneVocab:
     """Genes among the ``n_top`` highest-valued genes of at least ``min_cells`` cells, most frequent first."""
     matrix = corpus.X.tocsr()
@@ -203,6 +231,10 @@ def main() -> None:
         keep = np.random.default_rng(0).choice(corpus.n_obs, args.limit_cells, replace=False)
         corpus = corpus[np.sort(keep)].copy()
     family = recipe.get("family", "scgpt")
+    if recipe["data"].get("gene_scaling") == "corpus_median":
+        if family != "tgpt":
+            raise ValueError("data.gene_scaling applies to tgpt recipes (rank tokenisation) only")
+        corpus = scale_by_gene_median(corpus)
     if family == "tgpt":
         vocab = top_ranked_vocab(corpus, recipe["model"]["max_len"] - 1, recipe["data"]["vocab_min_top_cells"])
         corpus = corpus[:, [g for g in vocab.genes if g in corpus.var_names]].copy()
@@ -259,6 +291,8 @@ def main() -> None:
     for key, value in recipe.get("export", {}).items():
         setattr(model.config, key, value)
     model.save(out, overwrite=True, model_card=card(epochs_done, callback.last_losses), **save_kwargs)
+    if "gene_nonzero_median" in corpus.uns:  # inference must divide by the same medians (saving replaces the folder)
+        (out / "gene_nonzero_median.json").write_text(json.dumps(corpus.uns["gene_nonzero_median"]))
     print(f"done in {(time.time() - start) / 60:.1f} min -> {out} (export settings {recipe.get('export', {})})")
 
 
