@@ -38,6 +38,7 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 import torch
+import yaml
 
 import scfm
 from scfm.models import Pretrained, load_pretrained
@@ -48,28 +49,17 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
 import zero_shot_protocol as protocol
 from pretrain_default import gene_nonzero_medians, load_corpus
 
-CORPORA = ("human_raw_counts_corpus.h5ad", "human_extra_corpus.h5ad", "human_corpus_3.h5ad")
-HELD_OUT_DATASETS = [
-    "pancreas_batch1_inDrop_Baron",
-    "pancreas_batch4_SmartSeq2_Segerstolpe",
-    "zheng2017_sorted_reference",
-    "zheng2017_frozen_donorA",
-    "cxg_cortex_cultures_div4_div11",
-]
+# the training data of the scaled-rank recipe: its corpora, held-out datasets and gene-name folding
+RECIPE = Path(__file__).parent.parent / "configs" / "tgpt_scaled_next_gene.yaml"
 SCORE_COLUMNS = ["KMeans NMI", "Silhouette label", "Bio conservation", "Batch correction", "Total", "15-NN accuracy"]
-
-
-def random_copy(pretrained: Pretrained, seed: int) -> Pretrained:
-    """The checkpoint's architecture and vocabulary with random weights drawn under ``torch.manual_seed(seed)``."""
-    torch.manual_seed(seed)
-    module = type(pretrained.module)(pretrained.module.config).eval()
-    return Pretrained(pretrained.family, module, pretrained.vocab, f"random weights (torch seed {seed})", "", None)
 
 
 def corpus_gene_medians(genes: list[str], data: Path) -> np.ndarray:
     """Median non-zero value of each gene after per-cell normalisation to 10,000, over the training corpora
-    (the statistic ``data.gene_scaling: corpus_median`` recipes train with)."""
-    corpus, _ = load_corpus([str(data / "pretraining" / name) for name in CORPORA], HELD_OUT_DATASETS, 1, ("hg19_",))
+    (the statistic ``data.gene_scaling: corpus_median`` recipes train with; corpora and exclusions from ``RECIPE``)."""
+    recipe = yaml.safe_load(RECIPE.read_text())["data"]
+    corpora = [str(data / "pretraining" / Path(path).name) for path in recipe["corpora"]]
+    corpus, _ = load_corpus(corpora, recipe["exclude_datasets"], 1, tuple(recipe["strip_gene_prefixes"]))
     medians = gene_nonzero_medians(corpus)
     return medians.reindex(genes).fillna(1.0).to_numpy(dtype=np.float32)
 
@@ -116,7 +106,7 @@ def embed_variants(experiment: str, ev: protocol.EvalSet, pretrained: Pretrained
 
     if experiment == "ranking":
         scaled = gene_scaled(ev, medians)
-        random_model = random_copy(pretrained, 0)
+        random_model = protocol.random_weights(pretrained, 0)
         embed(pretrained, "X_trained_raw")
         embed(pretrained, "X_trained_scaled", scaled, use_raw=False)
         embed(random_model, "X_random_raw")
@@ -130,7 +120,7 @@ def embed_variants(experiment: str, ev: protocol.EvalSet, pretrained: Pretrained
     else:
         embed(pretrained, "X_trained")
         for seed in range(args.seeds):
-            embed(random_copy(pretrained, seed), f"X_random_seed{seed}")
+            embed(protocol.random_weights(pretrained, seed), f"X_random_seed{seed}")
     return keys
 
 

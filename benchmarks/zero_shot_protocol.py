@@ -110,14 +110,20 @@ def model_argument(model: str):
     """What ``tl.embed`` takes for a model argument; ``random:<model>``: its architecture with random weights."""
     if not model.startswith(RANDOM):
         return model
+    from scfm.models import load_pretrained
+
+    return random_weights(load_pretrained(model[len(RANDOM) :]), seed=0)
+
+
+def random_weights(pretrained, seed: int):
+    """The checkpoint's architecture and vocabulary with random weights drawn under ``torch.manual_seed(seed)``."""
     import torch
 
-    from scfm.models import Pretrained, load_pretrained
+    from scfm.models import Pretrained
 
-    pretrained = load_pretrained(model[len(RANDOM) :])
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     module = type(pretrained.module)(pretrained.module.config).eval()
-    return Pretrained(pretrained.family, module, pretrained.vocab, "random weights (torch seed 0)", "", None)
+    return Pretrained(pretrained.family, module, pretrained.vocab, f"random weights (torch seed {seed})", "", None)
 
 
 def embed_all(ev: EvalSet, models: list[str], max_len: int | None = None) -> dict[str, float]:

@@ -97,11 +97,19 @@ def load_corpus(
     return corpus, vocab
 
 
-def gene_nonzero_medians(corpus: ad.AnnData) -> pd.Series:
-    """Median non-zero value of each gene after per-cell normalisation to 10,000 (1 where a gene is never seen)."""
+def per_cell_normalised(corpus: ad.AnnData) -> sp.csr_matrix:
+    """Counts scaled so that every cell sums to 10,000 (an empty cell stays empty)."""
     x = sp.csr_matrix(corpus.X, dtype=np.float32)
     totals = np.asarray(x.sum(1)).ravel()
-    csc = (sp.diags(1e4 / np.maximum(totals, 1)) @ x).tocsc()
+    return sp.csr_matrix(sp.diags(1e4 / np.maximum(totals, 1)) @ x)
+
+
+def gene_nonzero_medians(corpus: ad.AnnData, normalised: sp.csr_matrix | None = None) -> pd.Series:
+    """Median non-zero value of each gene after per-cell normalisation to 10,000 (1 where a gene is never seen).
+
+    ``normalised``: :func:`per_cell_normalised` of ``corpus``, when the caller already has it.
+    """
+    csc = (per_cell_normalised(corpus) if normalised is None else normalised).tocsc()
     medians = np.ones(csc.shape[1], dtype=np.float32)
     for column in range(csc.shape[1]):
         values = csc.data[csc.indptr[column] : csc.indptr[column + 1]]
@@ -116,11 +124,10 @@ def scale_by_gene_median(corpus: ad.AnnData) -> ad.AnnData:
     A cell's ranking then puts first the genes that are high for *that gene*, not the ribosomal and mitochondrial
     genes that top most cells. The medians come from the training cells only and are written to ``uns``.
     """
-    medians = gene_nonzero_medians(corpus)
-    x = sp.csr_matrix(corpus.X, dtype=np.float32)
-    totals = np.asarray(x.sum(1)).ravel()
-    scaled = sp.diags(1e4 / np.maximum(totals, 1)) @ x @ sp.diags(1.0 / medians.to_numpy())
-    out = ad.AnnData(sp.csr_matrix(scaled, dtype=np.float32), obs=corpus.obs, var=corpus.var)
+    normalised = per_cell_normalised(corpus)
+    medians = gene_nonzero_medians(corpus, normalised)
+    scaled = sp.csr_matrix(normalised @ sp.diags(1.0 / medians.to_numpy()), dtype=np.float32)
+    out = ad.AnnData(scaled, obs=corpus.obs, var=corpus.var)
     out.uns["gene_nonzero_median"] = medians.to_dict()
     return out
 
