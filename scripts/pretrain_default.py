@@ -12,7 +12,8 @@ gets the recipe's ``export`` settings (inference context, pooling) in its ``conf
 
 A recipe with ``family: tgpt`` trains TGPT (next-gene prediction over each cell's ranked genes) instead; its
 vocabulary keeps the genes that reach the top ``max_len - 1`` of at least ``vocab_min_top_cells`` cells, because
-a gene never ranked that high is never seen in training.
+a gene never ranked that high is never seen in training. The corpus keeps only those genes, except for recipes with
+``train.contrastive_views: neighbours``, whose neighbour teacher (HVG+PCA per dataset) reads every gene.
 
 A recipe with ``family: cellplm`` trains CellPLM (masked cells and genes reconstructed from the other cells of a
 sentence) on the corpora plus the training part of the spatial sections listed under ``data.spatial`` (each
@@ -244,7 +245,8 @@ def main() -> None:
         corpus = scale_by_gene_median(corpus)
     if family == "tgpt":
         vocab = top_ranked_vocab(corpus, recipe["model"]["max_len"] - 1, recipe["data"]["vocab_min_top_cells"])
-        corpus = corpus[:, [g for g in vocab.genes if g in corpus.var_names]].copy()
+        if recipe["train"].get("contrastive_views") != "neighbours":  # the neighbour teacher reads every gene
+            corpus = corpus[:, [g for g in vocab.genes if g in corpus.var_names]].copy()
     setup = {}
     if family == "cellplm":
         corpus, vocab = cellplm_corpus(corpus, recipe)

@@ -20,6 +20,7 @@ from ._shards import H5adShard, RowSource, expand_shard_paths, measured_masks
 from ._soma import SomaExperimentSource
 from ._stream_plan import Block, batches_per_slot, deal_blocks, epoch_blocks, iter_windows
 from ._streaming import CellEncoder, StreamingCellDataset, StreamingDataModule
+from ._teacher import expression_neighbours
 
 __all__ = [
     "HEAD_LR_FACTOR",
@@ -40,6 +41,7 @@ __all__ = [
     "epoch_blocks",
     "expand_shard_paths",
     "expressed_gene_counts",
+    "expression_neighbours",
     "expression_source",
     "highly_variable_subset",
     "iter_row_blocks",

@@ -60,7 +60,10 @@ class RankedSampleDataset(Dataset):
         return len(self.rows)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        row = self.rows[index]
+        return self._ranking(self.rows[index])
+
+    def _ranking(self, row: int) -> np.ndarray:
+        """Rank tokens of one matrix row."""
         start, stop = self.matrix.indptr[row], self.matrix.indptr[row + 1]
         ids = self.column_token_ids[self.matrix.indices[start:stop]]
         values = self.matrix.data[start:stop]
@@ -133,3 +136,31 @@ class PadTwoViews(PadTokens):
         first = super().__call__([pair[0] for pair in pairs])[TOKEN_IDS]
         second = super().__call__([pair[1] for pair in pairs])[TOKEN_IDS]
         return {TOKEN_IDS: first, VIEW_TOKEN_IDS: second}
+
+
+class NeighbourViewDataset(RankedSampleDataset):
+    """:class:`RankedSampleDataset` whose items pair a cell's ranking with the ranking of one of its neighbours.
+
+    The neighbour is drawn uniformly (numpy's global RNG, seeded by ``seed_everything`` in training) from the cell's
+    row of ``neighbours`` (from :func:`scfm.data.expression_neighbours`): a contrastive objective on these pairs
+    teaches the embedding the neighbour graph of log-normalised expression. A cell without neighbours (``-1`` row)
+    is paired with itself.
+    """
+
+    def __init__(self, *args, neighbours: np.ndarray, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.neighbours = np.asarray(neighbours, dtype=np.int64)
+        if self.neighbours.ndim != 2 or self.neighbours.shape[0] != self.matrix.shape[0]:
+            raise ValueError(
+                f"neighbours must have one row per matrix row ({self.matrix.shape[0]}), "
+                f"got shape {self.neighbours.shape}"
+            )
+        if self.neighbours.max(initial=-1) >= self.matrix.shape[0]:
+            raise ValueError("neighbours holds row indices beyond the matrix")
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        row = self.rows[index]
+        candidates = self.neighbours[row]
+        candidates = candidates[candidates >= 0]
+        partner = candidates[np.random.randint(len(candidates))] if len(candidates) else row  # noqa: NPY002
+        return self._ranking(row), self._ranking(partner)

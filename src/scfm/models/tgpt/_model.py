@@ -6,13 +6,13 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-from scfm.data import CellDataModule, expressed_gene_counts, expression_source
+from scfm.data import CellDataModule, expressed_gene_counts, expression_neighbours, expression_source
 from scfm.genes import GeneVocab
 from scfm.tokenize import check_values
 
 from ..base import FoundationModel
 from ._config import TGPTConfig
-from ._data import PadTokens, PadTwoViews, RankedSampleDataset, TwoViewRankedDataset
+from ._data import NeighbourViewDataset, PadTokens, PadTwoViews, RankedSampleDataset, TwoViewRankedDataset
 
 
 class TGPT(FoundationModel):
@@ -70,6 +70,7 @@ class TGPT(FoundationModel):
         "contrastive_weight",
         "contrastive_temperature",
         "view_min_keep",
+        "contrastive_views",
         "minibatch_key",
     )
 
@@ -81,6 +82,7 @@ class TGPT(FoundationModel):
         contrastive_weight: float = 0.0,
         contrastive_temperature: float = 0.1,
         view_min_keep: float = 0.5,
+        contrastive_views: str = "thinned",
         minibatch_key: str | None = None,
         **kwargs,
     ) -> None:
@@ -94,10 +96,18 @@ class TGPT(FoundationModel):
             Weight of the next-gene cross-entropy.
         contrastive_weight, contrastive_temperature
             Weight and temperature of InfoNCE between two views of each cell (the other cells of the minibatch are
-            the negatives). With a positive weight each cell is ranked twice, each time from its counts thinned
-            binomially, so the registered matrix must hold integer counts.
+            the negatives).
         view_min_keep
-            Each view keeps every count with a probability drawn uniformly from ``[view_min_keep, 1]``.
+            Each thinned view keeps every count with a probability drawn uniformly from ``[view_min_keep, 1]``.
+        contrastive_views
+            What the second view of a cell is, with a positive ``contrastive_weight``:
+
+            - ``"thinned"``: the cell ranked twice, each time from its counts thinned binomially (the registered
+              matrix must hold integer counts);
+            - ``"neighbours"``: one of the cell's 15 nearest cells in HVG+PCA space of log-normalised expression
+              (:func:`scfm.data.expression_neighbours`, computed once per category of ``minibatch_key``, or over all
+              cells without it), drawn anew each epoch. The objective distills that neighbour graph into the
+              embedding (issue 22's experiment; see docs/benchmarks.md).
         minibatch_key
             Column of ``adata.obs``: every minibatch holds cells of one of its categories (e.g. the dataset), so
             contrastive negatives come from the same dataset. ``None``: minibatches mix all cells.
@@ -115,6 +125,7 @@ class TGPT(FoundationModel):
         contrastive_weight: float = 0.0,
         contrastive_temperature: float = 0.1,
         view_min_keep: float = 0.5,
+        contrastive_views: str = "thinned",
         minibatch_key: str | None = None,
     ) -> tuple[CellDataModule, dict]:
         """Next-gene pretraining (causal language modelling over ranked genes), plus the optional contrastive views."""
@@ -122,8 +133,11 @@ class TGPT(FoundationModel):
         config = self.config
         # <begin> + genes + <end>, or the context when the ranking is cut (with or without <end>)
         lengths = np.minimum(expressed_gene_counts(matrix, column_token_ids) + 2, config.max_len)
+        if contrastive_views not in ("thinned", "neighbours"):
+            raise ValueError(f"contrastive_views must be 'thinned' or 'neighbours', got {contrastive_views!r}")
         two_views = contrastive_weight > 0
-        if two_views and not np.array_equal(matrix.data, np.rint(matrix.data)):
+        neighbour_views = two_views and contrastive_views == "neighbours"
+        if two_views and not neighbour_views and not np.array_equal(matrix.data, np.rint(matrix.data)):
             raise ValueError(
                 "contrastive_weight > 0 makes two views of each cell by thinning its counts, but the registered "
                 "matrix holds non-integer values; register raw counts (setup_anndata(layer='counts'))"
@@ -134,10 +148,15 @@ class TGPT(FoundationModel):
                 f"(columns: {list(self.adata.obs.columns)})"
             )
         groups = None if minibatch_key is None else self.adata.obs[minibatch_key].astype("category").cat.codes
-        view_options = {"min_keep": view_min_keep} if two_views else {}
+        view_options, dataset_class = {}, RankedSampleDataset
+        if neighbour_views:
+            neighbours = expression_neighbours(matrix, None if groups is None else groups.to_numpy())
+            view_options, dataset_class = {"neighbours": neighbours}, NeighbourViewDataset
+        elif two_views:
+            view_options, dataset_class = {"min_keep": view_min_keep}, TwoViewRankedDataset
 
         def make_dataset(rows: np.ndarray) -> RankedSampleDataset:
-            return (TwoViewRankedDataset if two_views else RankedSampleDataset)(
+            return dataset_class(
                 matrix,
                 column_token_ids,
                 rows,
