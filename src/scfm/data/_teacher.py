@@ -8,7 +8,7 @@ import scanpy as sc
 import scipy.sparse as sp
 from sklearn.neighbors import NearestNeighbors
 
-from ._finetune import log_normalised
+from ._finetune import highly_variable_subset, log_normalised
 
 
 def _group_pcs(counts: sp.csr_matrix, n_top_genes: int, n_pcs: int) -> np.ndarray:
@@ -18,11 +18,8 @@ def _group_pcs(counts: sp.csr_matrix, n_top_genes: int, n_pcs: int) -> np.ndarra
     """
     log = sp.csr_matrix(log_normalised(ad.AnnData(counts)).X)
     detected = np.flatnonzero(np.asarray((log > 0).sum(0)).ravel() >= 3)
-    adata = ad.AnnData(log[:, detected])
-    if adata.n_vars > n_top_genes:
-        sc.pp.highly_variable_genes(adata, n_top_genes=n_top_genes)
-        adata = adata[:, adata.var["highly_variable"].to_numpy()]
-    x = sp.csr_matrix(adata.X, dtype=np.float64)
+    variable = highly_variable_subset(ad.AnnData(log[:, detected]), n_top_genes)
+    x = sp.csr_matrix(variable.X, dtype=np.float64)
     mean = np.asarray(x.mean(0)).ravel()
     std = np.sqrt(np.maximum(np.asarray(x.multiply(x).mean(0)).ravel() - mean**2, 0.0))
     x = sp.csr_matrix(x @ sp.diags(1.0 / np.where(std > 0, std, 1.0)))
