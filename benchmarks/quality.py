@@ -13,13 +13,21 @@ Tasks (data from ../shared/data):
 - ``pbmc-annotation``: ``annotation/pbmc_zheng2017_sorted_reference.h5ad`` split 50/50 by cells, stratified
   by cell type (seed 0).
 - ``pancreas-annotation``: pancreas across studies: reference = batches 1 and 4, query = batch 5.
+- ``cortex-annotation``: the human fetal cortex cultures of the zero-shot protocol (``zero_shot_protocol.py``, held
+  out of every tGPT recipe's pretraining), 10 cell types, across its two libraries in both directions: reference
+  10X353_7 (2,718 cells) and query 10X355_7 (1,729 cells), then the reverse.
+- ``pbmc68k-annotation``: ``sc.datasets.pbmc68k_reduced()`` (``raw``: 765 log-normalised genes, ``bulk_labels``,
+  10 types) split 50/50 by cells, stratified (``--seed``). It is the zero-shot protocol's validation set.
 - ``mop-epoch-time``: one fine-tuning epoch of ``tl.integrate`` on all 10,309 MOp cells (the speed target), no
   scoring.
 
+Annotation rows: logistic regression on log-normalised HVGs (the baseline), the same on each cell's top-127 genes
+scored by rank (a control without a model), ``tl.annotate``'s default linear probe with the default model and with
+``--probe-models`` (default: random weights of the tGPT architecture, the control for what pretraining adds), scGPT
+fine-tuning with the wide-and-deep head and with the embedding-only head (the ablation) and zero-shot kNN.
+
 Integration rows: scib-metrics (unscaled) for HVG+PCA, Harmony, scVI, the zero-shot scfm embedding and the
-fine-tuned scfm integration, with time per fine-tuning epoch. Annotation rows: accuracy and macro-F1 of
-logistic regression, scfm fine-tuned (the default wide-and-deep head), the same with scGPT's embedding-only head
-(``gene_linear=False``, the ablation) and scfm zero-shot kNN.
+fine-tuned scfm integration, with time per fine-tuning epoch.
 """
 
 from __future__ import annotations
@@ -40,7 +48,15 @@ import scfm
 from scfm.bench import annotation, integration, logistic_regression
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-TASKS = ("pancreas", "mop", "pbmc-annotation", "pancreas-annotation", "mop-epoch-time")
+TASKS = (
+    "pancreas",
+    "mop",
+    "pbmc-annotation",
+    "pancreas-annotation",
+    "cortex-annotation",
+    "pbmc68k-annotation",
+    "mop-epoch-time",
+)
 
 
 def load_pancreas() -> ad.AnnData:
@@ -150,40 +166,107 @@ def mop_epoch_time(adata: ad.AnnData, opts: argparse.Namespace) -> None:
     )
 
 
+def rank_feature_regression(query: ad.AnnData, reference: ad.AnnData, labels_key: str, k: int = 127) -> np.ndarray:
+    """Control without a model: logistic regression on each cell's top-``k`` genes scored by rank, ``(k - r) / k``.
+
+    The parameter-free counterpart of a rank-input model's embedding (genes shared by name; features standardised over
+    the reference; genes in fewer than 5 reference top lists dropped). Returns the query's predicted labels.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    genes = reference.var_names.intersection(query.var_names, sort=False)
+
+    def features(adata: ad.AnnData) -> sp.csr_matrix:
+        matrix = sp.csr_matrix(adata[:, genes].X)
+        rows, cols, scores = [], [], []
+        for row in range(matrix.shape[0]):
+            start, stop = matrix.indptr[row], matrix.indptr[row + 1]
+            order = np.lexsort((matrix.indices[start:stop], -matrix.data[start:stop]))[:k]  # ties: column order
+            rows += [row] * len(order)
+            cols += list(matrix.indices[start:stop][order])
+            scores += list((k - np.arange(len(order))) / k)
+        return sp.csr_matrix((scores, (rows, cols)), shape=matrix.shape)
+
+    ref, qry = features(reference), features(query)
+    used = np.flatnonzero(np.asarray((ref > 0).sum(0)).ravel() >= 5)
+    ref, qry = ref[:, used].toarray(), qry[:, used].toarray()
+    mean, std = ref.mean(0), ref.std(0)
+    std[std == 0] = 1.0
+    classifier = LogisticRegression(max_iter=3000).fit((ref - mean) / std, reference.obs[labels_key].astype(str))
+    return classifier.predict((qry - mean) / std)
+
+
 def annotation_task(name: str, reference: ad.AnnData, query: ad.AnnData, opts: argparse.Namespace) -> list[dict]:
-    timings = {}
-    start = time.perf_counter()
-    logistic_regression(query, reference, "cell_type", key_added="logreg")
-    timings["logistic regression"] = time.perf_counter() - start
-    start = time.perf_counter()
+    from zero_shot_protocol import model_argument, model_label
+
+    timings, keys = {}, {}
+
+    def timed(method: str, key: str, run) -> None:
+        start = time.perf_counter()
+        run()
+        timings[method], keys[method] = time.perf_counter() - start, key
+
+    timed(
+        "logistic regression",
+        "logreg",
+        lambda: logistic_regression(query, reference, "cell_type", key_added="logreg"),
+    )
+
+    def rank_features() -> None:
+        query.obs["rank_features"] = rank_feature_regression(query, reference, "cell_type")
+
+    timed("logistic regression, top-127 rank features", "rank_features", rank_features)
+    quiet = {"progress": False, "min_genes": opts.min_genes, "n_top_genes": opts.annotation_top_genes}
+    if "probe" in opts.annotation_methods:
+        for model in [opts.model, *opts.probe_models]:
+            label = "default" if model is None else model_label(model)
+            argument = None if model is None else model_argument(model)
+            key = "probe_" + label.replace("/", "_")
+            timed(
+                f"scfm probe ({label})",
+                key,
+                lambda a=argument, k=key: scfm.tl.annotate(
+                    query, reference, "cell_type", model=a, method="probe", key_added=k, **quiet
+                ),
+            )
     settings = {**finetune_settings(opts), "n_top_genes": opts.annotation_top_genes}
-    scfm.tl.annotate(query, reference, "cell_type", key_added="scfm_finetuned", **settings)
-    timings["scfm fine-tuned"] = time.perf_counter() - start
-    start = time.perf_counter()
-    scfm.tl.annotate(query, reference, "cell_type", key_added="scfm_embedding_head", gene_linear=False, **settings)
-    timings["scfm fine-tuned, embedding-only head"] = time.perf_counter() - start
-    start = time.perf_counter()
-    scfm.tl.annotate(
-        query,
-        reference,
-        "cell_type",
-        model=opts.model,
-        method="knn",
-        key_added="scfm_knn",
-        progress=False,
-        min_genes=opts.min_genes,
-    )
-    timings["scfm zero-shot kNN"] = time.perf_counter() - start
-    table = annotation(
-        query,
-        "cell_type",
-        {
-            "logistic regression": "logreg",
-            "scfm fine-tuned": "scfm_finetuned",
-            "scfm fine-tuned, embedding-only head": "scfm_embedding_head",
-            "scfm zero-shot kNN": "scfm_knn",
-        },
-    )
+    if "finetune" in opts.annotation_methods:
+        timed(
+            "scfm fine-tuned",
+            "scfm_finetuned",
+            lambda: scfm.tl.annotate(
+                query, reference, "cell_type", method="finetune", key_added="scfm_finetuned", **settings
+            ),
+        )
+        timed(
+            "scfm fine-tuned, embedding-only head",
+            "scfm_embedding_head",
+            lambda: scfm.tl.annotate(
+                query,
+                reference,
+                "cell_type",
+                method="finetune",
+                key_added="scfm_embedding_head",
+                gene_linear=False,
+                **settings,
+            ),
+        )
+    if "knn" in opts.annotation_methods:
+        timed(
+            "scfm zero-shot kNN",
+            "scfm_knn",
+            lambda: scfm.tl.annotate(
+                query,
+                reference,
+                "cell_type",
+                model=opts.model,
+                method="knn",
+                key_added="scfm_knn",
+                progress=False,
+                min_genes=opts.min_genes,
+            ),
+        )
+    table = annotation(query, "cell_type", keys)
     value = table.set_index(["method", "metric"])["value"]
     rows = [
         {
@@ -215,6 +298,19 @@ def main() -> None:
     parser.add_argument(
         "--annotation-top-genes", type=int, default=1200, help="annotation: reference HVGs (tl.annotate's default)"
     )
+    parser.add_argument(
+        "--annotation-methods",
+        nargs="+",
+        default=["probe", "finetune", "knn"],
+        choices=["probe", "finetune", "knn"],
+        help="annotation: scfm methods to run beside the logistic regressions",
+    )
+    parser.add_argument(
+        "--probe-models",
+        nargs="*",
+        default=["random:tgpt"],
+        help="annotation: more models for the probe beside --model (directories, names, random:<model>)",
+    )
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--scvi-epochs", type=int, default=None)
@@ -242,6 +338,28 @@ def main() -> None:
                 np.arange(pbmc.n_obs), test_size=0.5, random_state=opts.seed, stratify=pbmc.obs["cell_type"].astype(str)
             )
             rows += annotation_task(task, pbmc[np.sort(ref_idx)].copy(), pbmc[np.sort(query_idx)].copy(), opts)
+        elif task == "pbmc68k-annotation":
+            import scanpy as sc
+            from sklearn.model_selection import train_test_split
+
+            pbmc68k = sc.datasets.pbmc68k_reduced().raw.to_adata()
+            pbmc68k.obs["cell_type"] = pbmc68k.obs["bulk_labels"].astype(str)
+            ref_idx, query_idx = train_test_split(
+                np.arange(pbmc68k.n_obs), test_size=0.5, random_state=opts.seed, stratify=pbmc68k.obs["cell_type"]
+            )
+            rows += annotation_task(task, pbmc68k[np.sort(ref_idx)].copy(), pbmc68k[np.sort(query_idx)].copy(), opts)
+        elif task == "cortex-annotation":
+            from zero_shot_protocol import load_set
+
+            cortex = load_set("cortex", DATA, max_cells=10**9).adata
+            library = cortex.obs["sample"].astype(str)
+            for ref_library, query_library in (("10X353_7", "10X355_7"), ("10X355_7", "10X353_7")):
+                rows += annotation_task(
+                    f"{task} ({ref_library} -> {query_library})",
+                    cortex[library == ref_library].copy(),
+                    cortex[library == query_library].copy(),
+                    opts,
+                )
         else:
             pancreas = load_pancreas()
             batch = pancreas.obs["batch"].astype(str)

@@ -123,6 +123,7 @@ def test_annotate_finetune_recovers_planted_types(tiny_checkpoint, reference_and
         reference,
         "cell_type",
         model=tiny_checkpoint,
+        method="finetune",
         return_model=True,
         **{**FAST, "lr": 1e-3, "max_epochs": 20},
     )
@@ -175,7 +176,7 @@ def test_annotate_bad_input(tiny_checkpoint, reference_and_query):
         scfm.tl.annotate(query, model=tiny_checkpoint, method="generate")
     with pytest.raises(CheckpointError, match=r"an scMulan model, which has no method='knn'; use scGPT .* or CellPLM"):
         scfm.tl.annotate(query, reference, "cell_type", model="scmulan", method="knn")
-    with pytest.raises(ValueError, match="method='finetune' needs a labelled reference"):
+    with pytest.raises(ValueError, match="method='probe' needs a labelled reference"):
         scfm.tl.annotate(query, model=tiny_checkpoint)
     with pytest.raises(ValueError, match="share"):
         scfm.tl.annotate(
@@ -194,6 +195,8 @@ def test_annotate_finetune_does_not_depend_on_the_global_torch_generator(tiny_ch
     for draws in (0, 1000):
         torch.rand(draws)
         out = query.copy()
-        scfm.tl.annotate(out, reference, "cell_type", model=tiny_checkpoint, **{**FAST, "max_epochs": 1})
+        scfm.tl.annotate(
+            out, reference, "cell_type", model=tiny_checkpoint, method="finetune", **{**FAST, "max_epochs": 1}
+        )
         results.append(out.obs["scfm_cell_type_confidence"].to_numpy())
     np.testing.assert_array_equal(results[0], results[1])

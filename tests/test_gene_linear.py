@@ -45,7 +45,7 @@ def test_wide_head_learns_planted_types_the_embedding_alone_misses(tiny_checkpoi
     reference, query = reference_and_query
     wide_query, deep_query = query.copy(), query.copy()
     # a slow encoder (head at 10x): the random tiny model's embedding carries little of the planted types
-    settings = {**FAST, "lr": 1e-4, "max_epochs": 8}
+    settings = {**FAST, "lr": 1e-4, "max_epochs": 8, "method": "finetune"}
     model = scfm.tl.annotate(wide_query, reference, "cell_type", model=tiny_checkpoint, return_model=True, **settings)
     scfm.tl.annotate(deep_query, reference, "cell_type", model=tiny_checkpoint, gene_linear=False, **settings)
     assert wide_query.uns["scfm"]["scfm_cell_type"]["gene_linear"] is True

@@ -133,6 +133,20 @@ def result_key() -> Rule:
     return Rule(accepts, check)
 
 
+def integer_or(word: str, minimum: int | None = None) -> Rule:
+    """Return the rule: an integer within ``[minimum, ...)`` or the string ``word`` (e.g. ``"auto"``)."""
+    number = integer(minimum)
+    accepts = f"{number.accepts} or {word!r}"
+
+    def check(value: Any) -> tuple[type[Exception], str] | None:
+        if isinstance(value, str):
+            return None if value == word else (ValueError, accepts)
+        problem = number.check(value)
+        return None if problem is None else (problem[0], accepts)
+
+    return Rule(accepts, check)
+
+
 def one_of(*options: str) -> Rule:
     """One of the given strings."""
     accepts = "one of " + ", ".join(repr(option) for option in options)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
+import torch
 from anndata import AnnData
 
 from scfm._validation import checked_arguments
-from scfm.data import expression_source
-from scfm.genes import align_genes
-from scfm.models import EmbedRequest, ModelArg, resolve_device, resolve_model
+from scfm.data import ExpressionSource, expression_source
+from scfm.genes import GeneAlignment, GeneRules, align_genes
+from scfm.models import EmbedRequest, ModelArg, Pretrained, resolve_device, resolve_model
+from scfm.models.base import Embedding
 from scfm.models.base._device import compute_dtype_name
 
 from ._provenance import check_anndata, check_result_key, checkpoint_and_genes, write_provenance
@@ -143,28 +146,26 @@ def embed(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     check_result_key(adata, key_added)
-    source = expression_source(adata, layer=layer, use_raw=use_raw)
-    if source.var.shape[0] == 0:
-        raise ValueError("the AnnData has no genes (n_vars == 0)")
     pretrained = resolve_model(model, capability="embed")
-    family = pretrained.spec
-    options = {"max_len": max_len, "sample_key": sample_key, "spatial_key": spatial_key, "context": context}
-    family.check_embed_options(pretrained, options)
-    alignment = align_genes(
-        source.var,
-        pretrained.vocab,
+    start = time.perf_counter()
+    computed = compute_embeddings(
+        adata,
+        pretrained,
+        layer=layer,
+        use_raw=use_raw,
         gene_key=gene_key,
+        batch_size=batch_size,
+        device=device,
+        normalize=normalize,
+        options={"max_len": max_len, "sample_key": sample_key, "spatial_key": spatial_key, "context": context},
         min_genes=min_genes,
         on_duplicate=on_duplicate,
-        gene_id_type=gene_id_type,
-        species=species,
-        aliases=aliases,
+        gene_rules=GeneRules(gene_id_type=gene_id_type, species=species, aliases=aliases),
+        block_size=block_size,
+        progress=progress,
+        precision=precision,
     )
-    target = resolve_device(device)
-    pretrained.module.to(target)
-    start = time.perf_counter()
-    request = EmbedRequest(options, target, batch_size, block_size, normalize, progress, precision=precision)
-    result = family.embed(pretrained, adata, source, alignment, request)
+    result, alignment, source, target = computed.result, computed.alignment, computed.source, computed.device
     seconds = time.perf_counter() - start
     if copy:
         adata = adata.copy()
@@ -186,6 +187,59 @@ def embed(
         },
     )
     return adata if copy else None
+
+
+@dataclass
+class ComputedEmbedding:
+    """Embeddings of a model (``result``) and how they were made: the gene alignment, the matrix read, the device."""
+
+    result: Embedding
+    alignment: GeneAlignment
+    source: ExpressionSource
+    device: torch.device
+
+
+def compute_embeddings(
+    adata: AnnData,
+    pretrained: Pretrained,
+    *,
+    layer: str | None = None,
+    use_raw: bool = False,
+    gene_key: str | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    normalize: bool = True,
+    options: dict[str, Any] | None = None,
+    min_genes: int = 50,
+    on_duplicate: Literal["error", "first"] = "error",
+    gene_rules: GeneRules = GeneRules(),
+    block_size: int = 4096,
+    progress: bool = True,
+    precision: Literal["fp32", "bf16"] = "fp32",
+) -> ComputedEmbedding:
+    """Embed the cells of ``adata`` with ``pretrained`` (an embedding family) without writing anything to ``adata``.
+
+    The arguments are :func:`embed`'s; ``options`` are the family's embedding options (``max_len``, ``sample_key``,
+    ``spatial_key``, ``context``; ``None`` values are the checkpoint's defaults).
+    """
+    source = expression_source(adata, layer=layer, use_raw=use_raw)
+    if source.var.shape[0] == 0:
+        raise ValueError("the AnnData has no genes (n_vars == 0)")
+    family = pretrained.spec
+    options = {"max_len": None, "sample_key": None, "spatial_key": None, "context": None, **(options or {})}
+    family.check_embed_options(pretrained, options)
+    alignment = align_genes(
+        source.var,
+        pretrained.vocab,
+        gene_key=gene_key,
+        min_genes=min_genes,
+        on_duplicate=on_duplicate,
+        **gene_rules.as_kwargs(),
+    )
+    target = resolve_device(device)
+    pretrained.module.to(target)
+    request = EmbedRequest(options, target, batch_size, block_size, normalize, progress, precision=precision)
+    return ComputedEmbedding(family.embed(pretrained, adata, source, alignment, request), alignment, source, target)
 
 
 def _warn_if_replacing_another_model(adata: AnnData, key_added: str, family: str) -> None:
