@@ -7,7 +7,6 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import torch
 from anndata import AnnData
 
 from scfm._validation import checked_arguments
@@ -165,7 +164,7 @@ def embed(
         progress=progress,
         precision=precision,
     )
-    result, alignment, source, target = computed.result, computed.alignment, computed.source, computed.device
+    result, alignment, source = computed.result, computed.alignment, computed.source
     seconds = time.perf_counter() - start
     if copy:
         adata = adata.copy()
@@ -180,9 +179,9 @@ def embed(
             "mean_tokens_per_cell": result.n_tokens / adata.n_obs,
             **result.record,
             "normalize": normalize,
-            "device": str(target),
+            "device": computed.device,
             "precision": precision,
-            "compute_dtype": compute_dtype_name(target, precision),
+            "compute_dtype": computed.compute_dtype,
             "seconds": seconds,
         },
     )
@@ -191,12 +190,16 @@ def embed(
 
 @dataclass
 class ComputedEmbedding:
-    """Embeddings of a model (``result``) and how they were made: the gene alignment, the matrix read, the device."""
+    """Embeddings of a model (``result``) and how they were made.
+
+    The gene alignment, the matrix read, the device and the dtype the matrix products ran in come with them.
+    """
 
     result: Embedding
     alignment: GeneAlignment
     source: ExpressionSource
-    device: torch.device
+    device: str
+    compute_dtype: str
 
 
 def compute_embeddings(
@@ -239,7 +242,8 @@ def compute_embeddings(
     target = resolve_device(device)
     pretrained.module.to(target)
     request = EmbedRequest(options, target, batch_size, block_size, normalize, progress, precision=precision)
-    return ComputedEmbedding(family.embed(pretrained, adata, source, alignment, request), alignment, source, target)
+    result = family.embed(pretrained, adata, source, alignment, request)
+    return ComputedEmbedding(result, alignment, source, str(target), compute_dtype_name(target, precision))
 
 
 def _warn_if_replacing_another_model(adata: AnnData, key_added: str, family: str) -> None:
