@@ -25,7 +25,11 @@ architecture with random weights (torch seed 0), the control for what pretrainin
 Every set is subsampled (stratified by label, seed 0) to at most ``--max-cells`` cells. Each embedding (the
 checkpoints' ``tl.embed`` output and HVG+PCA computed on the evaluation cells themselves: normalise to 10,000,
 log1p, 2,000 HVGs, scale, 50 PCs) is scored in one scib-metrics ``Benchmarker`` per set (unscaled; Bio, Batch,
-Total), plus 5-fold 15-NN accuracy of the labels. Sets with one batch report bio conservation only.
+Total), plus 5-fold 15-NN accuracy of the labels. Sets with one batch report bio conservation only. The same run
+scores the protocol's other baselines (:func:`baselines`): the parameter-free rank -> z-score -> PCA pipeline
+(``scfm.bench.rank_pca``), a random Gaussian projection of the HVG+PCA features
+(``scfm.bench.random_projection``) and scVI trained on the evaluation cells (not for pbmc68k, whose matrix is
+log values; ``--no-scvi`` skips it).
 """
 
 from __future__ import annotations
@@ -143,6 +147,28 @@ def embed_all(ev: EvalSet, models: list[str], max_len: int | None = None) -> dic
     return seconds
 
 
+def baselines(ev: EvalSet, scvi: bool) -> dict[str, float]:
+    """Write the protocol's other baselines to ``obsm``; return seconds per key.
+
+    ``X_rank_pca`` (per-cell ranks of the HVGs, z-scored, PCA), ``X_random_projection`` (the scaled HVGs onto 50
+    Gaussian directions) and, with ``scvi`` and a count matrix, ``X_scvi``: scVI trained on the evaluation cells
+    themselves (batch as covariate where the set has batches; expected counts rounded). pbmc68k holds log values
+    only, so it has no scVI row.
+    """
+    seconds = {}
+    runs = {
+        "X_rank_pca": lambda: scfm.bench.rank_pca(ev.adata, use_raw=ev.use_raw),
+        "X_random_projection": lambda: scfm.bench.random_projection(ev.adata, use_raw=ev.use_raw),
+    }
+    if scvi and not ev.use_raw:
+        runs["X_scvi"] = lambda: scfm.bench.scvi_latent(ev.adata, ev.batch_key, round_counts=True)
+    for key, run in runs.items():
+        start = time.perf_counter()
+        run()
+        seconds[key] = time.perf_counter() - start
+    return seconds
+
+
 def score(ev: EvalSet, keys: list[str]) -> pd.DataFrame:
     """scib-metrics table (unscaled) plus 15-NN accuracy; one-batch sets keep bio conservation only."""
     batch_key = ev.batch_key
@@ -173,11 +199,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--max-len", type=int, default=None, help="inference context of gene-token checkpoints")
+    parser.add_argument("--no-scvi", action="store_true", help="skip the scVI baseline (minutes per set on 2 cores)")
     args = parser.parse_args()
     results, summary = {}, []
     for name in args.sets:
         ev = load_set(name, args.data, args.max_cells)
         seconds = embed_all(ev, args.models, args.max_len)
+        seconds |= baselines(ev, scvi=not args.no_scvi)
         keys = [*seconds, "X_hvg_pca"]
         table = score(ev, keys)
         role = "held out" if name in HELD_OUT else "validation"

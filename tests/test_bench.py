@@ -6,8 +6,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
-from scfm.bench import hvg_pca, knn_accuracy, label_silhouette, scib_table
+from scfm.bench import hvg_pca, knn_accuracy, label_silhouette, random_projection, rank_pca, scib_table
 
 
 def test_hvg_pca_on_counts(counts_adata):
@@ -94,3 +95,27 @@ def test_scib_table_bio_only_for_one_batch():
     table = table.drop(index="Metric Type").astype(float)
     assert "Batch correction" not in table.columns and "Total" not in table.columns
     assert table.loc["good", "Bio conservation"] > table.loc["noise", "Bio conservation"]
+
+
+def test_rank_pca_ignores_depth_and_keeps_cell_types(counts_adata):
+    x_before = counts_adata.X.toarray()
+    rank_pca(counts_adata, n_top_genes=100, n_comps=10)
+    emb = counts_adata.obsm["X_rank_pca"]
+    assert emb.shape == (counts_adata.n_obs, 10) and emb.dtype == np.float32
+    np.testing.assert_array_equal(counts_adata.X.toarray(), x_before)
+    deeper = counts_adata.copy()
+    deeper.X = sp.csr_matrix(deeper.X.multiply(np.arange(1, deeper.n_obs + 1)[:, None] % 3 + 1))  # x1, x2, x3 depth
+    rank_pca(deeper, n_top_genes=100, n_comps=10)
+    np.testing.assert_allclose(np.abs(deeper.obsm["X_rank_pca"]), np.abs(emb), atol=1e-4)  # PCA signs may flip
+    assert label_silhouette(counts_adata, "X_rank_pca", "cell_type") > 0.05
+
+
+def test_random_projection_is_seeded_and_leaves_the_input(counts_adata):
+    x_before = counts_adata.X.toarray()
+    random_projection(counts_adata, n_top_genes=100, n_comps=8, key_added="a")
+    random_projection(counts_adata, n_top_genes=100, n_comps=8, key_added="b")
+    random_projection(counts_adata, n_top_genes=100, n_comps=8, key_added="c", seed=1)
+    assert counts_adata.obsm["a"].shape == (counts_adata.n_obs, 8)
+    np.testing.assert_array_equal(counts_adata.obsm["a"], counts_adata.obsm["b"])
+    assert not np.allclose(counts_adata.obsm["a"], counts_adata.obsm["c"])
+    np.testing.assert_array_equal(counts_adata.X.toarray(), x_before)

@@ -1,6 +1,14 @@
 """Baselines and metric runners (evaluation needs the ``eval`` extra: scib-metrics, harmonypy, pynndescent)."""
 
-from ._baselines import harmony, hvg_pca, log_normalised, logistic_regression, scvi_latent
+from ._baselines import (
+    harmony,
+    hvg_pca,
+    log_normalised,
+    logistic_regression,
+    random_projection,
+    rank_pca,
+    scvi_latent,
+)
 from ._metrics import knn_accuracy, label_silhouette, scib_table
 from ._multiome import concatenated_pca, multivi, rna_pca, totalvi, wnn_scores, zero_padded
 from ._perturbation import (
@@ -27,6 +35,8 @@ __all__ = [
     "perturbation_baselines",
     "perturbation_benchmark",
     "perturbation_metrics",
+    "random_projection",
+    "rank_pca",
     "rna_pca",
     "scib_table",
     "scvi_latent",

@@ -1,4 +1,4 @@
-"""Simple baselines that write to ``obsm``/``obs`` like the scfm tools: HVG+PCA, Harmony, scVI, logistic regression."""
+"""Baselines that write to ``obsm``/``obs`` like the scfm tools: HVG+PCA and its controls, Harmony, scVI, regression."""
 
 from __future__ import annotations
 
@@ -11,16 +11,88 @@ from anndata import AnnData
 from scfm.data._finetune import _matrix, log_normalised, obs_categories
 
 
-def _hvg_pca_array(
-    adata: AnnData, layer: str | None, use_raw: bool, n_top_genes: int, n_comps: int, seed: int
-) -> np.ndarray:
+def _highly_variable_log(adata: AnnData, layer: str | None, use_raw: bool, n_top_genes: int) -> AnnData:
+    """Log-normalised values of the ``n_top_genes`` most variable genes (all genes when fewer)."""
     work = log_normalised(adata, layer=layer, use_raw=use_raw)
     if work.n_vars > n_top_genes:
         sc.pp.highly_variable_genes(work, n_top_genes=n_top_genes, subset=True)
+    return work
+
+
+def _pca(work: AnnData, n_comps: int, seed: int) -> np.ndarray:
+    """PCA of ``work`` after scaling each gene to unit variance (clipped at 10, as scanpy's ``scale``)."""
     sc.pp.scale(work, max_value=10)
     n_comps = min(n_comps, work.n_obs - 1, work.n_vars - 1)
     sc.pp.pca(work, n_comps=n_comps, random_state=seed)
     return work.obsm["X_pca"].astype(np.float32)
+
+
+def _hvg_pca_array(
+    adata: AnnData, layer: str | None, use_raw: bool, n_top_genes: int, n_comps: int, seed: int
+) -> np.ndarray:
+    return _pca(_highly_variable_log(adata, layer, use_raw, n_top_genes), n_comps, seed)
+
+
+def rank_pca(
+    adata: AnnData,
+    *,
+    layer: str | None = None,
+    use_raw: bool = False,
+    n_top_genes: int = 2000,
+    n_comps: int = 50,
+    key_added: str = "X_rank_pca",
+    seed: int = 0,
+    copy: bool = False,
+) -> AnnData | None:
+    """Parameter-free rank baseline: per-cell ranks of the highly variable genes, z-scored per gene, then PCA.
+
+    Each cell's expressed genes among the ``n_top_genes`` highly variable ones are ranked by value within the cell
+    (ties share their mean rank) and scored ``rank / n_expressed``, so the cell's highest gene scores 1 and genes it
+    does not express score 0. This is what a rank-input model (tGPT, Geneformer) reads, without a network: it is
+    invariant to sequencing depth and to any per-cell monotone transform. Arguments as in :func:`hvg_pca`; the input
+    is not modified apart from ``adata.obsm[key_added]``.
+    """
+    from scipy.stats import rankdata
+
+    work = _highly_variable_log(adata, layer, use_raw, n_top_genes)
+    ranked = sp.csr_matrix(work.X, dtype=np.float32)
+    ranked.eliminate_zeros()
+    for row in range(ranked.shape[0]):
+        start, stop = ranked.indptr[row], ranked.indptr[row + 1]
+        if stop > start:
+            ranked.data[start:stop] = rankdata(ranked.data[start:stop]) / (stop - start)
+    pcs = _pca(AnnData(ranked), n_comps, seed)
+    if copy:
+        adata = adata.copy()
+    adata.obsm[key_added] = pcs
+    return adata if copy else None
+
+
+def random_projection(
+    adata: AnnData,
+    *,
+    layer: str | None = None,
+    use_raw: bool = False,
+    n_top_genes: int = 2000,
+    n_comps: int = 50,
+    key_added: str = "X_random_projection",
+    seed: int = 0,
+    copy: bool = False,
+) -> AnnData | None:
+    """Random Gaussian projection baseline: the scaled highly variable genes of :func:`hvg_pca`, times a random matrix.
+
+    The features are those HVG+PCA reads (log-normalised, ``n_top_genes`` HVGs, unit variance clipped at 10); they
+    are projected onto ``n_comps`` directions drawn from a standard Gaussian (``seed``) instead of the principal ones:
+    the floor any learned embedding of the same genes should beat. Arguments as in :func:`hvg_pca`.
+    """
+    work = _highly_variable_log(adata, layer, use_raw, n_top_genes)
+    sc.pp.scale(work, max_value=10)
+    directions = np.random.default_rng(seed).standard_normal((work.n_vars, n_comps)) / np.sqrt(n_comps)
+    projected = (np.asarray(work.X) @ directions).astype(np.float32)
+    if copy:
+        adata = adata.copy()
+    adata.obsm[key_added] = projected
+    return adata if copy else None
 
 
 def hvg_pca(
@@ -125,7 +197,7 @@ def harmony(
 
 def scvi_latent(
     adata: AnnData,
-    batch_key: str,
+    batch_key: str | None,
     *,
     layer: str | None = None,
     use_raw: bool = False,
@@ -148,7 +220,7 @@ def scvi_latent(
     adata
         Cells x genes of raw counts.
     batch_key
-        ``adata.obs`` column with each cell's batch (at least two batches).
+        ``adata.obs`` column with each cell's batch (at least two batches); ``None`` for one batch (no covariate).
     layer, use_raw
         Which matrix holds the counts.
     n_top_genes
@@ -170,7 +242,8 @@ def scvi_latent(
     """
     import scvi
 
-    obs_categories(adata, batch_key, "batch_key", min_categories=2)
+    if batch_key is not None:
+        obs_categories(adata, batch_key, "batch_key", min_categories=2)
     source = _matrix(adata, layer, use_raw, "scvi_latent")
     counts = sp.csr_matrix(source.matrix, dtype=np.float32)
     non_integer = not np.all(np.equal(np.mod(counts.data, 1), 0))
@@ -182,7 +255,8 @@ def scvi_latent(
     if non_integer:
         counts.data = np.rint(counts.data)
         counts.eliminate_zeros()
-    work = AnnData(counts, obs=adata.obs[[batch_key]].astype(str).copy(), var=source.var[[]].copy())
+    columns = [] if batch_key is None else [batch_key]
+    work = AnnData(counts, obs=adata.obs[columns].astype(str).copy(), var=source.var[[]].copy())
     work.layers["counts"] = counts.copy()
     if work.n_vars > n_top_genes:
         sc.pp.normalize_total(work, target_sum=1e4)
