@@ -216,7 +216,8 @@ def annotation_task(name: str, reference: ad.AnnData, query: ad.AnnData, opts: a
         query.obs["rank_features"] = rank_feature_regression(query, reference, "cell_type")
 
     timed("logistic regression, top-127 rank features", "rank_features", rank_features)
-    quiet = {"progress": False, "min_genes": opts.min_genes, "n_top_genes": opts.annotation_top_genes}
+    top_genes = opts.annotation_top_genes or "auto"
+    quiet = {"progress": False, "min_genes": opts.min_genes, "n_top_genes": top_genes}
     if "probe" in opts.annotation_methods:
         for model in [opts.model, *opts.probe_models]:
             label = "default" if model is None else model_label(model)
@@ -229,7 +230,7 @@ def annotation_task(name: str, reference: ad.AnnData, query: ad.AnnData, opts: a
                     query, reference, "cell_type", model=a, method="probe", key_added=k, **quiet
                 ),
             )
-    settings = {**finetune_settings(opts), "n_top_genes": opts.annotation_top_genes}
+    settings = {**finetune_settings(opts), "n_top_genes": top_genes}
     if "finetune" in opts.annotation_methods:
         timed(
             "scfm fine-tuned",
@@ -296,7 +297,10 @@ def main() -> None:
     parser.add_argument("--max-len", type=int, default=None, help="default: the tools' (fits the selected genes)")
     parser.add_argument("--n-top-genes", type=int, default=500, help="integration: batch-aware HVGs fine-tuned on")
     parser.add_argument(
-        "--annotation-top-genes", type=int, default=1200, help="annotation: reference HVGs (tl.annotate's default)"
+        "--annotation-top-genes",
+        type=int,
+        default=None,
+        help="annotation: reference HVGs (default: tl.annotate's, 2,000 for the probe and 1,200 for fine-tuning)",
     )
     parser.add_argument(
         "--annotation-methods",

@@ -35,7 +35,7 @@ def test_probe_is_the_default_with_a_reference_and_recovers_planted_types(tiny_c
     assert record["embedding_dim"] == 32
     factor = record["embedding_weight"] / np.sqrt(query.n_vars / 32)  # chosen by cross-validation on the reference
     assert min(abs(factor - f) for f in (0.0, 0.5, 1.0, 2.0)) < 1e-9
-    assert set(record["cross_validated_f1"]) == {"0.0", "0.5", "1.0", "2.0"}
+    assert set(record["cross_validated_f1"]) == set(record["cross_validated_f1_se"]) == {"0.0", "0.5", "1.0", "2.0"}
     top = query.obsm["scfm_cell_type_top"]
     np.testing.assert_allclose(top["probability_1"], query.obs["scfm_cell_type_confidence"], rtol=1e-6)
     assert_unchanged(reference, ref_before)
@@ -107,3 +107,14 @@ def test_probe_warns_about_fine_tuning_settings_it_ignores(tiny_checkpoint, refe
     with pytest.warns(UserWarning, match=r"max_epochs, gene_linear only apply to method='finetune'"):
         scfm.tl.annotate(query, reference, "cell_type", model=tiny_checkpoint, max_epochs=5, gene_linear=False, **QUIET)
     assert query.uns["scfm"]["scfm_cell_type"]["method"] == "probe"
+
+
+def test_the_weight_is_the_smallest_within_one_standard_error_of_the_best():
+    from scfm.tl._annotate_probe import _one_standard_error_choice
+
+    noisy_gain = {0.0: np.array([0.70, 0.66, 0.74]), 0.5: np.array([0.72, 0.68, 0.76]), 1.0: np.array([0.69] * 3)}
+    assert _one_standard_error_choice(noisy_gain) == 0.0  # +0.02 against a standard error of 0.023
+    clear_gain = {0.0: np.array([0.66, 0.67, 0.68]), 0.5: np.array([0.77, 0.78, 0.79]), 1.0: np.array([0.80] * 3)}
+    assert _one_standard_error_choice(clear_gain) == 1.0  # 0.5 lies 0.02 below the best, outside its error of 0
+    tie = {0.0: np.array([0.8, 0.8]), 0.5: np.array([0.8, 0.8])}
+    assert _one_standard_error_choice(tie) == 0.0

@@ -278,6 +278,7 @@ def annotate(
             "embedding_dim": probe.embedding_dim,
             "embedding_weight": probe.embedding_weight,
             "cross_validated_f1": probe.cross_validated_f1,
+            "cross_validated_f1_se": probe.cross_validated_f1_se,
         }
     else:
         result = pretrained.spec.annotate_with_reference(pretrained, adata, reference, request)

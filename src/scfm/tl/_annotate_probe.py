@@ -21,6 +21,7 @@ PROBE_C = 1.0  # inverse L2 strength, scikit-learn's default and that of the log
 PROBE_MAX_ITER = 3000
 EMBEDDING_FACTORS = (0.0, 0.5, 1.0, 2.0)  # weights of the embedding block tried, relative to equal variance
 CV_FOLDS = 5
+CV_REPEATS = 3  # the folds are drawn this many times (seeds seed, seed + 1, ...) for the standard error of the rule
 CV_MAX_CELLS = 5000  # the weight is chosen on at most this many reference cells (stratified draw)
 PROBE_TOP_GENES = 2000  # the reference's most variable genes read by default, as many as the baseline regression
 
@@ -33,6 +34,7 @@ class ProbeAnnotation:
     embedding_dim: int
     embedding_weight: float
     cross_validated_f1: dict[str, float]
+    cross_validated_f1_se: dict[str, float]
 
 
 def annotate_by_probe(
@@ -43,11 +45,13 @@ def annotate_by_probe(
     Features of a cell: its log-normalised values of the reference's ``n_top_genes`` most variable genes that both
     datasets share (scaled to unit variance over the reference), beside its frozen cell embedding (standardised over
     the reference). The embedding block is weighted by ``factor * sqrt(n_genes / embedding_dim)``: at factor 1 the
-    two blocks carry the same total variance. The factor is chosen among :data:`EMBEDDING_FACTORS` by stratified
-    cross-validated macro-F1 on the reference alone (the query is never looked at); factor 0 is the regression on genes
-    alone, so an embedding that does not help the reference's own held-out folds is left out (on a tie, the smaller
-    weight wins). The reference cannot reveal a batch effect that only the query has: where the embedding carries
-    batch and the query's batches differ from the reference's, the embedding block can cost accuracy.
+    two blocks carry the same total variance. The factor is chosen among :data:`EMBEDDING_FACTORS` on the reference
+    alone (the query is never looked at), by the one-standard-error rule: macro-F1 is measured on each held-out fold
+    of :data:`CV_REPEATS` stratified :data:`CV_FOLDS`-fold splits, and the smallest factor whose mean is within one
+    standard error of the best mean wins. Factor 0 is the regression on genes alone, so an embedding whose gain on
+    the reference's own folds is within their noise is left out. The reference cannot reveal a batch effect that
+    only the query has: where the embedding carries batch and the query's batches differ from the reference's, the
+    embedding block can cost accuracy.
     """
     genes_ref, genes_query, alignments = _shared_log_genes(pretrained, query, reference, request)
     genes_ref = highly_variable_subset(genes_ref, request.n_top_genes)
@@ -68,11 +72,11 @@ def annotate_by_probe(
         scaled = sp.csr_matrix(genes @ sp.diags(1.0 / gene_scale))
         return sp.hstack([scaled, sp.csr_matrix(weight * (embedding - mean) / std)], format="csr")
 
-    scores = {
-        factor: _cross_validated_f1(features(genes_matrix, embedding_ref, factor * balance), labels, request.seed)
+    fold_scores = {
+        factor: _fold_f1(features(genes_matrix, embedding_ref, factor * balance), labels, request.seed)
         for factor in EMBEDDING_FACTORS
     }
-    factor = max(EMBEDDING_FACTORS, key=lambda f: scores[f])  # ties: the smaller weight
+    factor = _one_standard_error_choice(fold_scores)
     weight = factor * balance
     classifier = _classifier(request.seed).fit(features(genes_matrix, embedding_ref, weight), labels)
     fitted = classifier.predict_proba(features(genes_query.X, embedding_query, weight))
@@ -83,7 +87,9 @@ def annotate_by_probe(
     annotation = ReferenceAnnotation(
         probabilities, genes_ref.n_vars, reference.n_obs, request.n_top_genes, None, **alignments
     )
-    return ProbeAnnotation(annotation, embedding_ref.shape[1], weight, {str(f): scores[f] for f in EMBEDDING_FACTORS})
+    means = {str(f): float(np.mean(fold_scores[f])) for f in EMBEDDING_FACTORS}
+    errors = {str(f): _standard_error(fold_scores[f]) for f in EMBEDDING_FACTORS}
+    return ProbeAnnotation(annotation, embedding_ref.shape[1], weight, means, errors)
 
 
 def _shared_log_genes(pretrained: Pretrained, query: AnnData, reference: AnnData, request: AnnotationRequest):
@@ -160,19 +166,36 @@ def _classifier(seed: int):
     return LogisticRegression(C=PROBE_C, max_iter=PROBE_MAX_ITER, random_state=seed)
 
 
-def _cross_validated_f1(features: sp.csr_matrix, labels: np.ndarray, seed: int) -> float:
-    """Macro-F1 of out-of-fold predictions over the reference (stratified folds, seeded)."""
+def _fold_f1(features: sp.csr_matrix, labels: np.ndarray, seed: int) -> np.ndarray:
+    """Macro-F1 on each held-out fold of :data:`CV_REPEATS` stratified splits of the reference (seeded)."""
     from sklearn.metrics import f1_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import StratifiedKFold
 
     rows = _stratified_rows(labels, CV_MAX_CELLS, seed)
     features, labels = features[rows], labels[rows]
     smallest = int(np.unique(labels, return_counts=True)[1].min())
-    folds = StratifiedKFold(n_splits=min(CV_FOLDS, max(smallest, 2)), shuffle=True, random_state=seed)
+    n_splits = min(CV_FOLDS, max(smallest, 2))
+    scores = []
     with warnings.catch_warnings():  # a class smaller than the folds is only absent from some of them
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        predicted = cross_val_predict(_classifier(seed), features, labels, cv=folds)
-    return float(f1_score(labels, predicted, average="macro"))
+        for repeat in range(CV_REPEATS):
+            folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed + repeat)
+            for train, test in folds.split(features, labels):
+                predicted = _classifier(seed).fit(features[train], labels[train]).predict(features[test])
+                scores.append(f1_score(labels[test], predicted, average="macro"))
+    return np.asarray(scores)
+
+
+def _standard_error(scores: np.ndarray) -> float:
+    return float(np.std(scores, ddof=1) / np.sqrt(len(scores))) if len(scores) > 1 else 0.0
+
+
+def _one_standard_error_choice(fold_scores: dict[float, np.ndarray]) -> float:
+    """Return the smallest factor whose mean fold score is within one standard error of the best factor's mean."""
+    means = {factor: float(np.mean(scores)) for factor, scores in fold_scores.items()}
+    best = max(sorted(means), key=lambda factor: means[factor])
+    threshold = means[best] - _standard_error(fold_scores[best])
+    return min(factor for factor in means if means[factor] >= threshold)
 
 
 def _stratified_rows(labels: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
