@@ -110,6 +110,17 @@ def test_rank_pca_ignores_depth_and_keeps_cell_types(counts_adata):
     assert label_silhouette(counts_adata, "X_rank_pca", "cell_type") > 0.05
 
 
+@pytest.mark.parametrize("baseline", [hvg_pca, rank_pca, random_projection])
+def test_baselines_leave_log_valued_float32_input_unchanged(counts_adata, baseline):
+    # float32 CSR log values (as pbmc68k_reduced's .raw) used to be shared with the work copy and ranked in place
+    log_values = counts_adata.copy()
+    log_values.X = sp.csr_matrix(np.log1p(counts_adata.X.toarray()).astype(np.float32))
+    assert log_values.X.dtype == np.float32
+    x_before = log_values.X.toarray()
+    baseline(log_values, n_top_genes=10_000, n_comps=5)
+    np.testing.assert_array_equal(log_values.X.toarray(), x_before)
+
+
 def test_random_projection_is_seeded_and_leaves_the_input(counts_adata):
     x_before = counts_adata.X.toarray()
     random_projection(counts_adata, n_top_genes=100, n_comps=8, key_added="a")

@@ -104,7 +104,8 @@ def log_normalised(adata: AnnData, *, layer: str | None = None, use_raw: bool = 
     log1p-transformed; log-normalised input (non-integer, max <= 30) is used as is.
     """
     source = _matrix(adata, layer, use_raw, "log-normalisation")
-    work = AnnData(sp.csr_matrix(source.matrix, dtype=np.float32), var=source.var[[]].copy())
+    # copy: a float32 CSR input would otherwise be shared, and callers transform ``work.X`` in place
+    work = AnnData(sp.csr_matrix(source.matrix, dtype=np.float32, copy=True), var=source.var[[]].copy())
     work.obs_names = adata.obs_names
     if detect_input_kind(work.X) != "log1p":
         sc.pp.normalize_total(work, target_sum=1e4)
