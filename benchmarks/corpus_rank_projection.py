@@ -14,7 +14,8 @@ evaluation cell alone, like a model:
 2. a cell's features: the panel genes it expresses, ranked by value and scored ``rank / n_expressed`` (0 if not
    expressed or not measured);
 3. z-score with the corpus's per-gene mean and standard deviation, clip at 10, project on the corpus's first 50
-   principal components. Every corpus dataset has the same weight in the mean, variance and components.
+   principal components (``--components``). Every corpus dataset has the same weight in the mean, variance and
+   components.
 
 Rows per set, scored in one scib-metrics ``Benchmarker`` (the protocol's ``score``): the bundled default (tGPT), the
 corpus-fitted projection, both side by side (each block scaled to unit mean norm), ``rank_pca`` fitted on the set
@@ -54,7 +55,6 @@ EXCLUDED_DATASETS = [
     "zheng2017_frozen_donorA",
     "cxg_cortex_cultures_div4_div11",
 ]
-N_COMPS = 50
 
 
 def rank_scores(matrix: sp.spmatrix) -> sp.csr_matrix:
@@ -71,7 +71,7 @@ def rank_scores(matrix: sp.spmatrix) -> sp.csr_matrix:
 class CorpusRankProjection:
     """Panel, per-gene statistics and principal directions of the corpus's rank scores (datasets weighted equally)."""
 
-    def __init__(self, corpus: ad.AnnData, n_panel: int) -> None:
+    def __init__(self, corpus: ad.AnnData, n_panel: int, n_comps: int = 50) -> None:
         work = corpus.copy()
         sc.pp.normalize_total(work, target_sum=1e4)
         sc.pp.log1p(work)
@@ -87,8 +87,8 @@ class CorpusRankProjection:
         self.centre = self.weights @ z
         centred = z - self.centre
         eigenvalues, eigenvectors = np.linalg.eigh((centred * self.weights[:, None]).T @ centred)
-        self.components = eigenvectors[:, ::-1][:, :N_COMPS]
-        self.explained = eigenvalues[::-1][:N_COMPS] / eigenvalues.sum()
+        self.components = eigenvectors[:, ::-1][:, :n_comps]
+        self.explained = eigenvalues[::-1][:n_comps] / eigenvalues.sum()
 
     def panel_matrix(self, matrix: sp.spmatrix, genes: pd.Index) -> tuple[sp.csr_matrix, np.ndarray]:
         """The cells' values of the panel genes (0 where the set lacks a gene) and which panel genes it has."""
@@ -125,6 +125,7 @@ def set_matrix(adata: ad.AnnData, use_raw: bool) -> tuple[sp.csr_matrix, pd.Inde
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--panel", type=int, default=3000, help="corpus highly variable genes in the panel")
+    parser.add_argument("--components", type=int, default=50, help="corpus principal components kept")
     parser.add_argument("--sets", nargs="+", default=list(HELD_OUT + VALIDATION))
     parser.add_argument("--max-cells", type=int, default=1000, help="pancreas keeps all its 528 cells")
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -143,7 +144,7 @@ def main() -> None:
             fill_value=0,
         )
         corpus.X = sp.csr_matrix(corpus.X, dtype=np.float32)
-    projection = CorpusRankProjection(corpus, args.panel)
+    projection = CorpusRankProjection(corpus, args.panel, args.components)
     print(f"corpus: {corpus.n_obs} cells, {corpus.obs['dataset'].nunique()} datasets; panel {len(projection.panel)}")
     print("variance of the first 5 components: " + ", ".join(f"{v:.3f}" for v in projection.explained[:5]))
 
