@@ -112,7 +112,7 @@ def rna_integrate_epoch(mdata, args) -> float:
 
     rna = mdata.mod["rna"].copy()
     rna.obs["batch"] = mdata.obs.loc[rna.obs_names, "batch"].to_numpy()
-    scfm.tl.integrate(rna, "batch", species="mouse", max_epochs=1, progress=False, key_added="X_ref")
+    scfm.tl.integrate(rna, "batch", method="finetune", species="mouse", max_epochs=1, progress=False, key_added="X_ref")
     return float(rna.uns["scfm"]["X_ref"]["seconds_per_epoch"])
 
 

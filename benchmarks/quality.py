@@ -101,8 +101,10 @@ def integration_task(name: str, adata: ad.AnnData, opts: argparse.Namespace) -> 
     embed_seconds = time.perf_counter() - start
     record = adata.uns["scfm"]["X_scfm"]
     common = finetune_settings(opts)
-    scfm.tl.integrate(adata, "batch", **common)
-    scfm.tl.integrate(adata, "batch", dar_weight=0.0, ecs_weight=0.0, key_added="X_scfm_batchemb", **common)
+    scfm.tl.integrate(adata, "batch", method="finetune", **common)
+    scfm.tl.integrate(
+        adata, "batch", method="finetune", dar_weight=0.0, ecs_weight=0.0, key_added="X_scfm_batchemb", **common
+    )
     fit = adata.uns["scfm"]["X_scfm_integrated"]
     table = integration(
         adata,
@@ -157,7 +159,7 @@ def integration_task(name: str, adata: ad.AnnData, opts: argparse.Namespace) -> 
 def mop_epoch_time(adata: ad.AnnData, opts: argparse.Namespace) -> None:
     import torch
 
-    scfm.tl.integrate(adata, "batch", **{**finetune_settings(opts), "max_epochs": 1})
+    scfm.tl.integrate(adata, "batch", method="finetune", **{**finetune_settings(opts), "max_epochs": 1})
     fit = adata.uns["scfm"]["X_scfm_integrated"]
     print(
         f"\n## mop-epoch-time: {adata.n_obs} cells, {fit['genes_used']} genes, max_len {fit['max_len']}, "

@@ -149,6 +149,7 @@ def run_task(name: str, reference: ad.AnnData, query: ad.AnnData, gene_kwargs: d
         print(f"  {method}: {rows[-1]}", flush=True)
 
     common = {
+        "method": "finetune",
         "model": opts.model,
         "max_epochs": opts.epochs,
         "n_top_genes": opts.n_top_genes,

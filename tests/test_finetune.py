@@ -18,7 +18,15 @@ def knn_accuracy(embedding: np.ndarray, labels: np.ndarray, k: int = 10) -> floa
     return float(cross_val_score(KNeighborsClassifier(k), embedding, labels, cv=5).mean())
 
 
-FAST = {"max_epochs": 8, "batch_size": 16, "lr": 3e-3, "progress": False, "device": "cpu", "n_top_genes": 60}
+FAST = {
+    "method": "finetune",
+    "max_epochs": 8,
+    "batch_size": 16,
+    "lr": 3e-3,
+    "progress": False,
+    "device": "cpu",
+    "n_top_genes": 60,
+}
 # 60 highly variable genes fit the tiny model's 64-token context, so every cell is seen whole.
 PLAIN = {"dar_weight": 0.0, "ecs_weight": 0.0}
 

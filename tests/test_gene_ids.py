@@ -317,7 +317,7 @@ def _run_tool(tool: str, adata, reference, **rules) -> str:
         model = {"annotate_scgpt": None, "annotate_cellplm": "cellplm"}[tool]
         scfm.tl.annotate(adata, reference, "label", model=model, method="knn", n_neighbors=5, **quiet, **rules)
     elif tool == "integrate":
-        scfm.tl.integrate(adata, "batch", max_epochs=1, n_top_genes=50, max_len=32, **quiet, **rules)
+        scfm.tl.integrate(adata, "batch", method="finetune", max_epochs=1, n_top_genes=50, max_len=32, **quiet, **rules)
         return "X_scfm_integrated"
     elif tool == "denoise":
         scfm.tl.denoise(adata, **quiet, **rules)

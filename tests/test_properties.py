@@ -1107,6 +1107,7 @@ def test_integrate_and_generate_contract(models):
                 lambda case=case, kwargs=kwargs: scfm.tl.integrate(
                     case.adata,
                     "batch",
+                    method="finetune",
                     model=p["scgpt"],
                     max_epochs=1,
                     batch_size=4,

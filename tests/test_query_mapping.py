@@ -204,7 +204,14 @@ def test_tl_integrate_maps_a_query_onto_a_finetuned_model(tiny_checkpoint, pbmc_
     reference = make_batched_counts(genes, n_cells=120)
     fast = {"batch_size": 16, "lr": 3e-3, "progress": False, "device": "cpu", "n_top_genes": 60}
     model = scfm.tl.integrate(
-        reference, "batch", model=tiny_checkpoint, domain_batchnorm=True, return_model=True, max_epochs=1, **fast
+        reference,
+        "batch",
+        method="finetune",
+        model=tiny_checkpoint,
+        domain_batchnorm=True,
+        return_model=True,
+        max_epochs=1,
+        **fast,
     )
     query = _query(genes, n_cells=60)
     query.obs = query.obs.rename(columns={"batch": "sample"})  # the query's column may have another name

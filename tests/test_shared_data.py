@@ -70,7 +70,7 @@ def test_integrate_pancreas_improves_bio_conservation_over_zero_shot():
     adata = ad.read_h5ad(DATA / "integration" / "pancreas_3batches_cepo_small.h5ad")
     adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
     scfm.tl.embed(adata, progress=False)
-    scfm.tl.integrate(adata, "batch", max_epochs=10, progress=False)
+    scfm.tl.integrate(adata, "batch", method="finetune", max_epochs=10, progress=False)
     table = scfm.bench.integration(
         adata, "batch", "cell_type", methods=(), embeddings={"zero-shot": "X_scfm", "integrated": "X_scfm_integrated"}
     )

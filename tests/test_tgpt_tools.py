@@ -68,7 +68,7 @@ def test_empty_cell_is_an_error_and_nothing_is_written(counts_adata, tiny_tgpt_c
 def test_other_tools_refuse_a_tgpt_checkpoint(counts_adata, tiny_tgpt_checkpoint):
     counts_adata.obs["batch"] = np.where(np.arange(counts_adata.n_obs) % 2, "a", "b")
     with pytest.raises(CheckpointError, match="tGPT model, which cannot integrate batches; models that can: scGPT"):
-        scfm.tl.integrate(counts_adata, "batch", model=tiny_tgpt_checkpoint, max_epochs=1)
+        scfm.tl.integrate(counts_adata, "batch", method="finetune", model=tiny_tgpt_checkpoint, max_epochs=1)
 
 
 # ---- bulk features -----------------------------------------------------------------------------------

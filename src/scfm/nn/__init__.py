@@ -1,6 +1,7 @@
 """Model-agnostic neural-network blocks (never sees AnnData)."""
 
 from ._attention import SelfAttention
+from ._count_vae import BatchConditionedCountVAE
 from ._counts import NegativeBinomialDecoder, feature_norm, negative_binomial_log_likelihood
 from ._domain import BatchDiscriminator, ClassifierHead, DomainBatchNorm, GeneLinearClassifier, reverse_gradient
 from ._embeddings import CategoryValueEmbedding, ConditionEmbedding, ContinuousValueEmbedding, GeneEmbedding
@@ -13,6 +14,7 @@ from ._positional import SinusoidalPosition2D
 from ._transformer import TransformerLayer, TransformerStack
 
 __all__ = [
+    "BatchConditionedCountVAE",
     "BatchDiscriminator",
     "CategoryValueEmbedding",
     "CellToGeneHead",

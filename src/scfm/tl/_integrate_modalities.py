@@ -205,10 +205,13 @@ def integrate_modalities(
 
 
 _SHARED = (
-    "batch_key", "model", "max_epochs", "batch_size", "lr", "mask_ratio", "gep_weight", "gepc_weight", "seed",
+    "batch_key", "model", "mask_ratio", "gep_weight", "gepc_weight", "seed",
     "device", "key_added", "return_model", "progress", "copy", "species", "gene_id_type",
 )  # fmt: skip
-_WHEN_CHANGED = {"n_top_genes": "n_top_genes", "ecs_weight": "ecs_weight", "dar_weight": "dar_weight"}
+_WHEN_CHANGED = {
+    name: name for name in ("n_top_genes", "ecs_weight", "dar_weight", "max_epochs", "batch_size", "lr")
+}  # passed when given: their AnnData defaults are the method's, not integrate_modalities' own
+_IGNORED = {"method": "finetune"}  # the multi-omic recipe is a fine-tuning; this value of method is accepted
 
 
 def integrate_mudata(function, arguments: dict[str, Any]):
@@ -222,6 +225,8 @@ def integrate_mudata(function, arguments: dict[str, Any]):
     for name, value in arguments.items():
         if name in _SHARED:
             passed[name] = value
+        elif name in _IGNORED and value == _IGNORED[name]:
+            continue
         elif name in _WHEN_CHANGED:
             if value != defaults[name]:
                 passed[_WHEN_CHANGED[name]] = value

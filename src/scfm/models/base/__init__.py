@@ -22,6 +22,7 @@ from ._checkpoint import (
     save_checkpoint,
 )
 from ._config import ConfigDict
+from ._count_vae import CountVAEFit, default_vae_epochs, fit_count_vae
 from ._device import autocast_context, resolve_device
 from ._family import (
     AnnotatesWithReference,
@@ -94,6 +95,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointNotFoundError",
     "ConfigDict",
+    "CountVAEFit",
     "EmbedRequest",
     "Embedding",
     "EmbeddingResult",
@@ -131,8 +133,10 @@ __all__ = [
     "checked_rows",
     "decoder_vocab_problem",
     "default_model_for",
+    "default_vae_epochs",
     "families",
     "families_with",
+    "fit_count_vae",
     "get_family",
     "in_order",
     "is_perturbation_checkpoint",

@@ -1,0 +1,106 @@
+"""scfm.tl.integrate(method="vae"): a batch-conditioned count VAE that reads the frozen embedding beside the genes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+from conftest import assert_unchanged, make_batched_counts, snapshot
+
+import scfm
+from scfm.models.base import default_vae_epochs, fit_count_vae
+
+QUICK = {"progress": False, "device": "cpu"}
+
+
+def knn_accuracy(embedding: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return float(cross_val_score(KNeighborsClassifier(k), embedding, labels, cv=5).mean())
+
+
+@pytest.fixture(scope="module")
+def planted(pbmc_raw_genes):
+    return make_batched_counts(pbmc_raw_genes[:300], n_cells=240)
+
+
+def test_vae_mixes_planted_batches_and_keeps_the_types(planted):
+    """The batch programme and depth of ``b1`` separate the batches completely in log-PCA; the decoder explains them,
+    so the latent mixes the batches while the planted types stay apart."""
+    adata = planted.copy()
+    scfm.tl.integrate(adata, "batch", key_added="vae", **QUICK)  # the defaults: genes only, 400 epochs
+    logged = adata.copy()
+    sc.pp.normalize_total(logged)
+    sc.pp.log1p(logged)
+    sc.pp.pca(logged, n_comps=20)
+    batch = adata.obs["batch"].astype(str).to_numpy()
+    cell_type = adata.obs["cell_type"].astype(str).to_numpy()
+    assert knn_accuracy(logged.obsm["X_pca"], batch) > 0.95
+    assert knn_accuracy(adata.obsm["vae"], batch) < 0.75  # chance: 0.5
+    assert knn_accuracy(adata.obsm["vae"], cell_type) > 0.95
+    record = adata.uns["scfm"]["vae"]
+    assert record["method"] == "vae" and record["batches"] == ["b0", "b1"]
+    assert record["max_epochs"] == 400 and record["embedding_dim"] == 0 and record["genes_used"] == 300
+    assert "model" not in record  # no model is loaded when the embedding is not read
+
+
+def test_vae_reads_the_frozen_embedding_of_the_model(planted, tiny_tgpt_checkpoint):
+    adata = planted.copy()
+    before = set(adata.obsm)
+    with pytest.raises(ValueError, match="embedding_weight is 0"):
+        scfm.tl.integrate(adata, "batch", model=tiny_tgpt_checkpoint, max_epochs=1, **QUICK)
+    assert set(adata.obsm) == before
+    scfm.tl.integrate(
+        adata, "batch", model=tiny_tgpt_checkpoint, embedding_weight=1.0, max_epochs=3, n_latent=8, **QUICK
+    )
+    assert set(adata.obsm) - before == {"X_scfm_integrated"}
+    assert adata.obsm["X_scfm_integrated"].shape == (240, 8)
+    assert adata.obsm["X_scfm_integrated"].dtype == np.float32
+    record = adata.uns["scfm"]["X_scfm_integrated"]
+    assert record["family"] == "tgpt" and record["embedding_dim"] > 0 and record["embedding_weight"] == 1.0
+    assert record["genes_matched"] > 0 and record["n_top_genes"] == 2000
+
+
+def test_vae_result_ignores_cell_order_and_repeats_with_the_seed(planted):
+    settings = {"max_epochs": 4, "n_latent": 5, **QUICK}
+    first = scfm.tl.integrate(planted, "batch", copy=True, **settings).obsm["X_scfm_integrated"]
+    again = scfm.tl.integrate(planted, "batch", copy=True, **settings).obsm["X_scfm_integrated"]
+    np.testing.assert_array_equal(first, again)
+    order = np.random.default_rng(1).permutation(planted.n_obs)
+    shuffled = scfm.tl.integrate(planted[order].copy(), "batch", copy=True, **settings)
+    np.testing.assert_allclose(shuffled.obsm["X_scfm_integrated"], first[order], atol=1e-5)
+    other_seed = scfm.tl.integrate(planted, "batch", copy=True, seed=1, **settings).obsm["X_scfm_integrated"]
+    assert not np.allclose(other_seed, first)
+
+
+def test_vae_refuses_bad_input_and_leaves_adata_unchanged(planted, tiny_checkpoint):
+    adata = planted.copy()
+    adata.obs["single"] = "only"
+    before = snapshot(adata)
+    quick = {"max_epochs": 1, **QUICK}
+    with pytest.raises(ValueError, match="distinct value"):
+        scfm.tl.integrate(adata, "single", **quick)
+    with pytest.raises(ValueError, match="labels_key, return_model only apply to method='finetune'"):
+        scfm.tl.integrate(adata, "batch", labels_key="cell_type", return_model=True, **quick)
+    with pytest.raises(ValueError, match="n_latent only apply to method='vae'"):
+        scfm.tl.integrate(adata, "batch", method="finetune", model=tiny_checkpoint, n_latent=5, max_epochs=1)
+    with pytest.raises(ValueError, match="method must be"):
+        scfm.tl.integrate(adata, "batch", method="scvi", **quick)
+    with pytest.raises(ValueError, match="n_latent must be >= 1"):
+        scfm.tl.integrate(adata, "batch", n_latent=0, **quick)
+    adata.layers["log"] = sp.csr_matrix(np.log1p(adata.X.toarray() / 7.0).astype(np.float32))
+    before = snapshot(adata)
+    with pytest.raises(ValueError, match=r"looks log-normalised.*models counts"):
+        scfm.tl.integrate(adata, "batch", layer="log", **quick)
+    assert_unchanged(adata, before)
+
+
+def test_fit_count_vae_checks_its_arrays():
+    counts = sp.csr_matrix(np.ones((10, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match="one batch code per cell"):
+        fit_count_vae(counts, np.zeros(9), max_epochs=1)
+    with pytest.raises(ValueError, match="side features"):
+        fit_count_vae(counts, np.zeros(10), np.zeros((9, 2)), max_epochs=1)
+    assert default_vae_epochs(240) == 400 and default_vae_epochs(100_000) == 80
