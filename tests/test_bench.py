@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from scfm.bench import hvg_pca, knn_accuracy, label_silhouette, random_projection, rank_pca, scib_table
+from scfm.bench import hvg_pca, knn_accuracy, label_silhouette, random_projection, rank_pca, scib_table, scvi_latent
 
 
 def test_hvg_pca_on_counts(counts_adata):
@@ -119,6 +119,17 @@ def test_baselines_leave_log_valued_float32_input_unchanged(counts_adata, baseli
     x_before = log_values.X.toarray()
     baseline(log_values, n_top_genes=10_000, n_comps=5)
     np.testing.assert_array_equal(log_values.X.toarray(), x_before)
+
+
+def test_scvi_latent_leaves_float32_expected_counts_unchanged(counts_adata):
+    # float32 CSR input used to share its arrays with the work copy: values rounded to 0 were eliminated in place
+    expected = counts_adata.copy()
+    expected.X = sp.csr_matrix(counts_adata.X.toarray().astype(np.float32) * 0.3)  # some round to 0
+    expected.obs["batch"] = np.where(np.arange(expected.n_obs) % 2, "a", "b")
+    x_before = expected.X.toarray()
+    scvi_latent(expected, "batch", n_top_genes=50, n_latent=4, max_epochs=1, round_counts=True)
+    np.testing.assert_array_equal(expected.X.toarray(), x_before)
+    assert expected.obsm["X_scvi"].shape == (expected.n_obs, 4)
 
 
 def test_random_projection_is_seeded_and_leaves_the_input(counts_adata):

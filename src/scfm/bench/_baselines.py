@@ -245,7 +245,7 @@ def scvi_latent(
     if batch_key is not None:
         obs_categories(adata, batch_key, "batch_key", min_categories=2)
     source = _matrix(adata, layer, use_raw, "scvi_latent")
-    counts = sp.csr_matrix(source.matrix, dtype=np.float32)
+    counts = sp.csr_matrix(source.matrix, dtype=np.float32, copy=True)  # rounded and normalised below
     non_integer = not np.all(np.equal(np.mod(counts.data, 1), 0))
     if non_integer and not round_counts:
         raise ValueError(
