@@ -131,7 +131,6 @@ def test_annotate_finetune_recovers_planted_types(tiny_checkpoint, reference_and
         reference,
         "cell_type",
         model=tiny_checkpoint,
-        method="finetune",
         return_model=True,
         **{**FAST, "lr": 1e-3, "max_epochs": 20},
     )
@@ -203,8 +202,6 @@ def test_annotate_finetune_does_not_depend_on_the_global_torch_generator(tiny_ch
     for draws in (0, 1000):
         torch.rand(draws)
         out = query.copy()
-        scfm.tl.annotate(
-            out, reference, "cell_type", model=tiny_checkpoint, method="finetune", **{**FAST, "max_epochs": 1}
-        )
+        scfm.tl.annotate(out, reference, "cell_type", model=tiny_checkpoint, **{**FAST, "max_epochs": 1})
         results.append(out.obs["scfm_cell_type_confidence"].to_numpy())
     np.testing.assert_array_equal(results[0], results[1])
