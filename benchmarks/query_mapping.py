@@ -2,6 +2,7 @@
 
     python benchmarks/query_mapping.py                         # both tasks
     python benchmarks/query_mapping.py --tasks pancreas --epochs 10 --query-epochs 10
+    python benchmarks/query_mapping.py --methods vae scvi pca   # without the fine-tuning rows (the slow ones)
 
 Tasks (data from ../shared/data):
 
@@ -24,9 +25,15 @@ Every method embeds the reference, then the query in the reference's space, with
   does not depend on the batch here (batch embeddings feed the expression heads only), so this is the fine-tuned
   encoder applied to the query.
 - ``scfm zero-shot``: ``tl.embed`` with the bundled model, reference and query separately.
+- ``scfm vae map``: ``tl.integrate``'s default count VAE fitted on the reference (``return_model=True``), the query
+  encoded by its frozen encoder (``tl.integrate(query, "batch", model=vae)``; nothing is trained on the query).
+- ``scfm vae, reference + query fitted together``: the same VAE fitted on all cells with the query's batch known
+  (not a mapping: the upper line for it).
 - ``scVI + scArches``: ``scvi.model.SCVI`` on 2,000 reference HVGs (rounded counts, scArches settings: encoded
   covariates, layer norm, no batch norm), query by ``SCVI.prepare_query_anndata`` + ``SCVI.load_query_data`` and
   ``train(plan_kwargs={"weight_decay": 0})``.
+- ``scVI (covariates not encoded) + scArches``: scVI's default model (batch norm, the batch read by the decoder
+  only), mapped the same way; the model class of ``scfm vae``.
 - ``PCA projection``: PCA (50) of the log-normalised reference HVGs; the query projected on it (no correction).
 
 Scores (higher is better): ``kNN acc`` / ``kNN F1``: a 15-NN classifier on the reference embedding and its labels
@@ -58,6 +65,7 @@ from scfm.models import SCGPT
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TASKS = ("pancreas", "mop")
+METHODS = ("vae", "scvi", "pca", "finetune", "zero-shot")
 K = 15
 
 
@@ -115,7 +123,9 @@ def pca_projection(reference: ad.AnnData, query: ad.AnnData) -> tuple[np.ndarray
     return pca.transform(logged(reference)), pca.transform(logged(query))
 
 
-def scvi_scarches(reference: ad.AnnData, query: ad.AnnData, opts) -> tuple[np.ndarray, np.ndarray]:
+def scvi_scarches(
+    reference: ad.AnnData, query: ad.AnnData, opts, *, encode_covariates: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     import scvi
 
     scvi.settings.seed = 0
@@ -123,7 +133,11 @@ def scvi_scarches(reference: ad.AnnData, query: ad.AnnData, opts) -> tuple[np.nd
     ref = reference[:, hvg].copy()
     ref.X = sp.csr_matrix(np.rint(ref.X.toarray()), dtype=np.float32)
     scvi.model.SCVI.setup_anndata(ref, batch_key="batch")
-    arches = {"use_layer_norm": "both", "use_batch_norm": "none", "encode_covariates": True, "dropout_rate": 0.2}
+    arches = (
+        {"use_layer_norm": "both", "use_batch_norm": "none", "encode_covariates": True, "dropout_rate": 0.2}
+        if encode_covariates
+        else {}
+    )
     model = scvi.model.SCVI(ref, n_layers=2, n_latent=30, **arches)
     model.train(max_epochs=opts.scvi_epochs, enable_progress_bar=False)
     q = query.copy()
@@ -148,6 +162,44 @@ def run_task(name: str, reference: ad.AnnData, query: ad.AnnData, gene_kwargs: d
         rows.append({"method": method, **scores(ref_emb, query_emb, ref_labels, query_labels), "seconds": seconds})
         print(f"  {method}: {rows[-1]}", flush=True)
 
+    if "vae" in opts.methods:
+        start = time.perf_counter()
+        r, q = reference.copy(), query.copy()
+        vae = scfm.tl.integrate(r, "batch", return_model=True, progress=False)
+        scfm.tl.integrate(q, "batch", model=vae, progress=False)
+        add("scfm vae map", r.obsm["X_scfm_integrated"], q.obsm["X_scfm_integrated"], time.perf_counter() - start)
+        start = time.perf_counter()
+        both = ad.concat([reference, query])
+        scfm.tl.integrate(both, "batch", progress=False)
+        joint = both.obsm["X_scfm_integrated"]
+        add(
+            "scfm vae, reference + query fitted together",
+            joint[: reference.n_obs],
+            joint[reference.n_obs :],
+            time.perf_counter() - start,
+        )
+    if "scvi" in opts.methods:
+        for method, encode in (("scVI + scArches", True), ("scVI (covariates not encoded) + scArches", False)):
+            start = time.perf_counter()
+            ref_emb, query_emb = scvi_scarches(reference, query, opts, encode_covariates=encode)
+            add(method, ref_emb, query_emb, time.perf_counter() - start)
+    if "pca" in opts.methods:
+        start = time.perf_counter()
+        ref_emb, query_emb = pca_projection(reference, query)
+        add("PCA projection", ref_emb, query_emb, time.perf_counter() - start)
+    if "finetune" in opts.methods:
+        _finetune_rows(reference, query, gene_kwargs, opts, add)
+    if "zero-shot" in opts.methods:
+        start = time.perf_counter()
+        r, q = reference.copy(), query.copy()
+        for adata in (r, q):
+            scfm.tl.embed(adata, model=opts.model, progress=False, **gene_kwargs)
+        add("scfm zero-shot", r.obsm["X_scfm"], q.obsm["X_scfm"], time.perf_counter() - start)
+    return rows
+
+
+def _finetune_rows(reference: ad.AnnData, query: ad.AnnData, gene_kwargs: dict, opts, add) -> None:
+    """The fine-tuning rows: a DSBN reference with and without query training, and the default recipe."""
     common = {
         "method": "finetune",
         "model": opts.model,
@@ -193,21 +245,6 @@ def run_task(name: str, reference: ad.AnnData, query: ad.AnnData, gene_kwargs: d
         q.obsm["X_scfm_integrated"],
         time.perf_counter() - start,
     )
-    # scfm zero-shot
-    start = time.perf_counter()
-    r, q = reference.copy(), query.copy()
-    for adata in (r, q):
-        scfm.tl.embed(adata, model=opts.model, progress=False, **gene_kwargs)
-    add("scfm zero-shot", r.obsm["X_scfm"], q.obsm["X_scfm"], time.perf_counter() - start)
-    # scVI + scArches
-    start = time.perf_counter()
-    ref_emb, query_emb = scvi_scarches(reference, query, opts)
-    add("scVI + scArches", ref_emb, query_emb, time.perf_counter() - start)
-    # PCA projection
-    start = time.perf_counter()
-    ref_emb, query_emb = pca_projection(reference, query)
-    add("PCA projection", ref_emb, query_emb, time.perf_counter() - start)
-    return rows
 
 
 def _work_copy(query: ad.AnnData, model: SCGPT, gene_kwargs: dict) -> ad.AnnData:
@@ -231,6 +268,7 @@ def _work_copy(query: ad.AnnData, model: SCGPT, gene_kwargs: dict) -> ad.AnnData
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--model", default=None, help="starting checkpoint (default: the bundled model)")
     parser.add_argument("--epochs", type=int, default=10, help="scfm reference fine-tuning epochs")
     parser.add_argument("--query-epochs", type=int, default=10, help="scfm query training epochs")

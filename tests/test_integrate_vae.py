@@ -9,6 +9,7 @@ import scipy.sparse as sp
 from conftest import assert_unchanged, make_batched_counts, snapshot
 
 import scfm
+from scfm.models import CheckpointError, CountVAEModel
 from scfm.models.base import default_vae_epochs, fit_count_vae
 
 QUICK = {"progress": False, "device": "cpu"}
@@ -82,8 +83,8 @@ def test_vae_refuses_bad_input_and_leaves_adata_unchanged(planted, tiny_checkpoi
     quick = {"max_epochs": 1, **QUICK}
     with pytest.raises(ValueError, match="distinct value"):
         scfm.tl.integrate(adata, "single", **quick)
-    with pytest.raises(ValueError, match="labels_key, return_model only apply to method='finetune'"):
-        scfm.tl.integrate(adata, "batch", labels_key="cell_type", return_model=True, **quick)
+    with pytest.raises(ValueError, match="labels_key, cls_weight only apply to method='finetune'"):
+        scfm.tl.integrate(adata, "batch", labels_key="cell_type", cls_weight=2.0, **quick)
     with pytest.raises(ValueError, match="n_latent only apply to method='vae'"):
         scfm.tl.integrate(adata, "batch", method="finetune", model=tiny_checkpoint, n_latent=5, max_epochs=1)
     with pytest.raises(ValueError, match="method must be"):
@@ -104,3 +105,66 @@ def test_fit_count_vae_checks_its_arrays():
     with pytest.raises(ValueError, match="side features"):
         fit_count_vae(counts, np.zeros(10), np.zeros((9, 2)), max_epochs=1)
     assert default_vae_epochs(240) == 400 and default_vae_epochs(100_000) == 80
+
+
+@pytest.fixture(scope="module")
+def reference_vae(planted):
+    reference = planted.copy()
+    model = scfm.tl.integrate(reference, "batch", max_epochs=150, return_model=True, **QUICK)
+    return reference, model
+
+
+def held_out_cells(pbmc_raw_genes) -> sc.AnnData:
+    """120 new cells of the planted types and batch programmes (cells 240-359 of a larger draw), in a new batch."""
+    query = make_batched_counts(pbmc_raw_genes[:300], n_cells=360)[240:].copy()
+    query.obs["batch"] = "new_lab"
+    query.obs_names = [f"query{i}" for i in range(query.n_obs)]
+    return query
+
+
+def test_vae_maps_a_new_batch_onto_the_reference(reference_vae, pbmc_raw_genes):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    reference, model = reference_vae
+    assert isinstance(model, CountVAEModel) and model.batches == ("b0", "b1") and len(model.genes) == 300
+    query = held_out_cells(pbmc_raw_genes)
+    genes = np.random.default_rng(0).permutation(query.n_vars)[:270]  # shuffled, 30 reference genes missing
+    query = query[:, genes].copy()
+    scfm.tl.integrate(query, "batch", model=model, **QUICK)
+    mapped = query.obsm["X_scfm_integrated"]
+    assert mapped.shape == (120, 30) and mapped.dtype == np.float32
+    classifier = KNeighborsClassifier(10).fit(reference.obsm["X_scfm_integrated"], reference.obs["cell_type"])
+    assert (classifier.predict(mapped) == query.obs["cell_type"].to_numpy()).mean() > 0.9
+    record = query.uns["scfm"]["X_scfm_integrated"]
+    assert record["mode"] == "query_mapping" and record["batches"] == ["new_lab"]
+    assert record["reference_batches"] == ["b0", "b1"] and record["genes_found"] == 270 and record["genes_used"] == 300
+
+
+def test_vae_mapping_the_reference_reproduces_its_latent_and_survives_saving(reference_vae, tmp_path):
+    reference, model = reference_vae
+    again = scfm.tl.integrate(reference, "batch", model=model, copy=True, **QUICK).obsm["X_scfm_integrated"]
+    np.testing.assert_allclose(again, reference.obsm["X_scfm_integrated"], atol=1e-5)
+    directory = model.save(tmp_path / "vae")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        model.save(directory)
+    loaded = scfm.tl.integrate(reference, "batch", model=str(directory), copy=True, **QUICK)
+    np.testing.assert_array_equal(loaded.obsm["X_scfm_integrated"], again)
+    assert CountVAEModel.load(directory).record == model.record
+    (directory / "count_vae.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(CheckpointError, match="not a readable count-VAE directory"):
+        CountVAEModel.load(directory)
+
+
+def test_vae_mapping_refuses_what_does_not_apply(reference_vae, pbmc_raw_genes):
+    _, model = reference_vae
+    query = held_out_cells(pbmc_raw_genes)
+    before = snapshot(query)
+    with pytest.raises(ValueError, match="max_epochs, n_latent only apply to fitting a VAE"):
+        scfm.tl.integrate(query, "batch", model=model, max_epochs=5, n_latent=4, **QUICK)
+    with pytest.raises(ValueError, match="model is a count VAE"):
+        scfm.tl.integrate(query, "batch", model=model, method="finetune", **QUICK)
+    with pytest.raises(ValueError, match="holds 100 of the reference model's 300 genes"):
+        scfm.tl.integrate(query[:, :100].copy(), "batch", model=model, **QUICK)
+    with pytest.raises(ValueError, match="return_model=True needs embedding_weight=0"):
+        scfm.tl.integrate(query, "batch", embedding_weight=1.0, return_model=True, **QUICK)
+    assert_unchanged(query, before)

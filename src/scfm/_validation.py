@@ -226,18 +226,25 @@ def anndata(*, allow_view: bool = True) -> Rule:
     return Rule(accepts, check)
 
 
-def model_source() -> Rule:
-    """Return the rule of a tool's ``model=`` argument (resolved later by :func:`scfm.models.resolve_model`)."""
+def model_source(*, count_vae: bool = False) -> Rule:
+    """Return the rule of a tool's ``model=`` argument (resolved later by :func:`scfm.models.resolve_model`).
+
+    ``count_vae=True`` also accepts a fitted :class:`~scfm.models.CountVAEModel` (``tl.integrate``'s query mapping).
+    """
     accepts = "None, a bundled model name, a checkpoint directory, or an scfm model instance"
+    if count_vae:
+        accepts += " (or a CountVAEModel)"
 
     def check(value: Any) -> tuple[type[Exception], str] | None:
-        from scfm.models.base import FoundationModel, Pretrained
+        from scfm.models.base import CountVAEModel, FoundationModel, Pretrained
 
         if value is None:
             return None
         if isinstance(value, str):
             return None if value else (ValueError, accepts)
         if isinstance(value, os.PathLike | FoundationModel | Pretrained):
+            return None
+        if count_vae and isinstance(value, CountVAEModel):
             return None
         return ArgumentTypeError, accepts
 

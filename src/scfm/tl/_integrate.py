@@ -8,20 +8,29 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 from anndata import AnnData
 
-from scfm._validation import checked_arguments
+from scfm._validation import checked_arguments, model_source
 from scfm.data import UNLABELLED, obs_categories
 from scfm.genes import GeneRules
-from scfm.models import FoundationModel, IntegrationRequest, IntegrationWeights, ModelArg, resolve_model
+from scfm.models import (
+    CountVAEModel,
+    FoundationModel,
+    IntegrationRequest,
+    IntegrationWeights,
+    ModelArg,
+    Pretrained,
+    resolve_model,
+)
+from scfm.models.base import is_count_vae_directory
 
 from ._integrate_modalities import anndata_or_mudata, integrate_mudata
-from ._integrate_vae import VAE_BATCH_SIZE, VAE_LR, VAE_TOP_GENES, VAESettings, integrate_by_vae
+from ._integrate_vae import VAE_BATCH_SIZE, VAE_LR, VAE_TOP_GENES, VAESettings, integrate_by_vae, map_by_vae
 from ._provenance import check_anndata, check_result_key, gene_fields, write_provenance
 
 if TYPE_CHECKING:
     from mudata import MuData
 
 
-@checked_arguments(adata=anndata_or_mudata())
+@checked_arguments(adata=anndata_or_mudata(), model=model_source(count_vae=True))
 def integrate(
     adata: AnnData | MuData,
     batch_key: str,
@@ -58,7 +67,7 @@ def integrate(
     return_model: bool = False,
     progress: bool = True,
     copy: bool = False,
-) -> FoundationModel | AnnData | None:
+) -> FoundationModel | CountVAEModel | AnnData | None:
     """Remove batch effects from the cells' embedding and write it to ``obsm[key_added]``.
 
     Two methods:
@@ -88,14 +97,22 @@ def integrate(
     (semi-supervised integration); cells with a missing label only contribute the other objectives.
 
     **Query mapping** (``method="finetune"``, chosen by default for such a model). When ``model`` is already
-    fine-tuned for integration (e.g. the model ``return_model=True`` gave, or its saved directory), ``adata`` is
-    mapped onto it instead, scArches-style
-    (:meth:`~scfm.models.SCGPT.load_query_data`): the reference's genes are used (missing ones count as zeros),
-    batches the model was not trained on get their own parameters, trained for ``max_epochs`` with GEP + GEPC and
-    everything else frozen, and the cells are embedded in the reference's space. A single batch is then enough;
+    fine-tuned for integration (e.g. what ``method="finetune", return_model=True`` gave, or its saved directory),
+    ``adata`` is mapped onto it instead, scArches-style (:meth:`~scfm.models.SCGPT.load_query_data`): the
+    reference's genes are used (missing ones count as zeros), batches the model was not trained on get their own
+    parameters, trained for ``max_epochs`` with GEP + GEPC and everything else frozen, and the cells are embedded in
+    the reference's space. A single batch is then enough;
     ``labels_key``, ``n_top_genes`` (when the reference records its genes), ``batch_embeddings``,
     ``domain_batchnorm``, ``ecs_weight`` and ``dar_weight`` do not apply. The record says ``mode="query_mapping"``.
-    See ``docs/finetuning.md``. The VAE method keeps no model and cannot map queries.
+    See ``docs/finetuning.md``.
+
+    **Query mapping onto a count VAE** (``method="vae"``). When ``model`` is the
+    :class:`~scfm.models.CountVAEModel` that ``return_model=True`` gave for a reference (or the directory its
+    ``save`` wrote), ``adata`` is encoded by its frozen encoder into the reference's latent space: the reference's
+    genes are read by name (at least half must be present; missing ones count as zeros) and nothing is trained, as
+    the encoder does not read the batch. New batches are welcome; a single batch is enough. ``n_top_genes``,
+    ``max_epochs``, ``batch_size``, ``lr``, ``n_latent`` and ``embedding_weight`` do not apply. The record says
+    ``mode="query_mapping"``. A VAE fitted with ``embedding_weight > 0`` cannot be returned.
 
     Parameters
     ----------
@@ -109,7 +126,8 @@ def integrate(
         (query mapping), else ``"vae"``. An argument of the other method changed from its default is an error.
     model
         ``None`` (the bundled default that serves the method: an embedding model for ``"vae"``, the SCGPT checkpoint
-        for ``"finetune"``), a name or directory, or a model.
+        for ``"finetune"``), a name or directory, or a model; a :class:`~scfm.models.CountVAEModel` or its directory
+        maps ``adata`` onto that reference (above).
     labels_key
         Optional ``adata.obs`` column of cell types for the semi-supervised variant (``"finetune"`` only).
     layer, use_raw, gene_key
@@ -158,8 +176,9 @@ def integrate(
     key_added
         ``adata.obsm`` key of the integrated embedding (``"finetune"``: L2-normalised; ``"vae"``: the latent means).
     return_model
-        ``"finetune"`` only. Return the fine-tuned :class:`~scfm.models.SCGPT` (save it with ``model.save(path)``;
-        embed new cells of the same batches with
+        ``"vae"``: return the fitted :class:`~scfm.models.CountVAEModel` (save it with ``model.save(path)``; map
+        queries with ``tl.integrate(query, batch_key, model=model)``). ``"finetune"``: return the fine-tuned
+        :class:`~scfm.models.SCGPT` (save it with ``model.save(path)``; embed new cells of the same batches with
         ``model.get_latent_representation(new_adata[:, model.adata.var_names])``: the model was fine-tuned on
         ``model.adata.var_names`` only, named by vocabulary symbol).
     progress
@@ -169,7 +188,7 @@ def integrate(
 
     Returns
     -------
-    The fine-tuned model if ``return_model``, else the copy if ``copy``, else ``None``.
+    The fitted or fine-tuned model if ``return_model``, else the copy if ``copy``, else ``None``.
 
     A MuData is integrated across its modalities by :func:`scfm.tl.integrate_modalities` (scGPT's multi-omic
     recipe), which receives the arguments that apply to it; an AnnData-only argument changed from its default is
@@ -184,13 +203,21 @@ def integrate(
     if method not in (None, "vae", "finetune"):
         raise ValueError(f"method must be 'vae', 'finetune' or None, got {method!r}")
     arguments = dict(locals())
+    if isinstance(model, CountVAEModel) or is_count_vae_directory(model):
+        if method not in (None, "vae"):
+            raise ValueError(f"model is a count VAE (method='vae'); method={method!r} cannot use it")
+        _check_arguments_of("vae", arguments, _FINETUNE_ONLY, "method='finetune'")
+        _check_arguments_of("vae", arguments, _VAE_FIT_ONLY, "fitting a VAE (model is a fitted one, to map onto)")
+        vae = model if isinstance(model, CountVAEModel) else CountVAEModel.load(model)
+        return _integrate_by_vae(adata, vae, arguments)
     pretrained = None
     if model is not None:
         pretrained = resolve_model(model)
         if method is None:
             method = "finetune" if _maps_queries(pretrained) else "vae"
     method = method or "vae"
-    _check_arguments_of(method, arguments)
+    other, names = ("finetune", _FINETUNE_ONLY) if method == "vae" else ("vae", _VAE_ONLY)
+    _check_arguments_of(method, arguments, names, f"method={other!r}")
     if n_top_genes == "auto":
         n_top_genes = VAE_TOP_GENES if method == "vae" else FINETUNE_TOP_GENES
     if method == "vae":
@@ -198,6 +225,11 @@ def integrate(
             raise ValueError(
                 "method='vae' reads a model only through its embedding, and embedding_weight is 0 (the default: "
                 "see docs/benchmarks.md); pass embedding_weight=1.0 to read this model, or method='finetune'"
+            )
+        if embedding_weight > 0 and return_model:
+            raise ValueError(
+                "return_model=True needs embedding_weight=0: a count VAE that reads a model's embedding cannot map "
+                "queries from their counts alone"
             )
         if embedding_weight > 0:
             pretrained = resolve_model(pretrained, capability="embed")  # None: the bundled default
@@ -292,30 +324,34 @@ FINETUNE_BATCH_SIZE = 32
 FINETUNE_LR = 1e-4
 _FINETUNE_ONLY = (
     "labels_key", "max_len", "mask_ratio", "gep_weight", "gepc_weight", "ecs_weight", "ecs_threshold", "dar_weight",
-    "cls_weight", "batch_embeddings", "domain_batchnorm", "return_model",
+    "cls_weight", "batch_embeddings", "domain_batchnorm",
 )  # fmt: skip
 _VAE_ONLY = ("n_latent", "embedding_weight")
+_VAE_FIT_ONLY = ("n_top_genes", "max_epochs", "batch_size", "lr", "n_latent", "embedding_weight", "return_model")
 
 
 def _maps_queries(pretrained) -> bool:
     return "integrate" in pretrained.spec.capabilities and pretrained.spec.maps_queries(pretrained)
 
 
-def _check_arguments_of(method: str, arguments: dict[str, Any]) -> None:
-    """Refuse an argument of the other method changed from its default, naming the method it belongs to."""
+def _check_arguments_of(method: str, arguments: dict[str, Any], names: tuple[str, ...], owner: str) -> None:
+    """Refuse any of ``names`` changed from its default, saying they only apply to ``owner``."""
     defaults = {name: p.default for name, p in inspect.signature(integrate).parameters.items()}
-    other, names = ("finetune", _FINETUNE_ONLY) if method == "vae" else ("vae", _VAE_ONLY)
     changed = [name for name in names if arguments[name] != defaults[name]]
     if changed:
         raise ValueError(
-            f"{', '.join(changed)} only apply to method={other!r}; this call uses method={method!r} (pass "
-            f"method={other!r}, or drop them)"
+            f"{', '.join(changed)} only apply to {owner}; this call uses method={method!r} (drop them"
+            + (f", or pass {owner})" if owner.startswith("method=") else ")")
         )
 
 
-def _integrate_by_vae(adata: AnnData, pretrained, arguments: dict[str, Any]) -> AnnData | None:
+def _integrate_by_vae(
+    adata: AnnData, source: Pretrained | CountVAEModel | None, arguments: dict[str, Any]
+) -> CountVAEModel | AnnData | None:
+    """Fit a count VAE on ``adata`` (reading ``source``'s embedding if it is a model), or map onto a fitted one."""
     batch_key = arguments["batch_key"]
-    batches = obs_categories(adata, batch_key, "batch_key", min_categories=2)
+    mapping = isinstance(source, CountVAEModel)
+    batches = obs_categories(adata, batch_key, "batch_key", min_categories=1 if mapping else 2)
     batch_size = VAE_BATCH_SIZE if arguments["batch_size"] is None else arguments["batch_size"]
     lr = VAE_LR if arguments["lr"] is None else arguments["lr"]
     if arguments["n_latent"] < 1 or arguments["embedding_weight"] < 0:
@@ -342,12 +378,24 @@ def _integrate_by_vae(adata: AnnData, pretrained, arguments: dict[str, Any]) -> 
         device=arguments["device"],
         progress=arguments["progress"],
     )
-    result = integrate_by_vae(pretrained, adata, batches, settings)
+    if mapping:
+        result = map_by_vae(source, adata, batches, settings)
+        pretrained = None
+    else:
+        result = integrate_by_vae(source, adata, batches, settings)
+        pretrained = source
     if arguments["copy"]:
         adata = adata.copy()
     key_added = arguments["key_added"]
     adata.obsm[key_added] = result.embedding
     record = result.record
+    fitting = {} if mapping else {
+        "n_top_genes": arguments["n_top_genes"],
+        "max_epochs": record.pop("epochs"),
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": arguments["seed"],
+    }  # fmt: skip
     write_provenance(
         adata,
         key_added,
@@ -361,12 +409,10 @@ def _integrate_by_vae(adata: AnnData, pretrained, arguments: dict[str, Any]) -> 
             **(gene_fields(result.alignment) if result.alignment is not None else {}),
             "batches": record.pop("batches"),
             "genes_used": record.pop("genes_used"),
-            "n_top_genes": arguments["n_top_genes"],
-            "max_epochs": record.pop("epochs"),
-            "batch_size": batch_size,
-            "lr": lr,
+            **fitting,
             **record,
-            "seed": arguments["seed"],
         },
     )
+    if arguments["return_model"]:
+        return result.model
     return adata if arguments["copy"] else None

@@ -1,4 +1,4 @@
-"""``tl.integrate(method="vae")``: a batch-conditioned count VAE on the data's genes, reading the frozen embedding."""
+"""``tl.integrate(method="vae")``: fit a batch-conditioned count VAE on the data's genes, or map a query onto one."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from anndata import AnnData
 from scfm.data import expression_source, highly_variable_subset
 from scfm.genes import GeneRules
 from scfm.models import Pretrained
-from scfm.models.base import fit_count_vae
+from scfm.models.base import CountVAEModel, fit_count_vae
 from scfm.tokenize import check_values, detect_input_kind
 
 from ._embed import compute_embeddings
@@ -21,6 +21,7 @@ from ._embed import compute_embeddings
 VAE_TOP_GENES = 2000  # genes the VAE models by default, as many as the scVI baseline
 VAE_BATCH_SIZE = 128
 VAE_LR = 1e-3
+MIN_SHARED_GENE_FRACTION = 0.5  # a query must hold at least this share of a reference model's genes
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,16 @@ class VAESettings:
 
 @dataclass
 class VAEIntegration:
-    """The integrated latent ``(n_obs, n_latent)``, its provenance fields and the model's gene alignment (or None)."""
+    """The latent ``(n_obs, n_latent)``, provenance fields, the foundation model's gene alignment, the count VAE.
+
+    ``alignment`` is None without an embedding; ``model`` is None when the VAE read an embedding (it cannot map
+    queries from counts alone).
+    """
 
     embedding: np.ndarray
     record: dict[str, Any]
     alignment: Any
+    model: CountVAEModel | None = None
 
 
 def integrate_by_vae(pretrained: Pretrained | None, adata: AnnData, batches: pd.Series, settings: VAESettings):
@@ -62,7 +68,7 @@ def integrate_by_vae(pretrained: Pretrained | None, adata: AnnData, batches: pd.
     """
     counts = _counts(adata, settings)
     genes = AnnData(counts, obs=pd.DataFrame({settings.batch_key: batches.to_numpy()}, index=adata.obs_names))
-    genes.var_names = expression_source(adata, layer=settings.layer, use_raw=settings.use_raw).var.index.astype(str)
+    genes.var_names = _gene_names(adata, settings)
     genes = highly_variable_subset(genes, settings.n_top_genes, settings.batch_key)
     side, alignment = None, None
     if settings.embedding_weight > 0:
@@ -84,7 +90,8 @@ def integrate_by_vae(pretrained: Pretrained | None, adata: AnnData, batches: pd.
         std[std == 0] = 1.0
         side = (settings.embedding_weight * (embedding - embedding.mean(0)) / std).astype(np.float32)
     order = np.argsort(np.asarray(adata.obs_names, dtype=str), kind="stable")
-    codes = pd.Categorical(batches).codes.astype(np.int64)
+    categorical = pd.Categorical(batches)
+    codes = categorical.codes.astype(np.int64)
     fit = fit_count_vae(
         sp.csr_matrix(genes.X)[order],
         codes[order],
@@ -110,7 +117,65 @@ def integrate_by_vae(pretrained: Pretrained | None, adata: AnnData, batches: pd.
         "train_seconds": fit.seconds,
         "seconds_per_epoch": fit.seconds / fit.epochs,
     }
-    return VAEIntegration(latent, record, alignment)
+    model = None
+    if side is None:
+        model_record = {key: record[key] for key in ("epochs", "final_loss", "train_seconds")}
+        model_record |= {"seed": settings.seed, "lr": settings.lr, "batch_size": settings.batch_size}
+        model = CountVAEModel(
+            fit.module, tuple(genes.var_names), tuple(str(c) for c in categorical.categories), model_record
+        )
+    return VAEIntegration(latent, record, alignment, model)
+
+
+def map_by_vae(model: CountVAEModel, adata: AnnData, batches: pd.Series, settings: VAESettings) -> VAEIntegration:
+    """Encode ``adata``'s cells with ``model``'s frozen encoder into the reference's latent space.
+
+    The query's counts of the model's genes are read by name; genes it lacks count as zeros (at most half may be
+    missing). The encoder does not read the batch, so new batches need no training: this equals scArches' query
+    step for an scVI model whose covariates are not encoded, where query training leaves the latent unchanged.
+    """
+    counts = _counts(adata, settings)
+    names = pd.Index(_gene_names(adata, settings))
+    if names.has_duplicates:
+        duplicated = sorted(set(names[names.duplicated()]))[:5]
+        raise ValueError(
+            f"the query's gene names repeat ({duplicated}...); make them unique (adata.var_names_make_unique())"
+        )
+    position = names.get_indexer(list(model.genes))
+    found = position >= 0
+    if found.mean() < MIN_SHARED_GENE_FRACTION:
+        raise ValueError(
+            f"the query holds {int(found.sum())} of the reference model's {len(model.genes)} genes (e.g. "
+            f"{list(model.genes[:3])}); at least {MIN_SHARED_GENE_FRACTION:.0%} are needed. Name genes the way the "
+            "reference did (gene_key=, the same identifier type), or integrate reference and query together"
+        )
+    select = sp.csr_matrix(
+        (np.ones(int(found.sum()), dtype=np.float32), (position[found], np.flatnonzero(found))),
+        shape=(counts.shape[1], len(model.genes)),
+    )
+    aligned = sp.csr_matrix(counts @ select)
+    embedding = model.encode(aligned, device=settings.device)
+    record = {
+        "method": "vae",
+        "mode": "query_mapping",
+        "batches": sorted(pd.unique(batches.astype(str))),
+        "reference_batches": list(model.batches),
+        "genes_used": len(model.genes),
+        "genes_found": int(found.sum()),
+        "n_latent": model.n_latent,
+        "reference_record": dict(model.record),
+    }
+    return VAEIntegration(embedding, record, None, model)
+
+
+def _gene_names(adata: AnnData, settings: VAESettings) -> pd.Index:
+    """Return the genes of the matrix the VAE reads: ``var[gene_key]`` if given, else the var names (raw's if used)."""
+    var = expression_source(adata, layer=settings.layer, use_raw=settings.use_raw).var
+    if settings.gene_key is None:
+        return var.index.astype(str)
+    if settings.gene_key not in var:
+        raise KeyError(f"gene_key={settings.gene_key!r} is not a column of var (columns: {list(var.columns)})")
+    return pd.Index(var[settings.gene_key].astype(str))
 
 
 def _counts(adata: AnnData, settings: VAESettings) -> sp.csr_matrix:

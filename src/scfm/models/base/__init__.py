@@ -23,6 +23,7 @@ from ._checkpoint import (
 )
 from ._config import ConfigDict
 from ._count_vae import CountVAEFit, default_vae_epochs, fit_count_vae
+from ._count_vae_model import CountVAEModel, is_count_vae_directory
 from ._device import autocast_context, resolve_device
 from ._family import (
     AnnotatesWithReference,
@@ -96,6 +97,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "ConfigDict",
     "CountVAEFit",
+    "CountVAEModel",
     "EmbedRequest",
     "Embedding",
     "EmbeddingResult",
@@ -139,6 +141,7 @@ __all__ = [
     "fit_count_vae",
     "get_family",
     "in_order",
+    "is_count_vae_directory",
     "is_perturbation_checkpoint",
     "knn_label_probabilities",
     "l2_normalise",

@@ -123,7 +123,7 @@ class ArchesMixin:
                 "(batch embeddings, domain-specific batch norm or a batch discriminator), so there is nothing to "
                 "extend for new batches: embed the query directly with get_latent_representation(query) or "
                 "scfm.tl.embed (its encoder is shared by all batches), or fine-tune a reference with "
-                "scfm.tl.integrate(reference, batch_key, return_model=True)"
+                "scfm.tl.integrate(reference, batch_key, method='finetune', return_model=True)"
             )
         return batches
 

@@ -217,24 +217,43 @@ def save_checkpoint(
     extra_files
         File name -> function writing that file to the path it is given (inside the staging directory).
     """
+    tensors = {}
+    for key, value in state_dict.items():
+        value = value.detach().cpu().contiguous()
+        if half_precision and value.is_floating_point():
+            value = value.half()
+        tensors[key] = value
+
+    def write(staging: Path) -> None:
+        save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt", "family": str(config.get("family"))})
+        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        vocab.save(staging / VOCAB_FILE)
+        (staging / CARD_FILE).write_text(model_card)
+        for name, write_extra in (extra_files or {}).items():
+            write_extra(staging / name)
+
+    return write_directory_atomically(directory, write, overwrite=overwrite)
+
+
+def write_directory_atomically(
+    directory: str | os.PathLike, write: Callable[[Path], None], *, overwrite: bool = False
+) -> Path:
+    """Fill a temporary sibling of ``directory`` with ``write(staging)``, then rename it into place.
+
+    A failure leaves any existing ``directory`` as it was and removes the staging directory.
+
+    Raises
+    ------
+    FileExistsError
+        ``directory`` exists and ``overwrite`` is False.
+    """
     target = Path(directory).expanduser()
     if target.exists() and not overwrite:
         raise FileExistsError(f"{str(target)!r} exists; pass overwrite=True to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        tensors = {}
-        for key, value in state_dict.items():
-            value = value.detach().cpu().contiguous()
-            if half_precision and value.is_floating_point():
-                value = value.half()
-            tensors[key] = value
-        save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt", "family": str(config.get("family"))})
-        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        vocab.save(staging / VOCAB_FILE)
-        (staging / CARD_FILE).write_text(model_card)
-        for name, write in (extra_files or {}).items():
-            write(staging / name)
+        write(staging)
         if target.exists():
             backup = target.with_name(f".{target.name}.old")
             shutil.rmtree(backup, ignore_errors=True)

@@ -11,10 +11,10 @@ import torch
 
 from scfm.nn import BatchConditionedCountVAE
 
+from ._count_vae_model import encode_counts
 from ._device import resolve_device
 
 KL_WARMUP_FRACTION = 0.75  # the KL weight rises linearly from 0 to 1 over this share of the optimiser steps
-ENCODE_BLOCK = 4096  # cells encoded at once after training (eval mode: the result does not depend on it)
 
 
 def default_vae_epochs(n_cells: int) -> int:
@@ -24,9 +24,10 @@ def default_vae_epochs(n_cells: int) -> int:
 
 @dataclass
 class CountVAEFit:
-    """Posterior means of the cells' latents ``(n_obs, n_latent)`` float32 and how the fit went."""
+    """Posterior means of the cells' latents ``(n_obs, n_latent)`` float32, the trained module and how the fit went."""
 
     latent: np.ndarray
+    module: BatchConditionedCountVAE
     epochs: int
     seconds: float
     loss_per_epoch: list[float] = field(default_factory=list)
@@ -108,15 +109,8 @@ def fit_count_vae(
             seen += len(rows)
         history.append(total / seen)
     seconds = time.perf_counter() - start
-    module.eval()
-    latent = np.empty((n_obs, n_latent), dtype=np.float32)
-    with torch.inference_mode():
-        for begin in range(0, n_obs, ENCODE_BLOCK):
-            rows = np.arange(begin, min(begin + ENCODE_BLOCK, n_obs))
-            side_rows = None if side_tensor is None else side_tensor[begin : begin + len(rows)]
-            mean, _ = module.encode(dense(rows), side_rows)
-            latent[rows] = mean.float().cpu().numpy()
-    return CountVAEFit(latent, epochs, seconds, history)
+    latent = encode_counts(module, counts, None if side is None else np.asarray(side, dtype=np.float32), torch_device)
+    return CountVAEFit(latent, module.cpu(), epochs, seconds, history)
 
 
 def _minibatches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
