@@ -2,6 +2,7 @@
 
     python benchmarks/integration_vae.py                                  # pancreas, cortex, mop; 2 seeds
     python benchmarks/integration_vae.py --sets pancreas --seeds 1 --finetune-sets pancreas
+    python benchmarks/integration_vae.py --sets pancreas mop --variants genes encode_batch
 
 Sets (data from ../shared/data):
 
@@ -15,7 +16,8 @@ Rows: HVG+PCA, Harmony, scVI (scvi-tools, 2,000 batch-aware HVGs, 30 latent dime
 expected counts rounded), ``tl.integrate(method="vae")`` with the bundled default model's embedding
 (``embedding_weight=1``) and without it (``embedding_weight=0``, the default: genes only; what the model adds),
 one row per seed (``--scvi-seeds`` adds scVI fits of further seeds, for its own spread); with ``--finetune-sets``
-also ``tl.integrate(method="finetune")`` (scGPT's recipe, 10 epochs).
+also ``tl.integrate(method="finetune")`` (scGPT's recipe, 10 epochs). ``--variants`` picks the VAE rows; with
+``encode_batch`` a row of the VAE fitted as scArches recommends for a reference (``encode_batch=True``).
 Scores: scib-metrics 0.5 ``Benchmarker``, unscaled.
 """
 
@@ -54,13 +56,17 @@ def load(name: str):
 def run_set(name: str, opts: argparse.Namespace) -> list[dict]:
     adata, species = load(name)
     seconds, embeddings = {}, {}
+    variants = {
+        "embedding": ("scfm vae (genes + embedding)", {"embedding_weight": 1.0}),
+        "genes": ("scfm vae (genes only)", {}),
+        "encode_batch": ("scfm vae (genes only, encode_batch)", {"encode_batch": True}),
+    }
     for seed in range(opts.seeds):
-        for label, weight in (("scfm vae (genes + embedding)", 1.0), ("scfm vae (genes only)", 0.0)):
-            key = f"X_vae_{weight:g}_{seed}"
+        for variant in opts.variants:
+            label, settings = variants[variant]
+            key = f"X_vae_{variant}_{seed}"
             start = time.perf_counter()
-            scfm.tl.integrate(
-                adata, "batch", embedding_weight=weight, species=species, seed=seed, key_added=key, progress=False
-            )
+            scfm.tl.integrate(adata, "batch", species=species, seed=seed, key_added=key, progress=False, **settings)
             seconds[f"{label} s{seed}"] = time.perf_counter() - start
             embeddings[f"{label} s{seed}"] = key
     for seed in range(1, opts.scvi_seeds):  # seed 0 is the runner's own scVI row
@@ -110,6 +116,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=("genes", "embedding", "encode_batch"),
+        default=["embedding", "genes"],
+        help="VAE rows: genes only (the default), + the tGPT embedding, genes with encode_batch=True",
+    )
     parser.add_argument(
         "--finetune-sets", nargs="*", choices=SETS, default=[], help="also run scGPT's fine-tuning recipe on these"
     )

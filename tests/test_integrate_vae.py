@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import scanpy as sc
 import scipy.sparse as sp
+import torch
 from conftest import assert_unchanged, make_batched_counts, snapshot
 
 import scfm
 from scfm.models import CheckpointError, CountVAEModel
 from scfm.models.base import default_vae_epochs, fit_count_vae
+from scfm.nn import BatchConditionedCountVAE
 
 QUICK = {"progress": False, "device": "cpu"}
 
@@ -159,7 +161,7 @@ def test_vae_mapping_refuses_what_does_not_apply(reference_vae, pbmc_raw_genes):
     _, model = reference_vae
     query = held_out_cells(pbmc_raw_genes)
     before = snapshot(query)
-    with pytest.raises(ValueError, match="max_epochs, n_latent only apply to fitting a VAE"):
+    with pytest.raises(ValueError, match=r"n_latent, max_epochs only apply to fitting a VAE .*trains nothing"):
         scfm.tl.integrate(query, "batch", model=model, max_epochs=5, n_latent=4, **QUICK)
     with pytest.raises(ValueError, match="model is a count VAE"):
         scfm.tl.integrate(query, "batch", model=model, method="finetune", **QUICK)
@@ -168,3 +170,45 @@ def test_vae_mapping_refuses_what_does_not_apply(reference_vae, pbmc_raw_genes):
     with pytest.raises(ValueError, match="return_model=True needs embedding_weight=0"):
         scfm.tl.integrate(query, "batch", embedding_weight=1.0, return_model=True, **QUICK)
     assert_unchanged(query, before)
+
+
+def test_vae_with_encoded_batch_trains_only_the_query_batches(planted, pbmc_raw_genes, tmp_path):
+    """scArches' surgery: the new batch gets its own columns, trained alone; reference cells encode as before."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    reference = planted.copy()
+    model = scfm.tl.integrate(reference, "batch", encode_batch=True, max_epochs=150, return_model=True, **QUICK)
+    assert model.encodes_batch and reference.uns["scfm"]["X_scfm_integrated"]["encode_batch"] is True
+    query = held_out_cells(pbmc_raw_genes)
+    before = {key: value.detach().clone() for key, value in model.module.state_dict().items()}
+    mapped = scfm.tl.integrate(query, "batch", model=model, max_epochs=30, return_model=True, **QUICK)
+    assert all(torch.equal(value, model.module.state_dict()[key]) for key, value in before.items())  # untouched
+    assert mapped.batches == ("b0", "b1", "new_lab")
+    names = {id(module): name for name, module in mapped.module.named_modules()}
+    injected = [f"{names[id(layer)]}.weight" for layer in mapped.module.batch_input_layers()]
+    assert "encoder.linears.0.weight" in injected and "decoder.linears.0.weight" in injected
+    for name in injected:
+        old, new = before[name], mapped.module.state_dict()[name]
+        torch.testing.assert_close(new[:, :-1], old)  # every reference column and gene weight frozen
+        assert not torch.allclose(new[:, -1], old[:, -2:].mean(dim=1))  # the new batch's column moved from its start
+    frozen = {key: value for key, value in before.items() if key not in injected}
+    assert all(torch.equal(value, mapped.module.state_dict()[key]) for key, value in frozen.items())
+    record = query.uns["scfm"]["X_scfm_integrated"]
+    assert record["query_training"]["new_batches"] == ["new_lab"] and record["query_training"]["epochs"] == 30
+    classifier = KNeighborsClassifier(10).fit(reference.obsm["X_scfm_integrated"], reference.obs["cell_type"])
+    assert (classifier.predict(query.obsm["X_scfm_integrated"]) == query.obs["cell_type"].to_numpy()).mean() > 0.9
+    again = scfm.tl.integrate(reference, "batch", model=mapped.save(tmp_path / "mapped"), copy=True, **QUICK)
+    np.testing.assert_allclose(again.obsm["X_scfm_integrated"], reference.obsm["X_scfm_integrated"], atol=1e-5)
+
+
+def test_new_batches_start_at_the_mean_of_the_reference_columns():
+    torch.manual_seed(0)
+    module = BatchConditionedCountVAE(6, 0, 3, n_latent=2, n_hidden=4, encode_batch=True, norm="layer").eval()
+    extended = module.with_new_batches(2).eval()
+    counts = torch.poisson(torch.full((5, 6), 3.0))
+    batch = torch.tensor([0, 1, 2, 1, 0])
+    torch.testing.assert_close(extended.encode(counts, batch=batch)[0], module.encode(counts, batch=batch)[0])
+    for layer, extended_layer in zip(module.batch_input_layers(), extended.batch_input_layers(), strict=True):
+        torch.testing.assert_close(extended_layer.weight[:, -1], layer.weight[:, -3:].mean(dim=1))
+    with pytest.raises(ValueError, match="reads the batch; pass batch="):
+        module.encode(counts)

@@ -47,6 +47,7 @@ def integrate(
     lr: float | None = None,
     n_latent: int = 30,
     embedding_weight: float = 0.0,
+    encode_batch: bool = False,
     max_len: int | None = None,
     mask_ratio: float = 0.4,
     gep_weight: float = 1.0,
@@ -108,10 +109,13 @@ def integrate(
 
     **Query mapping onto a count VAE** (``method="vae"``). When ``model`` is the
     :class:`~scfm.models.CountVAEModel` that ``return_model=True`` gave for a reference (or the directory its
-    ``save`` wrote), ``adata`` is encoded by its frozen encoder into the reference's latent space: the reference's
-    genes are read by name (at least half must be present; missing ones count as zeros) and nothing is trained, as
-    the encoder does not read the batch. New batches are welcome; a single batch is enough. ``n_top_genes``,
-    ``max_epochs``, ``batch_size``, ``lr``, ``n_latent`` and ``embedding_weight`` do not apply. The record says
+    ``save`` wrote), ``adata`` is encoded into the reference's latent space: the reference's genes are read by name
+    (at least half must be present; missing ones count as zeros). A query may hold one batch, new batches or
+    reference batches. If the reference was fitted with ``encode_batch=False`` (the default), its encoder ignores
+    the batch and nothing is trained. With ``encode_batch=True`` (scArches' reference setting), the query's new
+    batches get input columns of their own, trained alone on the query for ``max_epochs`` (default: the VAE
+    heuristic) with everything else frozen, and ``return_model=True`` returns the model extended by them.
+    ``n_top_genes``, ``n_latent``, ``embedding_weight`` and ``encode_batch`` do not apply. The record says
     ``mode="query_mapping"``. A VAE fitted with ``embedding_weight > 0`` cannot be returned.
 
     Parameters
@@ -149,6 +153,10 @@ def integrate(
     embedding_weight
         ``"vae"``: weight of the standardised frozen embedding in the encoder's input. 0 (the default, see above)
         reads the genes alone and loads no model; passing a ``model`` then is an error.
+    encode_batch
+        ``"vae"``: the encoder reads the batch too, with layer norm and dropout 0.2 (scArches' setting for a
+        reference that queries will be mapped onto, with their new batches trained). ``docs/benchmarks.md``
+        ("Reference mapping of a held-out batch") compares both settings.
     max_len, mask_ratio, gep_weight, ..., domain_batchnorm
         ``"finetune"`` only (below).
     max_len
@@ -177,7 +185,8 @@ def integrate(
         ``adata.obsm`` key of the integrated embedding (``"finetune"``: L2-normalised; ``"vae"``: the latent means).
     return_model
         ``"vae"``: return the fitted :class:`~scfm.models.CountVAEModel` (save it with ``model.save(path)``; map
-        queries with ``tl.integrate(query, batch_key, model=model)``). ``"finetune"``: return the fine-tuned
+        queries with ``tl.integrate(query, batch_key, model=model)``; a mapping returns the model that knows the
+        query's batches). ``"finetune"``: return the fine-tuned
         :class:`~scfm.models.SCGPT` (save it with ``model.save(path)``; embed new cells of the same batches with
         ``model.get_latent_representation(new_adata[:, model.adata.var_names])``: the model was fine-tuned on
         ``model.adata.var_names`` only, named by vocabulary symbol).
@@ -207,8 +216,9 @@ def integrate(
         if method not in (None, "vae"):
             raise ValueError(f"model is a count VAE (method='vae'); method={method!r} cannot use it")
         _check_arguments_of("vae", arguments, _FINETUNE_ONLY, "method='finetune'")
-        _check_arguments_of("vae", arguments, _VAE_FIT_ONLY, "fitting a VAE (model is a fitted one, to map onto)")
         vae = model if isinstance(model, CountVAEModel) else CountVAEModel.load(model)
+        refused = _VAE_FIT_ONLY if vae.encodes_batch else (*_VAE_FIT_ONLY, "max_epochs", "batch_size", "lr")
+        _check_arguments_of("vae", arguments, refused, _fit_only_owner(vae))
         return _integrate_by_vae(adata, vae, arguments)
     pretrained = None
     if model is not None:
@@ -326,8 +336,14 @@ _FINETUNE_ONLY = (
     "labels_key", "max_len", "mask_ratio", "gep_weight", "gepc_weight", "ecs_weight", "ecs_threshold", "dar_weight",
     "cls_weight", "batch_embeddings", "domain_batchnorm",
 )  # fmt: skip
-_VAE_ONLY = ("n_latent", "embedding_weight")
-_VAE_FIT_ONLY = ("n_top_genes", "max_epochs", "batch_size", "lr", "n_latent", "embedding_weight", "return_model")
+_VAE_ONLY = ("n_latent", "embedding_weight", "encode_batch")
+_VAE_FIT_ONLY = ("n_top_genes", "n_latent", "embedding_weight", "encode_batch")
+
+
+def _fit_only_owner(vae: CountVAEModel) -> str:
+    if vae.encodes_batch:
+        return "fitting a VAE (model is a fitted one, to map onto)"
+    return "fitting a VAE (model is a fitted one whose encoder ignores the batch: mapping onto it trains nothing)"
 
 
 def _maps_queries(pretrained) -> bool:
@@ -367,6 +383,7 @@ def _integrate_by_vae(
         n_top_genes=arguments["n_top_genes"],
         n_latent=arguments["n_latent"],
         embedding_weight=float(arguments["embedding_weight"]),
+        encode_batch=bool(arguments["encode_batch"]),
         max_epochs=arguments["max_epochs"],
         batch_size=batch_size,
         lr=lr,

@@ -13,7 +13,7 @@ from anndata import AnnData
 from scfm.data import expression_source, highly_variable_subset
 from scfm.genes import GeneRules
 from scfm.models import Pretrained
-from scfm.models.base import CountVAEModel, fit_count_vae
+from scfm.models.base import CountVAEModel, fit_count_vae, fit_new_batches
 from scfm.tokenize import check_values, detect_input_kind
 
 from ._embed import compute_embeddings
@@ -35,6 +35,7 @@ class VAESettings:
     n_top_genes: int | None
     n_latent: int
     embedding_weight: float
+    encode_batch: bool
     max_epochs: int | None
     batch_size: int
     lr: float
@@ -102,6 +103,7 @@ def integrate_by_vae(pretrained: Pretrained | None, adata: AnnData, batches: pd.
         lr=settings.lr,
         seed=settings.seed,
         device=settings.device,
+        encode_batch=settings.encode_batch,
     )
     latent = np.empty_like(fit.latent)
     latent[order] = fit.latent
@@ -112,6 +114,7 @@ def integrate_by_vae(pretrained: Pretrained | None, adata: AnnData, batches: pd.
         "n_latent": settings.n_latent,
         "embedding_weight": settings.embedding_weight,
         "embedding_dim": 0 if side is None else int(side.shape[1]),
+        "encode_batch": settings.encode_batch,
         "epochs": fit.epochs,
         "final_loss": fit.loss_per_epoch[-1],
         "train_seconds": fit.seconds,
@@ -128,11 +131,13 @@ def integrate_by_vae(pretrained: Pretrained | None, adata: AnnData, batches: pd.
 
 
 def map_by_vae(model: CountVAEModel, adata: AnnData, batches: pd.Series, settings: VAESettings) -> VAEIntegration:
-    """Encode ``adata``'s cells with ``model``'s frozen encoder into the reference's latent space.
+    """Encode ``adata``'s cells with ``model``'s encoder into the reference's latent space.
 
     The query's counts of the model's genes are read by name; genes it lacks count as zeros (at most half may be
-    missing). The encoder does not read the batch, so new batches need no training: this equals scArches' query
-    step for an scVI model whose covariates are not encoded, where query training leaves the latent unchanged.
+    missing). If the encoder does not read the batch, nothing is trained: this equals scArches' query step for an
+    scVI model whose covariates are not encoded, where query training leaves the latent unchanged. If it does
+    (``encode_batch``), batches the reference lacks get input columns of their own (starting at the mean of the
+    reference batches'), trained alone on the query (scArches' surgery), and the returned model knows them.
     """
     counts = _counts(adata, settings)
     names = pd.Index(_gene_names(adata, settings))
@@ -154,7 +159,33 @@ def map_by_vae(model: CountVAEModel, adata: AnnData, batches: pd.Series, setting
         shape=(counts.shape[1], len(model.genes)),
     )
     aligned = sp.csr_matrix(counts @ select)
-    embedding = model.encode(aligned, device=settings.device)
+    names = batches.astype(str).to_numpy()
+    new = sorted(set(names) - set(model.batches))
+    mapped, trained = model, None
+    if model.encodes_batch and new:
+        order = np.argsort(np.asarray(adata.obs_names, dtype=str), kind="stable")
+        batch_names = (*model.batches, *new)
+        codes = pd.Index(batch_names).get_indexer(names)
+        fit = fit_new_batches(
+            model.module.with_new_batches(len(new)),
+            aligned[order],
+            codes[order],
+            n_new=len(new),
+            max_epochs=settings.max_epochs,
+            batch_size=settings.batch_size,
+            lr=settings.lr,
+            seed=settings.seed,
+            device=settings.device,
+        )
+        embedding = np.empty_like(fit.latent)
+        embedding[order] = fit.latent
+        trained = {"new_batches": new, "epochs": fit.epochs, "final_loss": fit.loss_per_epoch[-1]}
+        trained |= {"train_seconds": fit.seconds, "batch_size": settings.batch_size, "lr": settings.lr}
+        trained["seed"] = settings.seed
+        mapped = CountVAEModel(fit.module, model.genes, batch_names, model.record)
+    else:
+        codes = pd.Index(model.batches).get_indexer(names)
+        embedding = model.encode(aligned, np.maximum(codes, 0), device=settings.device)
     record = {
         "method": "vae",
         "mode": "query_mapping",
@@ -164,8 +195,9 @@ def map_by_vae(model: CountVAEModel, adata: AnnData, batches: pd.Series, setting
         "genes_found": int(found.sum()),
         "n_latent": model.n_latent,
         "reference_record": dict(model.record),
+        "query_training": trained,
     }
-    return VAEIntegration(embedding, record, None, model)
+    return VAEIntegration(embedding, record, None, mapped)
 
 
 def _gene_names(adata: AnnData, settings: VAESettings) -> pd.Index:

@@ -22,7 +22,7 @@ from ._checkpoint import (
     save_checkpoint,
 )
 from ._config import ConfigDict
-from ._count_vae import CountVAEFit, default_vae_epochs, fit_count_vae
+from ._count_vae import CountVAEFit, default_vae_epochs, fit_count_vae, fit_new_batches
 from ._count_vae_model import CountVAEModel, is_count_vae_directory
 from ._device import autocast_context, resolve_device
 from ._family import (
@@ -139,6 +139,7 @@ __all__ = [
     "families",
     "families_with",
     "fit_count_vae",
+    "fit_new_batches",
     "get_family",
     "in_order",
     "is_count_vae_directory",

@@ -1,4 +1,4 @@
-"""Fit a batch-conditioned count VAE to a dataset and return each cell's latent (``tl.integrate(method="vae")``)."""
+"""Fit a batch-conditioned count VAE to a dataset (``tl.integrate(method="vae")``), or only a query's new batches."""
 
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ def fit_count_vae(
     lr: float = 1e-3,
     seed: int = 0,
     device: str = "auto",
+    encode_batch: bool = False,
 ) -> CountVAEFit:
     """Train :class:`~scfm.nn.BatchConditionedCountVAE` on ``counts`` and encode every cell.
 
@@ -62,7 +63,77 @@ def fit_count_vae(
         callers that want a result independent of cell order pass a canonical order.
     device
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
+    encode_batch
+        scArches' reference setting: the encoder reads the batch too, with layer norm instead of batch norm and
+        dropout 0.2, so that :func:`fit_new_batches` can later train a query's batches alone.
     """
+    counts, batches, epochs = _checked(counts, batches, side, max_epochs, batch_size)
+    torch_device = resolve_device(device)
+    torch.manual_seed(seed)
+    module = BatchConditionedCountVAE(
+        counts.shape[1],
+        0 if side is None else side.shape[1],
+        int(batches.max()) + 1,
+        n_latent=n_latent,
+        encode_batch=encode_batch,
+        norm="layer" if encode_batch else "batch",
+        dropout=0.2 if encode_batch else 0.1,
+    ).to(torch_device)
+    side = None if side is None else np.asarray(side, dtype=np.float32)
+    optimiser = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=1e-6, eps=0.01)
+    history, seconds = _train(module, optimiser, counts, batches, side, epochs, batch_size, seed, torch_device)
+    latent = encode_counts(module, counts, side, batches, torch_device)
+    return CountVAEFit(latent, module.cpu(), epochs, seconds, history)
+
+
+def fit_new_batches(
+    module: BatchConditionedCountVAE,
+    counts: sp.csr_matrix,
+    batches: np.ndarray,
+    *,
+    n_new: int,
+    max_epochs: int | None = None,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device: str = "auto",
+) -> CountVAEFit:
+    """Train only the input columns of the last ``n_new`` batches of ``module`` on a query, then encode it.
+
+    scArches' query step: every other parameter is frozen (a gradient mask keeps the other batches' columns), batch
+    norm (if any) keeps its statistics, weight decay is 0, so cells of the other batches encode as before.
+    ``module`` is trained in place and returned in the fit.
+    """
+    counts, batches, epochs = _checked(counts, batches, None, max_epochs, batch_size)
+    if not 1 <= n_new <= module.n_batches or batches.max() >= module.n_batches:
+        raise ValueError(f"n_new must be 1..{module.n_batches} and every batch code below {module.n_batches}")
+    torch_device = resolve_device(device)
+    torch.manual_seed(seed)
+    module.to(torch_device)
+    layers = module.batch_input_layers()
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    hooks = []
+    for layer in layers:
+        mask = torch.zeros_like(layer.weight)
+        mask[:, layer.in_features - n_new :] = 1.0
+        layer.weight.requires_grad_(True)
+        hooks.append(layer.weight.register_hook(lambda grad, mask=mask: grad * mask))
+    optimiser = torch.optim.Adam([layer.weight for layer in layers], lr=lr, weight_decay=0.0, eps=0.01)
+    try:
+        history, seconds = _train(module, optimiser, counts, batches, None, epochs, batch_size, seed, torch_device)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for parameter in module.parameters():
+            parameter.requires_grad_(True)
+    latent = encode_counts(module, counts, None, batches, torch_device)
+    return CountVAEFit(latent, module.cpu(), epochs, seconds, history)
+
+
+def _checked(
+    counts: sp.csr_matrix, batches: np.ndarray, side: np.ndarray | None, max_epochs: int | None, batch_size: int
+) -> tuple[sp.csr_matrix, np.ndarray, int]:
     counts = sp.csr_matrix(counts, dtype=np.float32)
     n_obs = counts.shape[0]
     batches = np.asarray(batches, dtype=np.int64)
@@ -73,30 +144,43 @@ def fit_count_vae(
     epochs = default_vae_epochs(n_obs) if max_epochs is None else int(max_epochs)
     if epochs < 1 or batch_size < 2:
         raise ValueError(f"max_epochs must be >= 1 and batch_size >= 2, got {epochs} and {batch_size}")
-    torch_device = resolve_device(device)
-    torch.manual_seed(seed)
+    return counts, batches, epochs
+
+
+def _train(
+    module: BatchConditionedCountVAE,
+    optimiser: torch.optim.Optimizer,
+    counts: sp.csr_matrix,
+    batches: np.ndarray,
+    side: np.ndarray | None,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+) -> tuple[list[float], float]:
+    """Minimise the negative ELBO with the KL weight warmed up; return the loss per epoch and the seconds."""
     rng = np.random.default_rng(seed)
-    side_tensor = None if side is None else torch.as_tensor(np.asarray(side, dtype=np.float32), device=torch_device)
-    batch_tensor = torch.as_tensor(batches, device=torch_device)
-    module = BatchConditionedCountVAE(
-        counts.shape[1], 0 if side is None else side.shape[1], int(batches.max()) + 1, n_latent=n_latent
-    ).to(torch_device)
-    optimiser = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=1e-6, eps=0.01)
-
-    def dense(rows: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(counts[rows].toarray(), device=torch_device)
-
+    n_obs = counts.shape[0]
+    side_tensor = None if side is None else torch.as_tensor(side, device=device)
+    batch_tensor = torch.as_tensor(batches, device=device)
+    frozen_norms = not any(p.requires_grad for p in module.encoder.parameters())
     steps_per_epoch = len(_minibatches(np.arange(n_obs), batch_size))
     warmup_steps = max(1, int(KL_WARMUP_FRACTION * epochs * steps_per_epoch))
     step, history = 0, []
     start = time.perf_counter()
     module.train()
+    if frozen_norms:  # a query step: batch norm keeps the reference's statistics
+        for layer in module.modules():
+            if isinstance(layer, torch.nn.BatchNorm1d):
+                layer.eval()
     for _ in range(epochs):
         total, seen = 0.0, 0
         for rows in _minibatches(rng.permutation(n_obs), batch_size):
-            index = torch.as_tensor(rows, device=torch_device)
+            index = torch.as_tensor(rows, device=device)
             reconstruction, kl = module.negative_elbo_terms(
-                dense(rows), batch_tensor[index], None if side_tensor is None else side_tensor[index]
+                torch.as_tensor(counts[rows].toarray(), device=device),
+                batch_tensor[index],
+                None if side_tensor is None else side_tensor[index],
             )
             loss = (reconstruction + min(1.0, step / warmup_steps) * kl).mean()
             if not torch.isfinite(loss):
@@ -108,9 +192,7 @@ def fit_count_vae(
             total += loss.item() * len(rows)
             seen += len(rows)
         history.append(total / seen)
-    seconds = time.perf_counter() - start
-    latent = encode_counts(module, counts, None if side is None else np.asarray(side, dtype=np.float32), torch_device)
-    return CountVAEFit(latent, module.cpu(), epochs, seconds, history)
+    return history, time.perf_counter() - start
 
 
 def _minibatches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:

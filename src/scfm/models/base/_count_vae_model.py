@@ -32,9 +32,16 @@ ENCODE_BLOCK = 4096  # cells encoded at once (eval mode: the result does not dep
 
 
 def encode_counts(
-    module: BatchConditionedCountVAE, counts: sp.csr_matrix, side: np.ndarray | None, device: torch.device
+    module: BatchConditionedCountVAE,
+    counts: sp.csr_matrix,
+    side: np.ndarray | None,
+    batches: np.ndarray,
+    device: torch.device,
 ) -> np.ndarray:
-    """Posterior means ``(n_obs, n_latent)`` float32 of the cells' latents, ``module`` in eval mode."""
+    """Posterior means ``(n_obs, n_latent)`` float32 of the cells' latents, ``module`` in eval mode.
+
+    ``batches`` (integer codes) are read only by a module whose encoder reads the batch.
+    """
     module.eval()
     latent = np.empty((counts.shape[0], module.latent_mean.out_features), dtype=np.float32)
     with torch.inference_mode():
@@ -42,7 +49,8 @@ def encode_counts(
             end = min(begin + ENCODE_BLOCK, counts.shape[0])
             block = torch.as_tensor(counts[begin:end].toarray(), dtype=torch.float32, device=device)
             side_block = None if side is None else torch.as_tensor(side[begin:end], device=device)
-            mean, _ = module.encode(block, side_block)
+            batch_block = torch.as_tensor(np.asarray(batches[begin:end], dtype=np.int64), device=device)
+            mean, _ = module.encode(block, side_block, batch_block)
             latent[begin:end] = mean.float().cpu().numpy()
     return latent
 
@@ -69,10 +77,10 @@ class CountVAEModel:
     record: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.module.encoder[0].in_features != len(self.genes):
+        if self.module.n_genes != len(self.genes) or self.module.n_side:
             raise ValueError(
-                f"the module reads {self.module.encoder[0].in_features} features, but {len(self.genes)} genes were "
-                "given; a count VAE that reads a cell embedding beside the genes cannot map queries"
+                f"the module models {self.module.n_genes} genes and reads {self.module.n_side} side features, but "
+                f"{len(self.genes)} genes were given; a count VAE that reads a cell embedding cannot map queries"
             )
         if self.module.n_batches != len(self.batches):
             raise ValueError(f"the module knows {self.module.n_batches} batches, but {len(self.batches)} were named")
@@ -83,14 +91,28 @@ class CountVAEModel:
         """Width of the latent space."""
         return self.module.latent_mean.out_features
 
-    def encode(self, counts: sp.spmatrix | np.ndarray, *, device: str = "cpu") -> np.ndarray:
-        """Latent posterior means ``(n_obs, n_latent)`` of cells whose counts are given in the order of ``genes``."""
+    @property
+    def encodes_batch(self) -> bool:
+        """Whether the encoder reads the batch (scArches' reference setting): a new batch then needs training."""
+        return self.module.encode_batch
+
+    def encode(
+        self, counts: sp.spmatrix | np.ndarray, batches: np.ndarray | None = None, *, device: str = "cpu"
+    ) -> np.ndarray:
+        """Latent posterior means ``(n_obs, n_latent)`` of cells whose counts are given in the order of ``genes``.
+
+        ``batches``: each cell's index into :attr:`batches`, needed when the encoder reads the batch.
+        """
         counts = sp.csr_matrix(counts, dtype=np.float32)
         if counts.shape[1] != len(self.genes):
             raise ValueError(f"counts must have one column per model gene ({len(self.genes)}), got {counts.shape[1]}")
+        if batches is None:
+            if self.encodes_batch:
+                raise ValueError("this VAE's encoder reads the batch; pass each cell's batch index (batches=)")
+            batches = np.zeros(counts.shape[0], dtype=np.int64)
         torch_device = resolve_device(device)
         try:
-            return encode_counts(self.module.to(torch_device), counts, None, torch_device)
+            return encode_counts(self.module.to(torch_device), counts, None, np.asarray(batches), torch_device)
         finally:
             self.module.cpu()
 
@@ -106,7 +128,11 @@ class CountVAEModel:
                 "n_batches": len(self.batches),
                 "n_latent": self.n_latent,
                 "n_hidden": module.latent_mean.in_features,
-                "n_layers": sum(isinstance(layer, torch.nn.Linear) for layer in module.encoder),
+                "n_layers": len(module.encoder.linears),
+                "dropout": module.dropout,
+                "encode_batch": module.encode_batch,
+                "norm": module.norm,
+                "deep_injection": module.deep_injection,
             },
             "record": self.record,
         }
@@ -135,6 +161,10 @@ class CountVAEModel:
                 n_latent=shape["n_latent"],
                 n_hidden=shape["n_hidden"],
                 n_layers=shape["n_layers"],
+                dropout=shape["dropout"],
+                encode_batch=shape["encode_batch"],
+                norm=shape["norm"],
+                deep_injection=shape["deep_injection"],
             )
             module.load_state_dict(tensors, strict=True)
             return cls(module, tuple(meta["genes"]), tuple(meta["batches"]), meta.get("record", {}))
