@@ -98,12 +98,8 @@ def integrate_by_vae(pretrained: Pretrained | None, adata: AnnData, batches: pd.
         codes[order],
         None if side is None else side[order],
         n_latent=settings.n_latent,
-        max_epochs=settings.max_epochs,
-        batch_size=settings.batch_size,
-        lr=settings.lr,
-        seed=settings.seed,
-        device=settings.device,
         encode_batch=settings.encode_batch,
+        **_training(settings),
     )
     latent = np.empty_like(fit.latent)
     latent[order] = fit.latent
@@ -171,11 +167,7 @@ def map_by_vae(model: CountVAEModel, adata: AnnData, batches: pd.Series, setting
             aligned[order],
             codes[order],
             n_new=len(new),
-            max_epochs=settings.max_epochs,
-            batch_size=settings.batch_size,
-            lr=settings.lr,
-            seed=settings.seed,
-            device=settings.device,
+            **_training(settings),
         )
         embedding = np.empty_like(fit.latent)
         embedding[order] = fit.latent
@@ -198,6 +190,17 @@ def map_by_vae(model: CountVAEModel, adata: AnnData, batches: pd.Series, setting
         "query_training": trained,
     }
     return VAEIntegration(embedding, record, None, mapped)
+
+
+def _training(settings: VAESettings) -> dict[str, Any]:
+    """Return the optimisation arguments shared by fitting a VAE and fitting a query's new batches."""
+    return {
+        "max_epochs": settings.max_epochs,
+        "batch_size": settings.batch_size,
+        "lr": settings.lr,
+        "seed": settings.seed,
+        "device": settings.device,
+    }
 
 
 def _gene_names(adata: AnnData, settings: VAESettings) -> pd.Index:
