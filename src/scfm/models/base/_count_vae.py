@@ -81,7 +81,9 @@ def fit_count_vae(
     ).to(torch_device)
     side = None if side is None else np.asarray(side, dtype=np.float32)
     optimiser = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=1e-6, eps=0.01)
-    history, seconds = _train(module, optimiser, counts, batches, side, epochs, batch_size, seed, torch_device)
+    history, seconds = _train(
+        module, optimiser, counts, batches, side, epochs, batch_size, seed, torch_device, keep_norm_statistics=False
+    )
     latent = encode_counts(module, counts, side, batches, torch_device)
     return CountVAEFit(latent, module.cpu(), epochs, seconds, history)
 
@@ -121,7 +123,9 @@ def fit_new_batches(
         hooks.append(layer.weight.register_hook(lambda grad, mask=mask: grad * mask))
     optimiser = torch.optim.Adam([layer.weight for layer in layers], lr=lr, weight_decay=0.0, eps=0.01)
     try:
-        history, seconds = _train(module, optimiser, counts, batches, None, epochs, batch_size, seed, torch_device)
+        history, seconds = _train(
+            module, optimiser, counts, batches, None, epochs, batch_size, seed, torch_device, keep_norm_statistics=True
+        )
     finally:
         for hook in hooks:
             hook.remove()
@@ -157,19 +161,23 @@ def _train(
     batch_size: int,
     seed: int,
     device: torch.device,
+    *,
+    keep_norm_statistics: bool,
 ) -> tuple[list[float], float]:
-    """Minimise the negative ELBO with the KL weight warmed up; return the loss per epoch and the seconds."""
+    """Minimise the negative ELBO with the KL weight warmed up; return the loss per epoch and the seconds.
+
+    ``keep_norm_statistics``: batch norm layers stay in eval mode (a query step keeps the reference's statistics).
+    """
     rng = np.random.default_rng(seed)
     n_obs = counts.shape[0]
     side_tensor = None if side is None else torch.as_tensor(side, device=device)
     batch_tensor = torch.as_tensor(batches, device=device)
-    frozen_norms = not any(p.requires_grad for p in module.encoder.parameters())
     steps_per_epoch = len(_minibatches(np.arange(n_obs), batch_size))
     warmup_steps = max(1, int(KL_WARMUP_FRACTION * epochs * steps_per_epoch))
     step, history = 0, []
     start = time.perf_counter()
     module.train()
-    if frozen_norms:  # a query step: batch norm keeps the reference's statistics
+    if keep_norm_statistics:
         for layer in module.modules():
             if isinstance(layer, torch.nn.BatchNorm1d):
                 layer.eval()
