@@ -8,6 +8,7 @@ import scanpy as sc
 import scipy.sparse as sp
 import torch
 from conftest import assert_unchanged, make_batched_counts, snapshot
+from torch import nn
 
 import scfm
 from scfm.models import CheckpointError, CountVAEModel
@@ -107,6 +108,21 @@ def test_fit_count_vae_checks_its_arrays():
     with pytest.raises(ValueError, match="side features"):
         fit_count_vae(counts, np.zeros(10), np.zeros((9, 2)), max_epochs=1)
     assert default_vae_epochs(240) == 400 and default_vae_epochs(100_000) == 80
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({}, (False, nn.BatchNorm1d, 0.1)),
+        ({"encode_batch": True}, (True, nn.LayerNorm, 0.2)),
+        ({"norm": "layer", "dropout": 0.2}, (False, nn.LayerNorm, 0.2)),
+        ({"encode_batch": True, "norm": "batch"}, (True, nn.BatchNorm1d, 0.2)),
+    ],
+)
+def test_fit_count_vae_settings_and_their_overrides(settings, expected):
+    counts = sp.csr_matrix(np.random.default_rng(0).poisson(2.0, (12, 5)).astype(np.float32))
+    module = fit_count_vae(counts, np.arange(12) % 2, max_epochs=1, device="cpu", **settings).module
+    assert (module.encode_batch, type(module.encoder.norms[0]), module.encoder.dropout.p) == expected
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -45,6 +46,8 @@ def fit_count_vae(
     seed: int = 0,
     device: str = "auto",
     encode_batch: bool = False,
+    norm: Literal["batch", "layer"] | None = None,
+    dropout: float | None = None,
 ) -> CountVAEFit:
     """Train :class:`~scfm.nn.BatchConditionedCountVAE` on ``counts`` and encode every cell.
 
@@ -64,8 +67,12 @@ def fit_count_vae(
     device
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
     encode_batch
-        scArches' reference setting: the encoder reads the batch too, with layer norm instead of batch norm and
-        dropout 0.2, so that :func:`fit_new_batches` can later train a query's batches alone.
+        scArches' reference setting: the encoder reads the batch too, so that :func:`fit_new_batches` can later
+        train a query's batches alone. ``False`` (the default): only the decoder reads it.
+    norm, dropout
+        Normalisation of the hidden layers and the encoder's dropout; ``None`` takes the setting's own: layer norm
+        and 0.2 with ``encode_batch`` (scArches'), batch norm and 0.1 without (scVI's). ``docs/benchmarks.md``
+        ablates the three parts.
     """
     counts, batches, epochs = _checked(counts, batches, side, max_epochs, batch_size)
     torch_device = resolve_device(device)
@@ -76,8 +83,8 @@ def fit_count_vae(
         int(batches.max()) + 1,
         n_latent=n_latent,
         encode_batch=encode_batch,
-        norm="layer" if encode_batch else "batch",
-        dropout=0.2 if encode_batch else 0.1,
+        norm=norm or ("layer" if encode_batch else "batch"),
+        dropout=dropout if dropout is not None else (0.2 if encode_batch else 0.1),
     ).to(torch_device)
     side = None if side is None else np.asarray(side, dtype=np.float32)
     optimiser = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=1e-6, eps=0.01)
