@@ -32,7 +32,7 @@ from scfm.models.base import fit_count_vae
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from integration_vae import SETS, load
 
-VARIANTS = {  # name: (encoder reads the batch, norm, encoder dropout)
+VARIANTS = {  # name: (encoder reads the batch, norm (or encoder, decoder pair), encoder dropout)
     "batch_free": (False, "batch", 0.1),
     "encode_batch": (True, "layer", 0.2),
     "encoder_batch": (True, "batch", 0.1),
@@ -41,6 +41,11 @@ VARIANTS = {  # name: (encoder reads the batch, norm, encoder dropout)
     "layer_dropout": (False, "layer", 0.2),
     "encoder_batch_layer": (True, "layer", 0.1),
     "encoder_batch_dropout": (True, "batch", 0.2),
+    "encoder_layer": (False, ("layer", "batch"), 0.1),
+    "encoder_layer_dropout": (False, ("layer", "batch"), 0.2),
+    "encoder_batch_encoder_layer": (True, ("layer", "batch"), 0.1),
+    "encoder_batch_encoder_layer_dropout": (True, ("layer", "batch"), 0.2),
+    "layer_affine": (False, "layer_affine", 0.1),
 }
 
 

@@ -47,6 +47,7 @@ def test_vae_mixes_planted_batches_and_keeps_the_types(planted):
     record = adata.uns["scfm"]["vae"]
     assert record["method"] == "vae" and record["batches"] == ["b0", "b1"]
     assert record["max_epochs"] == 400 and record["embedding_dim"] == 0 and record["genes_used"] == 300
+    assert record["norm"] == ["layer", "batch"]  # encoder, decoder
     assert "model" not in record  # no model is loaded when the embedding is not read
 
 
@@ -113,16 +114,30 @@ def test_fit_count_vae_checks_its_arrays():
 @pytest.mark.parametrize(
     ("settings", "expected"),
     [
-        ({}, (False, nn.BatchNorm1d, 0.1)),
-        ({"encode_batch": True}, (True, nn.LayerNorm, 0.2)),
-        ({"norm": "layer", "dropout": 0.2}, (False, nn.LayerNorm, 0.2)),
-        ({"encode_batch": True, "norm": "batch"}, (True, nn.BatchNorm1d, 0.2)),
+        ({}, (False, nn.LayerNorm, nn.BatchNorm1d, 0.1)),
+        ({"encode_batch": True}, (True, nn.LayerNorm, nn.LayerNorm, 0.2)),
+        ({"norm": "layer", "dropout": 0.2}, (False, nn.LayerNorm, nn.LayerNorm, 0.2)),
+        ({"encode_batch": True, "norm": "batch"}, (True, nn.BatchNorm1d, nn.BatchNorm1d, 0.2)),
+        ({"norm": ("batch", "layer_affine")}, (False, nn.BatchNorm1d, nn.LayerNorm, 0.1)),
     ],
 )
 def test_fit_count_vae_settings_and_their_overrides(settings, expected):
     counts = sp.csr_matrix(np.random.default_rng(0).poisson(2.0, (12, 5)).astype(np.float32))
     module = fit_count_vae(counts, np.arange(12) % 2, max_epochs=1, device="cpu", **settings).module
-    assert (module.encode_batch, type(module.encoder.norms[0]), module.encoder.dropout.p) == expected
+    norms = type(module.encoder.norms[0]), type(module.decoder.norms[0])
+    assert (module.encode_batch, *norms, module.encoder.dropout.p) == expected
+    assert all(
+        norm.elementwise_affine == (settings.get("norm") == ("batch", "layer_affine"))
+        for norm in module.decoder.norms
+        if isinstance(norm, nn.LayerNorm)
+    )
+
+
+def test_count_vae_refuses_an_unknown_norm():
+    with pytest.raises(ValueError, match="norm must be one of"):
+        BatchConditionedCountVAE(6, 0, 2, norm="group")
+    with pytest.raises(ValueError, match="norm must be one of"):
+        BatchConditionedCountVAE(6, 0, 2, norm=("layer", "rms"))
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +183,7 @@ def test_vae_mapping_the_reference_reproduces_its_latent_and_survives_saving(ref
     loaded = scfm.tl.integrate(reference, "batch", model=str(directory), copy=True, **QUICK)
     np.testing.assert_array_equal(loaded.obsm["X_scfm_integrated"], again)
     assert CountVAEModel.load(directory).record == model.record
+    assert CountVAEModel.load(directory).module.norm == model.module.norm == ("layer", "batch")
     (directory / "count_vae.safetensors").write_bytes(b"not a tensor file")
     with pytest.raises(CheckpointError, match="not a readable count-VAE directory"):
         CountVAEModel.load(directory)

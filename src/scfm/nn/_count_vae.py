@@ -10,6 +10,8 @@ from torch import nn
 
 from ._counts import negative_binomial_log_likelihood
 
+NORMS = ("batch", "layer", "layer_affine")
+Norm = Literal["batch", "layer", "layer_affine"]
 DEEP_INJECTION = False  # the batch joins every hidden layer's input (scVI's deeply_inject_covariates), not the first
 
 
@@ -28,7 +30,7 @@ class _BatchInjectedMLP(nn.Module):
             if norm == "batch":
                 self.norms.append(nn.BatchNorm1d(d_hidden))
             else:
-                self.norms.append(nn.LayerNorm(d_hidden, elementwise_affine=False))
+                self.norms.append(nn.LayerNorm(d_hidden, elementwise_affine=norm == "layer_affine"))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def injected(self) -> list[nn.Linear]:
@@ -66,7 +68,9 @@ class BatchConditionedCountVAE(nn.Module):
     encode_batch
         Whether the encoder reads the batch as well.
     norm
-        ``"batch"`` (batch norm, scVI's default) or ``"layer"`` (layer norm without affine parameters, scArches').
+        ``"batch"`` (batch norm, scVI's default), ``"layer"`` (layer norm without affine parameters, scArches') or
+        ``"layer_affine"`` (layer norm with a learnt per-unit scale and shift); one for both encoder and decoder, or
+        an ``(encoder, decoder)`` pair.
     deep_injection
         The batch joins the input of every hidden layer (scVI's ``deeply_inject_covariates``), not only the first.
         Off by default: ``tl.integrate`` was benchmarked with the batch in the first layer.
@@ -83,23 +87,26 @@ class BatchConditionedCountVAE(nn.Module):
         n_layers: int = 2,
         dropout: float = 0.1,
         encode_batch: bool = False,
-        norm: Literal["batch", "layer"] = "batch",
+        norm: Norm | tuple[Norm, Norm] = "batch",
         deep_injection: bool = DEEP_INJECTION,
     ) -> None:
         super().__init__()
         if min(n_genes, n_batches, n_latent, n_hidden, n_layers) < 1 or n_side < 0:
             raise ValueError("n_genes, n_batches, n_latent, n_hidden and n_layers must be >= 1 and n_side >= 0")
-        if norm not in ("batch", "layer"):
-            raise ValueError(f"norm must be 'batch' or 'layer', got {norm!r}")
+        encoder_norm, decoder_norm = (norm, norm) if isinstance(norm, str) else tuple(norm)
+        for side_norm in (encoder_norm, decoder_norm):
+            if side_norm not in NORMS:
+                raise ValueError(f"norm must be one of {NORMS} or an (encoder, decoder) pair of them, got {norm!r}")
         self.n_genes, self.n_side, self.n_batches = n_genes, n_side, n_batches
-        self.encode_batch, self.norm, self.dropout, self.deep_injection = encode_batch, norm, dropout, deep_injection
+        self.encode_batch, self.dropout, self.deep_injection = encode_batch, dropout, deep_injection
+        self.norm = (encoder_norm, decoder_norm)
         encoder_batches = n_batches if encode_batch else 0
         self.encoder = _BatchInjectedMLP(
-            n_genes + n_side, n_hidden, n_layers, dropout, norm, encoder_batches, deep_injection
+            n_genes + n_side, n_hidden, n_layers, dropout, encoder_norm, encoder_batches, deep_injection
         )
         self.latent_mean = nn.Linear(n_hidden, n_latent)
         self.latent_log_var = nn.Linear(n_hidden, n_latent)
-        self.decoder = _BatchInjectedMLP(n_latent, n_hidden, n_layers, 0.0, norm, n_batches, deep_injection)
+        self.decoder = _BatchInjectedMLP(n_latent, n_hidden, n_layers, 0.0, decoder_norm, n_batches, deep_injection)
         self.gene_logits = nn.Linear(n_hidden, n_genes)
         self.log_theta = nn.Parameter(torch.zeros(n_genes))
 

@@ -154,9 +154,11 @@ def integrate(
         ``"vae"``: weight of the standardised frozen embedding in the encoder's input. 0 (the default, see above)
         reads the genes alone and loads no model; passing a ``model`` then is an error.
     encode_batch
-        ``"vae"``: the encoder reads the batch too, with layer norm and dropout 0.2 (scArches' setting for a
-        reference that queries will be mapped onto, with their new batches trained). ``docs/benchmarks.md``
-        ("Reference mapping of a held-out batch") compares both settings.
+        ``"vae"``: the encoder reads the batch too, with layer norm in encoder and decoder and dropout 0.2
+        (scArches' setting for a reference that queries will be mapped onto, with their new batches trained).
+        Without it (the default) the encoder is layer-normed, the decoder batch-normed, dropout 0.1.
+        ``docs/benchmarks.md`` ("Reference mapping of a held-out batch", "The encoder reading the batch too")
+        compares the settings.
     max_len, mask_ratio, gep_weight, ..., domain_batchnorm
         ``"finetune"`` only (below).
     max_len

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from scfm.nn import BatchConditionedCountVAE
+from scfm.nn._count_vae import Norm
 
 from ._count_vae_model import encode_counts
 from ._device import resolve_device
@@ -46,7 +46,7 @@ def fit_count_vae(
     seed: int = 0,
     device: str = "auto",
     encode_batch: bool = False,
-    norm: Literal["batch", "layer"] | None = None,
+    norm: Norm | tuple[Norm, Norm] | None = None,
     dropout: float | None = None,
 ) -> CountVAEFit:
     """Train :class:`~scfm.nn.BatchConditionedCountVAE` on ``counts`` and encode every cell.
@@ -70,9 +70,11 @@ def fit_count_vae(
         scArches' reference setting: the encoder reads the batch too, so that :func:`fit_new_batches` can later
         train a query's batches alone. ``False`` (the default): only the decoder reads it.
     norm, dropout
-        Normalisation of the hidden layers and the encoder's dropout; ``None`` takes the setting's own: layer norm
-        and 0.2 with ``encode_batch`` (scArches'), batch norm and 0.1 without (scVI's). ``docs/benchmarks.md``
-        ablates the three parts.
+        Normalisation of the hidden layers (one for both, or an ``(encoder, decoder)`` pair; see
+        :class:`~scfm.nn.BatchConditionedCountVAE`) and the encoder's dropout. ``None`` takes the setting's own:
+        layer norm and 0.2 with ``encode_batch`` (scArches'); without it, layer norm in the encoder, batch norm in
+        the decoder and 0.1 (scVI's batch norm everywhere scored lower on pancreas, and layer norm in the decoder
+        too left a strong batch effect in the latent). ``docs/benchmarks.md`` ablates them.
     """
     counts, batches, epochs = _checked(counts, batches, side, max_epochs, batch_size)
     torch_device = resolve_device(device)
@@ -83,7 +85,7 @@ def fit_count_vae(
         int(batches.max()) + 1,
         n_latent=n_latent,
         encode_batch=encode_batch,
-        norm=norm or ("layer" if encode_batch else "batch"),
+        norm=norm or ("layer" if encode_batch else ("layer", "batch")),
         dropout=dropout if dropout is not None else (0.2 if encode_batch else 0.1),
     ).to(torch_device)
     side = None if side is None else np.asarray(side, dtype=np.float32)
