@@ -3,6 +3,7 @@
     python benchmarks/query_mapping.py                         # both tasks
     python benchmarks/query_mapping.py --tasks pancreas --epochs 10 --query-epochs 10
     python benchmarks/query_mapping.py --methods vae scvi pca   # without the fine-tuning rows (the slow ones)
+    python benchmarks/query_mapping.py --tasks mop --methods vae scvi --mop-cells 2000 --seed 1   # another seed
 
 Tasks (data from ../shared/data):
 
@@ -131,7 +132,7 @@ def scvi_scarches(
 ) -> tuple[np.ndarray, np.ndarray]:
     import scvi
 
-    scvi.settings.seed = 0
+    scvi.settings.seed = opts.seed
     hvg = log_hvg(reference)
     ref = reference[:, hvg].copy()
     ref.X = sp.csr_matrix(np.rint(ref.X.toarray()), dtype=np.float32)
@@ -168,13 +169,13 @@ def run_task(name: str, reference: ad.AnnData, query: ad.AnnData, gene_kwargs: d
     if "vae" in opts.methods:
         start = time.perf_counter()
         r, q = reference.copy(), query.copy()
-        vae = scfm.tl.integrate(r, "batch", return_model=True, progress=False)
+        vae = scfm.tl.integrate(r, "batch", return_model=True, seed=opts.seed, progress=False)
         scfm.tl.integrate(q, "batch", model=vae, progress=False)
         add("scfm vae map", r.obsm["X_scfm_integrated"], q.obsm["X_scfm_integrated"], time.perf_counter() - start)
         start = time.perf_counter()
         r, q = reference.copy(), query.copy()
-        vae = scfm.tl.integrate(r, "batch", encode_batch=True, return_model=True, progress=False)
-        scfm.tl.integrate(q, "batch", model=vae, max_epochs=opts.vae_query_epochs, progress=False)
+        vae = scfm.tl.integrate(r, "batch", encode_batch=True, return_model=True, seed=opts.seed, progress=False)
+        scfm.tl.integrate(q, "batch", model=vae, max_epochs=opts.vae_query_epochs, seed=opts.seed, progress=False)
         add(
             "scfm vae (encode_batch) map",
             r.obsm["X_scfm_integrated"],
@@ -183,7 +184,7 @@ def run_task(name: str, reference: ad.AnnData, query: ad.AnnData, gene_kwargs: d
         )
         start = time.perf_counter()
         both = ad.concat([reference, query])
-        scfm.tl.integrate(both, "batch", progress=False)
+        scfm.tl.integrate(both, "batch", seed=opts.seed, progress=False)
         joint = both.obsm["X_scfm_integrated"]
         add(
             "scfm vae, reference + query fitted together",
@@ -220,7 +221,7 @@ def _finetune_rows(reference: ad.AnnData, query: ad.AnnData, gene_kwargs: dict, 
         "n_top_genes": opts.n_top_genes,
         "batch_size": opts.batch_size,
         "progress": False,
-        "seed": 0,
+        "seed": opts.seed,
         **gene_kwargs,
     }
     # scfm, DSBN reference: load_query_data + train, and the untrained query model
@@ -289,6 +290,7 @@ def main() -> None:
     parser.add_argument("--n-top-genes", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--mop-cells", type=int, default=3000)
+    parser.add_argument("--seed", type=int, default=0, help="seed of every trained model (scfm and scVI)")
     parser.add_argument("--scvi-epochs", type=int, default=200)
     parser.add_argument("--scvi-query-epochs", type=int, default=200)
     parser.add_argument(
