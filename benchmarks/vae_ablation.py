@@ -46,6 +46,7 @@ VARIANTS = {  # name: (encoder reads the batch, norm (or encoder, decoder pair),
     "encoder_batch_encoder_layer": (True, ("layer", "batch"), 0.1),
     "encoder_batch_encoder_layer_dropout": (True, ("layer", "batch"), 0.2),
     "layer_affine": (False, "layer_affine", 0.1),
+    "encode_batch_affine": (True, "layer_affine", 0.2),
 }
 
 

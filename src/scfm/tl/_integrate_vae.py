@@ -119,7 +119,7 @@ def integrate_by_vae(pretrained: Pretrained | None, adata: AnnData, batches: pd.
     }
     model = None
     if side is None:
-        model_record = {key: record[key] for key in ("norm", "epochs", "final_loss", "train_seconds")}
+        model_record = {key: record[key] for key in ("epochs", "final_loss", "train_seconds")}
         model_record |= {"seed": settings.seed, "lr": settings.lr, "batch_size": settings.batch_size}
         model = CountVAEModel(
             fit.module, tuple(genes.var_names), tuple(str(c) for c in categorical.categories), model_record
