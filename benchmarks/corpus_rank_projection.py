@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/corpus_rank_projection.py [--panel 3000] [--sets pancreas pbmc_sorted cortex pbmc68k]
-        [--data ../shared/data]
+        [--values rank|log] [--components 50] [--data ../shared/data]
 
 The protocol's parameter-free rank -> z-score -> PCA baseline (``scfm.bench.rank_pca``) fits its PCA on the
 evaluation cells. Here the same pipeline is fitted once on the leave-dataset-out pretraining corpus (the three
@@ -21,6 +21,9 @@ Rows per set, scored in one scib-metrics ``Benchmarker`` (the protocol's ``score
 corpus-fitted projection, both side by side (each block scaled to unit mean norm), ``rank_pca`` fitted on the set
 restricted to the panel genes it has (isolates the gene coverage from the directions), ``rank_pca`` on the set's
 own HVGs and HVG+PCA.
+
+``--values log`` makes the read-out read each cell's panel genes as ``log1p`` of values normalised to 10,000 over the
+panel, instead of rank scores (the rest of the pipeline unchanged).
 
 ``--add-mouse-cortex`` adds the 10,309 mouse motor cortex RNA profiles of
 ``multiomic/mouse_mop_paired_rna_atac_10309cells.h5mu`` (1,677 genes; mouse symbols upper-cased as a stand-in for
@@ -68,16 +71,32 @@ def rank_scores(matrix: sp.spmatrix) -> sp.csr_matrix:
     return ranked
 
 
-class CorpusRankProjection:
-    """Panel, per-gene statistics and principal directions of the corpus's rank scores (datasets weighted equally)."""
+def log_values(matrix: sp.spmatrix) -> sp.csr_matrix:
+    """Each row normalised to 10,000 and log1p-transformed (over the genes given)."""
+    values = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+    totals = np.asarray(values.sum(1)).ravel()
+    values = sp.csr_matrix(sp.diags(1e4 / np.maximum(totals, 1)) @ values)
+    values.data = np.log1p(values.data)
+    return values
 
-    def __init__(self, corpus: ad.AnnData, n_panel: int, n_comps: int = 50) -> None:
+
+CELL_SCORES = {"rank": rank_scores, "log": log_values}
+
+
+class CorpusRankProjection:
+    """Panel, per-gene statistics and principal directions of the corpus's rank scores (datasets weighted equally).
+
+    ``values="log"`` reads log-normalised values of the panel genes (normalised over the panel) instead of ranks.
+    """
+
+    def __init__(self, corpus: ad.AnnData, n_panel: int, n_comps: int = 50, values: str = "rank") -> None:
+        self.cell_scores = CELL_SCORES[values]
         work = corpus.copy()
         sc.pp.normalize_total(work, target_sum=1e4)
         sc.pp.log1p(work)
         sc.pp.highly_variable_genes(work, n_top_genes=n_panel, batch_key="dataset")
         self.panel = work.var_names[work.var["highly_variable"].to_numpy()]
-        scores = rank_scores(corpus[:, self.panel].X).toarray()
+        scores = self.cell_scores(corpus[:, self.panel].X).toarray()
         datasets = corpus.obs["dataset"].astype(str)
         weights = 1.0 / datasets.map(datasets.value_counts()).to_numpy(dtype=float)
         self.weights = weights / weights.sum()
@@ -100,7 +119,7 @@ class CorpusRankProjection:
 
     def transform(self, matrix: sp.spmatrix, genes: pd.Index) -> np.ndarray:
         panel, _ = self.panel_matrix(matrix, genes)
-        z = np.clip((rank_scores(panel).toarray() - self.mean) / self.std, -10, 10)
+        z = np.clip((self.cell_scores(panel).toarray() - self.mean) / self.std, -10, 10)
         return ((z - self.centre) @ self.components).astype(np.float32)
 
 
@@ -117,15 +136,19 @@ def mouse_cortex_cells(data: Path) -> ad.AnnData:
 
 
 def set_matrix(adata: ad.AnnData, use_raw: bool) -> tuple[sp.csr_matrix, pd.Index]:
-    """The set's expression matrix and genes (ranks are the same for counts and their log values)."""
+    """The set's expression matrix and genes; log values (pbmc68k's ``raw``) are returned to their linear scale."""
     source = adata.raw if use_raw else adata
-    return sp.csr_matrix(source.X, dtype=np.float32, copy=True), pd.Index(source.var_names)
+    matrix = sp.csr_matrix(source.X, dtype=np.float32, copy=True)
+    if use_raw:
+        matrix.data = np.expm1(matrix.data)
+    return matrix, pd.Index(source.var_names)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--panel", type=int, default=3000, help="corpus highly variable genes in the panel")
     parser.add_argument("--components", type=int, default=50, help="corpus principal components kept")
+    parser.add_argument("--values", choices=["rank", "log"], default="rank", help="what the read-out reads")
     parser.add_argument("--sets", nargs="+", default=list(HELD_OUT + VALIDATION))
     parser.add_argument("--max-cells", type=int, default=1000, help="pancreas keeps all its 528 cells")
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -144,13 +167,13 @@ def main() -> None:
             fill_value=0,
         )
         corpus.X = sp.csr_matrix(corpus.X, dtype=np.float32)
-    projection = CorpusRankProjection(corpus, args.panel, args.components)
+    projection = CorpusRankProjection(corpus, args.panel, args.components, args.values)
     print(f"corpus: {corpus.n_obs} cells, {corpus.obs['dataset'].nunique()} datasets; panel {len(projection.panel)}")
     print("variance of the first 5 components: " + ", ".join(f"{v:.3f}" for v in projection.explained[:5]))
 
     names = {
         "X_tgpt": "tGPT (bundled default)",
-        "X_corpus_rank_pca": "corpus-fitted rank projection (fixed)",
+        "X_corpus_rank_pca": f"corpus-fitted read-out of {args.values} values (fixed)",
         "X_tgpt_and_projection": "tGPT beside the projection",
         "X_rank_pca_panel": "rank -> PCA fitted on the set, panel genes only",
         "X_rank_pca": "rank -> PCA fitted on the set, its own HVGs",
