@@ -4,6 +4,7 @@
     python benchmarks/query_mapping.py --tasks pancreas --epochs 10 --query-epochs 10
     python benchmarks/query_mapping.py --methods vae scvi pca   # without the fine-tuning rows (the slow ones)
     python benchmarks/query_mapping.py --tasks mop --methods vae scvi --mop-cells 2000 --seed 1   # another seed
+    python benchmarks/query_mapping.py --tasks mop --methods vae --mop-cells 2000 --vae-epochs 200  # scVI's epochs
 
 Tasks (data from ../shared/data):
 
@@ -169,12 +170,16 @@ def run_task(name: str, reference: ad.AnnData, query: ad.AnnData, gene_kwargs: d
     if "vae" in opts.methods:
         start = time.perf_counter()
         r, q = reference.copy(), query.copy()
-        vae = scfm.tl.integrate(r, "batch", return_model=True, seed=opts.seed, progress=False)
+        vae = scfm.tl.integrate(
+            r, "batch", return_model=True, max_epochs=opts.vae_epochs, seed=opts.seed, progress=False
+        )
         scfm.tl.integrate(q, "batch", model=vae, progress=False)
         add("scfm vae map", r.obsm["X_scfm_integrated"], q.obsm["X_scfm_integrated"], time.perf_counter() - start)
         start = time.perf_counter()
         r, q = reference.copy(), query.copy()
-        vae = scfm.tl.integrate(r, "batch", encode_batch=True, return_model=True, seed=opts.seed, progress=False)
+        vae = scfm.tl.integrate(
+            r, "batch", encode_batch=True, return_model=True, max_epochs=opts.vae_epochs, seed=opts.seed, progress=False
+        )
         scfm.tl.integrate(q, "batch", model=vae, max_epochs=opts.vae_query_epochs, seed=opts.seed, progress=False)
         add(
             "scfm vae (encode_batch) map",
@@ -184,7 +189,7 @@ def run_task(name: str, reference: ad.AnnData, query: ad.AnnData, gene_kwargs: d
         )
         start = time.perf_counter()
         both = ad.concat([reference, query])
-        scfm.tl.integrate(both, "batch", seed=opts.seed, progress=False)
+        scfm.tl.integrate(both, "batch", max_epochs=opts.vae_epochs, seed=opts.seed, progress=False)
         joint = both.obsm["X_scfm_integrated"]
         add(
             "scfm vae, reference + query fitted together",
@@ -293,6 +298,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of every trained model (scfm and scVI)")
     parser.add_argument("--scvi-epochs", type=int, default=200)
     parser.add_argument("--scvi-query-epochs", type=int, default=200)
+    parser.add_argument(
+        "--vae-epochs", type=int, default=None, help="epochs of every VAE fit on reference cells (default: heuristic)"
+    )
     parser.add_argument(
         "--vae-query-epochs", type=int, default=None, help="query epochs of the encode_batch VAE (default: heuristic)"
     )

@@ -2,6 +2,7 @@
 
     python benchmarks/vae_ablation.py                                   # pancreas, 5 seeds, every variant
     python benchmarks/vae_ablation.py --sets pancreas cortex --seeds 2 --variants batch_free encode_batch layer
+    python benchmarks/vae_ablation.py --seeds 3 --variants encoder_layer encode_batch --epochs 200   # fewer epochs
 
 ``tl.integrate`` (genes only, every other setting its default) is run with the count VAE's three settings
 crossed; ``encode_batch`` is ``tl.integrate(encode_batch=True)`` (the encoder reads the batch, layer norm, dropout
@@ -50,7 +51,7 @@ VARIANTS = {  # name: (encoder reads the batch, norm (or encoder, decoder pair),
 }
 
 
-def run_set(name: str, seeds: int, variants: list[str]) -> pd.DataFrame:
+def run_set(name: str, seeds: int, variants: list[str], epochs: int | None = None) -> pd.DataFrame:
     adata, species = load(name)
     embeddings = {}
     for variant in variants:
@@ -61,7 +62,14 @@ def run_set(name: str, seeds: int, variants: list[str]) -> pd.DataFrame:
             start = time.perf_counter()
             with mock.patch.object(integrate_vae, "fit_count_vae", fit):
                 scfm.tl.integrate(
-                    adata, "batch", species=species, seed=seed, encode_batch=encode_batch, key_added=key, progress=False
+                    adata,
+                    "batch",
+                    species=species,
+                    seed=seed,
+                    encode_batch=encode_batch,
+                    max_epochs=epochs,
+                    key_added=key,
+                    progress=False,
                 )
             print(f"{name} {variant} seed {seed}: {time.perf_counter() - start:.1f} s", flush=True)
             embeddings[f"{variant} s{seed}"] = key
@@ -103,9 +111,10 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", choices=SETS, default=["pancreas"])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--epochs", type=int, default=None, help="VAE epochs (default: tl.integrate's heuristic)")
     opts = parser.parse_args()
     for name in opts.sets:
-        run_set(name, opts.seeds, opts.variants)
+        run_set(name, opts.seeds, opts.variants, opts.epochs)
 
 
 if __name__ == "__main__":
