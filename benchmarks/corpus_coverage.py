@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/corpus_coverage.py [--values rank|log] [--panel 3000] [--components 50] [--data ../shared/data]
+        [--models runs/tgpt_neighbour_coverage runs/tgpt_neighbours]
 
 A fixed read-out fitted on the corpus (``corpus_rank_projection.CorpusRankProjection``: rank scores of a panel of
 corpus HVGs, z-scored, projected on the corpus's principal components; no network) is as good as the bundled tGPT on
@@ -14,6 +15,10 @@ cortex, pancreas). This script fits the same read-out twice, on the protocol's c
   protocol's cortex cells from library 10X355_7 (one batch: bio conservation only);
 - pancreas: the corpus gains the Segerstolpe Smart-seq2 cells (200); the evaluation cells are the protocol's
   pancreas cells from Baron (inDrop) and Xin (two batches).
+
+``--models`` embeds the same cells with trained checkpoints too, e.g. ``configs/tgpt_neighbour_coverage.yaml`` (the
+neighbour recipe with the same cells added) beside ``configs/tgpt_neighbour_contrastive.yaml`` (without them): the
+same question asked of a network.
 
 Neither fit is a held-out model: the second one has seen the tissue, and the held-out cells share a donor (cortex)
 or a tissue (pancreas) with what was added. The question is only whether coverage is what the read-out lacks.
@@ -77,6 +82,9 @@ def main() -> None:
     parser.add_argument("--panel", type=int, default=3000, help="corpus highly variable genes in the panel")
     parser.add_argument("--components", type=int, default=50, help="corpus principal components kept")
     parser.add_argument("--values", choices=["rank", "log"], default="rank", help="what the read-out reads")
+    parser.add_argument(
+        "--models", nargs="*", default=[], help="checkpoint folders also embedded (e.g. the coverage recipe's)"
+    )
     parser.add_argument("--max-cells", type=int, default=1000, help="protocol cells per set before the restriction")
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     args = parser.parse_args()
@@ -95,6 +103,7 @@ def main() -> None:
         "X_tgpt": "tGPT (bundled default)",
         "X_readout_protocol": "read-out fitted on the protocol's corpus",
         "X_readout_covered": "read-out fitted on the corpus + other cells of the tissue",
+        **{f"X_model_{i}": f"checkpoint {Path(model).name}" for i, model in enumerate(args.models)},
         "X_rank_pca": "rank -> PCA fitted on these cells",
         "X_hvg_pca": "HVG+PCA",
     }
@@ -107,6 +116,8 @@ def main() -> None:
             cells.obsm[key] = projection.transform(matrix, genes)
         panel_genes = {key: int(projection.panel_matrix(matrix, genes)[1].sum()) for key, projection in fits.items()}
         scfm.tl.embed(cells, "tgpt", use_raw=ev.use_raw, key_added="X_tgpt", progress=False)
+        for i, model in enumerate(args.models):
+            scfm.tl.embed(cells, model, use_raw=ev.use_raw, key_added=f"X_model_{i}", progress=False)
         scfm.bench.rank_pca(cells, use_raw=ev.use_raw)
         scfm.bench.hvg_pca(cells, use_raw=ev.use_raw, key_added="X_hvg_pca")
         table = score(ev, list(names))

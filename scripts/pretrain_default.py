@@ -53,14 +53,27 @@ def merge_prefixed_genes(part: ad.AnnData, prefix: str) -> ad.AnnData:
 
 
 def load_corpus(
-    paths: list[str], exclude: list[str], min_cells: int, strip_prefixes: tuple[str, ...] = ()
+    paths: list[str],
+    exclude: list[str],
+    min_cells: int,
+    strip_prefixes: tuple[str, ...] = (),
+    exclude_cells: list[dict] | None = None,
 ) -> tuple[ad.AnnData, GeneVocab]:
     """Both corpora over one gene index; ``strip_prefixes`` removes genome prefixes such as ``hg19_`` from names
-    (the ECCITE-seq cells name every gene ``hg19_<symbol>``, which otherwise never meets the other datasets)."""
+    (the ECCITE-seq cells name every gene ``hg19_<symbol>``, which otherwise never meets the other datasets).
+
+    ``exclude`` drops whole datasets; each ``exclude_cells`` entry (``{"dataset": ..., "column": ..., "values":
+    [...]}``) drops the cells of one dataset whose ``obs[column]`` is one of ``values`` (e.g. one library).
+    """
     parts = []
     for path in paths:
         part = ad.read_h5ad(path)
-        part = part[~part.obs["dataset"].isin(exclude)].copy()
+        dropped = part.obs["dataset"].isin(exclude).to_numpy()
+        for rule in exclude_cells or []:
+            in_dataset = (part.obs["dataset"] == rule["dataset"]).to_numpy()
+            if in_dataset.any():
+                dropped |= in_dataset & part.obs[rule["column"]].astype(str).isin(rule["values"]).to_numpy()
+        part = part[~dropped].copy()
         part.X = sp.csr_matrix(part.X, dtype=np.float32)
         for prefix in strip_prefixes:
             part = merge_prefixed_genes(part, prefix)
@@ -234,6 +247,7 @@ def main() -> None:
         recipe["data"]["exclude_datasets"],
         recipe["data"]["vocab_min_cells"],
         tuple(recipe["data"].get("strip_gene_prefixes", ())),
+        recipe["data"].get("exclude_cells"),
     )
     if args.limit_cells:
         keep = np.random.default_rng(0).choice(corpus.n_obs, args.limit_cells, replace=False)
@@ -264,10 +278,17 @@ def main() -> None:
         n_params = sum(p.numel() for p in model.module.parameters())
         title = {"scgpt": "SCGPT", "tgpt": "TGPT", "cellplm": "CellPLM"}[family]
         usage = "`scfm.tl.embed(adata)`" if family == "scgpt" else f'`scfm.tl.embed(adata, model="{family}")`'
-        held_out = recipe["data"]["exclude_datasets"] + [
-            f"{spec['name']} ({', '.join(f'{k}={v}' for k, v in spec.items() if k.startswith('holdout'))})"
-            for spec in recipe["data"].get("spatial", [])
-        ]
+        held_out = (
+            recipe["data"]["exclude_datasets"]
+            + [
+                f"{rule['dataset']} cells with {rule['column']} in {rule['values']}"
+                for rule in recipe["data"].get("exclude_cells", [])
+            ]
+            + [
+                f"{spec['name']} ({', '.join(f'{k}={v}' for k, v in spec.items() if k.startswith('holdout'))})"
+                for spec in recipe["data"].get("spatial", [])
+            ]
+        )
         return (
             f"# scfm default {title} checkpoint (`{Path(args.out).name}`)\n\n"
             f"A small {family} model trained from scratch by scfm on CPU; it is bundled so that\n"
