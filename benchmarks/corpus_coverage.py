@@ -32,14 +32,13 @@ import sys
 from pathlib import Path
 
 import anndata as ad
-import numpy as np
 import pandas as pd
 
 import scfm
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
-from corpus_rank_projection import EXCLUDED_DATASETS, CorpusRankProjection, set_matrix
+from corpus_rank_projection import EXCLUDED_DATASETS, CorpusRankProjection, print_summary, report_rows, set_matrix
 from pretrain_default import load_corpus
 from zero_shot_protocol import EvalSet, load_set, score
 
@@ -122,13 +121,8 @@ def main() -> None:
         scfm.bench.hvg_pca(cells, use_raw=ev.use_raw, key_added="X_hvg_pca")
         table = score(ev, list(names))
         print(f"\n## {name} ({cells.n_obs} cells; panel genes present: {panel_genes})\n")
-        print(table.rename(index=names).round(3).to_markdown())
-        for key, label in names.items():
-            total = table.loc[key, "Total"] if "Total" in table.columns else np.nan
-            bio, knn = table.loc[key, "Bio conservation"], table.loc[key, "15-NN accuracy"]
-            summary.append({"set": name, "embedding": label, "Bio": bio, "Total": total, "15-NN": knn})
-    print("\n## Summary\n")
-    print(pd.DataFrame(summary).round(3).to_markdown(index=False))
+        summary += report_rows(name, table, names)
+    print_summary(summary)
 
 
 if __name__ == "__main__":

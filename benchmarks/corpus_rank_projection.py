@@ -197,14 +197,24 @@ def main() -> None:
         scfm.bench.hvg_pca(cells, use_raw=ev.use_raw, key_added="X_hvg_pca")
         table = score(ev, list(names))
         print(f"\n## {name} ({cells.n_obs} cells; {int(present.sum())} of the {len(present)} panel genes present)\n")
-        print(table.rename(index=names).round(3).to_markdown())
-        for key, label in names.items():
-            total = table.loc[key, "Total"] if "Total" in table.columns else np.nan
-            bio, knn = table.loc[key, "Bio conservation"], table.loc[key, "15-NN accuracy"]
-            summary.append({"set": name, "embedding": label, "Bio": bio, "Total": total, "15-NN": knn})
-    frame = pd.DataFrame(summary)
+        summary += report_rows(name, table, names)
+    print_summary(summary)
+
+
+def report_rows(name: str, table: pd.DataFrame, names: dict[str, str]) -> list[dict]:
+    """Print one set's scib table under readable row names; return its Bio / Total / 15-NN rows for the summary."""
+    print(table.rename(index=names).round(3).to_markdown())
+    rows = []
+    for key, label in names.items():
+        total = table.loc[key, "Total"] if "Total" in table.columns else np.nan
+        bio, knn = table.loc[key, "Bio conservation"], table.loc[key, "15-NN accuracy"]
+        rows.append({"set": name, "embedding": label, "Bio": bio, "Total": total, "15-NN": knn})
+    return rows
+
+
+def print_summary(rows: list[dict]) -> None:
     print("\n## Summary\n")
-    print(frame.round(3).to_markdown(index=False))
+    print(pd.DataFrame(rows).round(3).to_markdown(index=False))
 
 
 if __name__ == "__main__":
