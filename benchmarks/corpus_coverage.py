@@ -32,7 +32,6 @@ import sys
 from pathlib import Path
 
 import anndata as ad
-import pandas as pd
 
 import scfm
 
@@ -43,25 +42,17 @@ from pretrain_default import load_corpus
 from zero_shot_protocol import EvalSet, load_set, score
 
 CORTEX = "cxg_cortex_cultures_div4_div11"
-CORTEX_ADDED_LIBRARY, CORTEX_EVALUATED_LIBRARY = "10X353_7", "10X355_7"
+CORTEX_EVALUATED_LIBRARY = "10X355_7"  # the other library, 10X353_7, is what the covered corpus adds
 SEGERSTOLPE = "pancreas_batch4_SmartSeq2_Segerstolpe"
 PANCREAS_EVALUATED_BATCHES = ("batch 1", "batch 5")  # Baron inDrop and Xin; batch 4 is Segerstolpe
 
 
-def cortex_library_of(data: Path) -> pd.Series:
-    """Library (``sample``) of every cortex-culture cell of corpus 3, by cell name."""
-    obs = ad.read_h5ad(data / "pretraining" / "human_corpus_3.h5ad", backed="r").obs
-    return obs.loc[obs["dataset"] == CORTEX, "sample"].astype(str)
-
-
-def corpus_with_coverage(corpora: list[str], data: Path) -> ad.AnnData:
+def corpus_with_coverage(corpora: list[str]) -> ad.AnnData:
     """The protocol's corpus plus cortex library 10X353_7 and the Segerstolpe cells."""
     kept_out = [d for d in EXCLUDED_DATASETS if d not in (CORTEX, SEGERSTOLPE)]
-    corpus, _ = load_corpus(corpora, kept_out, min_cells=50, strip_prefixes=("hg19_",))
-    library = cortex_library_of(data)
-    is_cortex = (corpus.obs["dataset"] == CORTEX).to_numpy()
-    evaluated_library = library.reindex(corpus.obs_names).to_numpy() == CORTEX_EVALUATED_LIBRARY
-    return corpus[~(is_cortex & evaluated_library)].copy()
+    evaluated_library = {"dataset": CORTEX, "column": "sample", "values": [CORTEX_EVALUATED_LIBRARY]}
+    corpus, _ = load_corpus(corpora, kept_out, 50, ("hg19_",), exclude_cells=[evaluated_library])
+    return corpus
 
 
 def restricted_set(name: str, data: Path, max_cells: int) -> EvalSet:
@@ -90,7 +81,7 @@ def main() -> None:
 
     corpora = [str(path) for path in sorted((args.data / "pretraining").glob("*.h5ad"))]
     protocol_corpus, _ = load_corpus(corpora, EXCLUDED_DATASETS, min_cells=50, strip_prefixes=("hg19_",))
-    covered_corpus = corpus_with_coverage(corpora, args.data)
+    covered_corpus = corpus_with_coverage(corpora)
     fits = {
         "X_readout_protocol": CorpusRankProjection(protocol_corpus, args.panel, args.components, args.values),
         "X_readout_covered": CorpusRankProjection(covered_corpus, args.panel, args.components, args.values),
